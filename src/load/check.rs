@@ -1,0 +1,479 @@
+//! Checks that need more than one field or document: names, references, duplicates,
+//! patterns, quantities and scripts. Every finding points at the offending field.
+
+use super::{Diagnostic, Loaded, Located};
+use crate::model::{EnvVar, InheritanceMode, Quantity, Resources, RoleBinding};
+use crate::resolve::pattern::Pattern;
+use std::collections::{BTreeMap, HashMap};
+
+/// Variables berth sets itself; a workspace sets them through dedicated fields instead.
+pub const BUILT_IN_VARS: &[&str] = &["ENV", "USER_CODE_PATH", "SHARE_SECRETS_ACROSS_WORKSPACES"];
+
+pub fn check(loaded: &mut Loaded) {
+    let repo = &loaded.repo;
+    let mut out = Vec::new();
+
+    check_unique_names(&repo.projects, "Project", &mut out);
+    check_unique_names(&repo.workspaces, "Workspace", &mut out);
+    check_unique_names(&repo.policies, "Policy", &mut out);
+
+    for p in &repo.projects {
+        let spec = &p.doc.spec;
+        check_name(p, &mut out);
+        if let Err(why) = dns_label(&spec.namespace) {
+            out.push(err(
+                p,
+                "/spec/namespace",
+                format!("invalid namespace `{}`: {why}", spec.namespace),
+            ));
+        }
+        check_env(p, "/spec/env", &spec.env, &mut out);
+        check_roles(p, "/spec/roles", &spec.roles, &mut out);
+        let inheritance = &spec.inheritance;
+        if inheritance.mode == InheritanceMode::SelfHosted
+            && inheritance.user_defined_vars.is_none()
+        {
+            out.push(
+                err(
+                    p,
+                    "/spec/inheritance/mode",
+                    "self-hosted inheritance needs `userDefinedVars`",
+                )
+                .with_help(
+                    "list the variables workspaces inherit, e.g. userDefinedVars: [DB_HOST]",
+                ),
+            );
+        }
+        let declared: Vec<&str> = spec.env.iter().map(|v| v.name.as_str()).collect();
+        for (i, name) in inheritance.user_defined_vars.iter().flatten().enumerate() {
+            if !declared.contains(&name.as_str()) {
+                out.push(Diagnostic::warning(
+                    &p.file,
+                    p.pos(&format!("/spec/inheritance/userDefinedVars/{i}")),
+                    &format!("/spec/inheritance/userDefinedVars/{i}"),
+                    format!("`{name}` is not a variable of this project's env; nothing to inherit"),
+                ));
+            }
+        }
+        for (environment, patterns) in &inheritance.by_environment {
+            for (i, pattern) in patterns.iter().enumerate() {
+                let pointer = format!("/spec/inheritance/byEnvironment/{environment}/{i}");
+                if let Err(why) = Pattern::parse(pattern) {
+                    out.push(err(
+                        p,
+                        &pointer,
+                        format!("invalid pattern `{pattern}`: {why}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    for w in &repo.workspaces {
+        let spec = &w.doc.spec;
+        check_name(w, &mut out);
+        let name = &w.doc.metadata.name;
+        // A workspace names a Service (DNS-1035: starts with a letter) and a StatefulSet
+        // whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
+        if name.len() > 52 {
+            out.push(err(w, "/metadata/name", "workspace names are at most 52 characters (the StatefulSet's revision label adds 11)"));
+        }
+        if name.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push(err(
+                w,
+                "/metadata/name",
+                "workspace names must start with a letter (they name a Service)",
+            ));
+        }
+        let project = repo.project(&spec.project);
+        if project.is_none() {
+            let known: Vec<&str> = repo
+                .projects
+                .iter()
+                .map(|p| p.doc.metadata.name.as_str())
+                .collect();
+            out.push(
+                err(
+                    w,
+                    "/spec/project",
+                    format!("unknown project `{}`", spec.project),
+                )
+                .with_help(if known.is_empty() {
+                    "no Project is declared in this repository".to_string()
+                } else {
+                    format!("declared projects: {}", known.join(", "))
+                }),
+            );
+        }
+        if spec.image.is_none() && project.is_some_and(|p| p.doc.spec.image.is_none()) {
+            out.push(err(
+                w,
+                "/spec",
+                "no image: set `image` here or on the project",
+            ));
+        }
+        check_env(w, "/spec/env", &spec.env, &mut out);
+        for (i, var) in spec.env.iter().enumerate() {
+            if BUILT_IN_VARS.contains(&var.name.as_str()) {
+                let field = match var.name.as_str() {
+                    "ENV" => "`environment`",
+                    "USER_CODE_PATH" => "`userCodePath`",
+                    _ => "the project's `shareSecretsAcrossWorkspaces`",
+                };
+                out.push(
+                    err(
+                        w,
+                        &format!("/spec/env/{i}/name"),
+                        format!("`{}` is set by berth", var.name),
+                    )
+                    .with_help(format!("use {field} instead")),
+                );
+            }
+        }
+        if let Some(resources) = &spec.resources {
+            check_resources(w, "/spec/resources", resources, &mut out);
+        }
+        check_quantity(w, "/spec/storage/size", &spec.storage.size, &mut out);
+        if let Some(environment) = &spec.environment
+            && let Err(why) = dns_label(environment)
+        {
+            out.push(err(
+                w,
+                "/spec/environment",
+                format!("invalid environment `{environment}`: {why}"),
+            ));
+        }
+        let volumes: Vec<&str> = spec
+            .kubernetes
+            .volumes
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
+            if !volumes.contains(&mount.name.as_str()) {
+                out.push(err(
+                    w,
+                    &format!("/spec/kubernetes/volumeMounts/{i}/name"),
+                    format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
+                ));
+            }
+        }
+        let lifecycle = &spec.lifecycle;
+        if let Some(t) = &lifecycle.termination
+            && t.idle_seconds < 60
+        {
+            out.push(err(
+                w,
+                "/spec/lifecycle/termination/idleSeconds",
+                "idle termination below 60 seconds would stop a workspace while it starts",
+            ));
+        }
+        if let Some(pre) = &lifecycle.pre_start {
+            check_script(
+                w,
+                "/spec/lifecycle/preStart/script",
+                &pre.script,
+                &loaded.repo.files,
+                &mut out,
+            );
+            if let Some(container) = &pre.container {
+                check_env(
+                    w,
+                    "/spec/lifecycle/preStart/container/env",
+                    &container.env,
+                    &mut out,
+                );
+                if let Some(resources) = &container.resources {
+                    check_resources(
+                        w,
+                        "/spec/lifecycle/preStart/container/resources",
+                        resources,
+                        &mut out,
+                    );
+                }
+            }
+        }
+        if let Some(post) = &lifecycle.post_start {
+            match (&post.script, post.command.is_empty()) {
+                (Some(script), true) => check_script(
+                    w,
+                    "/spec/lifecycle/postStart/script",
+                    script,
+                    &loaded.repo.files,
+                    &mut out,
+                ),
+                (None, false) => {}
+                _ => out.push(err(
+                    w,
+                    "/spec/lifecycle/postStart",
+                    "set exactly one of `command` and `script`",
+                )),
+            }
+        }
+        check_roles(w, "/spec/roles", &spec.roles, &mut out);
+    }
+
+    for p in &repo.policies {
+        check_name(p, &mut out);
+        let guardrails = &p.doc.spec.guardrails;
+        if let Some(max) = &guardrails.max_resources {
+            check_resources(p, "/spec/guardrails/maxResources", max, &mut out);
+        }
+        for (i, pattern) in guardrails.allowed_images.iter().enumerate() {
+            if let Err(why) = Pattern::parse(pattern) {
+                out.push(err(
+                    p,
+                    &format!("/spec/guardrails/allowedImages/{i}"),
+                    format!("invalid pattern `{pattern}`: {why}"),
+                ));
+            }
+        }
+        for (i, project) in p.doc.spec.selector.projects.iter().enumerate() {
+            if repo.project(project).is_none() {
+                out.push(Diagnostic::warning(
+                    &p.file,
+                    p.pos(&format!("/spec/selector/projects/{i}")),
+                    &format!("/spec/selector/projects/{i}"),
+                    format!("selects unknown project `{project}`"),
+                ));
+            }
+        }
+    }
+
+    loaded.diagnostics.extend(out);
+}
+
+fn err<T>(doc: &Located<T>, pointer: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(&doc.file, doc.pos(pointer), pointer, message)
+}
+
+trait Named {
+    fn name(&self) -> &str;
+}
+impl<S> Named for crate::model::Document<S> {
+    fn name(&self) -> &str {
+        &self.metadata.name
+    }
+}
+
+fn check_name<T: Named>(doc: &Located<T>, out: &mut Vec<Diagnostic>) {
+    if let Err(why) = dns_label(doc.doc.name()) {
+        out.push(err(
+            doc,
+            "/metadata/name",
+            format!("invalid name `{}`: {why}", doc.doc.name()),
+        ));
+    }
+}
+
+fn check_unique_names<T: Named>(docs: &[Located<T>], kind: &str, out: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, &Located<T>> = HashMap::new();
+    for doc in docs {
+        if let Some(first) = seen.get(doc.doc.name()) {
+            let at = first.pos("/metadata/name");
+            out.push(
+                err(
+                    doc,
+                    "/metadata/name",
+                    format!("duplicate {kind} `{}`", doc.doc.name()),
+                )
+                .with_help(format!(
+                    "first declared at {}:{}:{}",
+                    first.file, at.line, at.column
+                )),
+            );
+        } else {
+            seen.insert(doc.doc.name(), doc);
+        }
+    }
+}
+
+/// DNS-1123 label: what Kubernetes accepts as a namespace or object name segment.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("is {} characters; at most 63", name.len()));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lower-case letters, digits and `-` are allowed".into());
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Kubernetes accepts `[-._a-zA-Z][-._a-zA-Z0-9]*` as an environment variable name.
+fn env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b"-._".contains(&b))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+fn check_env<T>(doc: &Located<T>, base: &str, env: &[EnvVar], out: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, var) in env.iter().enumerate() {
+        let at = format!("{base}/{i}");
+        if !env_name(&var.name) {
+            out.push(
+                err(
+                    doc,
+                    &format!("{at}/name"),
+                    format!("invalid variable name `{}`", var.name),
+                )
+                .with_help("letters, digits, `_`, `-` and `.`, not starting with a digit"),
+            );
+        }
+        if let Some(first) = seen.insert(&var.name, i) {
+            out.push(err(
+                doc,
+                &format!("{at}/name"),
+                format!(
+                    "`{}` is set twice (first at {})",
+                    var.name,
+                    super::diagnostic::field_path(&format!("{base}/{first}"))
+                ),
+            ));
+        }
+        match (&var.value, &var.secret_ref) {
+            (Some(_), Some(_)) => out.push(err(
+                doc,
+                &at,
+                format!("`{}` has both `value` and `secretRef`; keep one", var.name),
+            )),
+            (None, None) => out.push(err(
+                doc,
+                &at,
+                format!("`{}` needs a `value` or a `secretRef`", var.name),
+            )),
+            (None, Some(secret)) => {
+                if let Err(why) = dns_subdomain(&secret.name) {
+                    out.push(err(
+                        doc,
+                        &format!("{at}/secretRef/name"),
+                        format!("invalid Secret name `{}`: {why}", secret.name),
+                    ));
+                }
+            }
+            (Some(_), None) => {}
+        }
+    }
+}
+
+fn dns_subdomain(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    name.split('.').try_for_each(dns_label)
+}
+
+fn check_roles<T>(doc: &Located<T>, base: &str, roles: &[RoleBinding], out: &mut Vec<Diagnostic>) {
+    for (i, role) in roles.iter().enumerate() {
+        if role.users.is_empty() && role.groups.is_empty() {
+            out.push(err(
+                doc,
+                &format!("{base}/{i}"),
+                "a role needs at least one user or group",
+            ));
+        }
+    }
+}
+
+fn check_quantity<T>(
+    doc: &Located<T>,
+    pointer: &str,
+    quantity: &Quantity,
+    out: &mut Vec<Diagnostic>,
+) -> Option<f64> {
+    let text = quantity.as_string();
+    let parsed = crate::quantity::parse(&text);
+    if parsed.is_none_or(|v| v < 0.0) {
+        out.push(
+            err(
+                doc,
+                pointer,
+                format!("`{text}` is not a Kubernetes quantity"),
+            )
+            .with_help("e.g. 500m, 2, 1.5, 512Mi, 10Gi"),
+        );
+    }
+    parsed
+}
+
+fn check_resources<T>(
+    doc: &Located<T>,
+    base: &str,
+    resources: &Resources,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut requests = BTreeMap::new();
+    for (name, q) in &resources.requests {
+        let pointer = format!("{base}/requests/{}", super::yaml::escape_segment(name));
+        if let Some(v) = check_quantity(doc, &pointer, q, out) {
+            requests.insert(name, v);
+        }
+    }
+    for (name, q) in &resources.limits {
+        let pointer = format!("{base}/limits/{}", super::yaml::escape_segment(name));
+        if let Some(limit) = check_quantity(doc, &pointer, q, out)
+            && let Some(request) = requests.get(name)
+            && *request > limit
+        {
+            out.push(err(
+                doc,
+                &pointer,
+                format!("{name} limit {} is below its request", q.as_string()),
+            ));
+        }
+    }
+}
+
+fn check_script<T>(
+    doc: &Located<T>,
+    pointer: &str,
+    path: &str,
+    files: &BTreeMap<String, String>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let normalized = path.trim_start_matches("./");
+    if !files.contains_key(normalized) {
+        out.push(
+            err(
+                doc,
+                pointer,
+                format!("script `{path}` does not exist in the repository"),
+            )
+            .with_help("paths are relative to the repository root"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(dns_label("analytics-dev").is_ok());
+        assert!(dns_label("Analytics").is_err());
+        assert!(dns_label("-a").is_err());
+        assert!(dns_label(&"a".repeat(64)).is_err());
+        assert!(dns_label("").is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(env_name("DEV_ENV_BUCKET"));
+        assert!(env_name("a.b-c"));
+        assert!(!env_name("1ABC"));
+        assert!(!env_name("A B"));
+        assert!(!env_name(""));
+    }
+}

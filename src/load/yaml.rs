@@ -1,0 +1,445 @@
+//! A YAML reader that keeps positions. serde_yaml forgets where a value came from, so the
+//! loader parses with yaml-rust2's event API and builds JSON values plus a table from JSON
+//! pointer to line and column. The reader is iterative and bounded: deep nesting, alias
+//! bombs and huge files are refused with an error instead of a hang or a stack overflow.
+
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
+/// Deepest nesting of mappings and sequences accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most values (after expanding aliases) one file may produce.
+pub const MAX_NODES: usize = 250_000;
+
+/// A 1-based line and column in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+    /// Offset in characters from the start of the file (yaml-rust2 counts characters).
+    pub offset: usize,
+}
+
+impl Pos {
+    fn from_marker(mark: &Marker) -> Pos {
+        Pos {
+            line: mark.line(),
+            column: mark.col() + 1,
+            offset: mark.index(),
+        }
+    }
+}
+
+/// Where each value (and each mapping key) of a document is, by JSON pointer.
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    values: HashMap<String, Pos>,
+    keys: HashMap<String, Pos>,
+}
+
+impl Spans {
+    /// Position of the value at `pointer`, or of its closest ancestor that has one.
+    pub fn value(&self, pointer: &str) -> Pos {
+        self.lookup(pointer, &self.values)
+    }
+
+    /// Position of the key naming the value at `pointer` (falls back to the value).
+    pub fn key(&self, pointer: &str) -> Pos {
+        match self.keys.get(pointer) {
+            Some(pos) => *pos,
+            None => self.value(pointer),
+        }
+    }
+
+    fn lookup(&self, pointer: &str, table: &HashMap<String, Pos>) -> Pos {
+        let mut p = pointer;
+        loop {
+            if let Some(pos) = table.get(p) {
+                return *pos;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return self.values.get("").copied().unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// One YAML document of a file.
+#[derive(Debug, Clone)]
+pub struct YamlDoc {
+    pub value: Value,
+    pub spans: Spans,
+}
+
+/// Why a file could not be read as YAML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Escape one JSON pointer segment (RFC 6901).
+pub fn escape_segment(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+enum Frame {
+    Seq {
+        pointer: String,
+        items: Vec<Value>,
+        anchor: usize,
+    },
+    Map {
+        pointer: String,
+        map: Map<String, Value>,
+        pending_key: Option<(String, Pos)>,
+        anchor: usize,
+    },
+}
+
+/// Parse every document of `text`.
+pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(YamlError {
+            pos: Pos {
+                line: 1,
+                column: 1,
+                offset: 0,
+            },
+            message: format!(
+                "file is {} bytes; berth reads YAML files of at most {} bytes",
+                text.len(),
+                MAX_FILE_BYTES
+            ),
+        });
+    }
+    let mut parser = Parser::new_from_str(text);
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    let mut spans = Spans::default();
+    let mut nodes = 0usize;
+    let mut root: Option<Value> = None;
+
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| YamlError {
+            pos: Pos::from_marker(e.marker()),
+            message: match e.info() {
+                // yaml-rust2's scanner has its own, lower, limit for flow collections.
+                "recursion limit exceeded" => {
+                    format!("YAML nested deeper than {MAX_DEPTH} levels")
+                }
+                info => info.to_string(),
+            },
+        })?;
+        let pos = Pos::from_marker(&mark);
+        let fail = |message: String| Err(YamlError { pos, message });
+        match event {
+            Event::StreamEnd => break,
+            Event::StreamStart | Event::Nothing => {}
+            Event::DocumentStart => {
+                anchors.clear();
+                spans = Spans::default();
+                root = None;
+            }
+            Event::DocumentEnd => {
+                // An empty document (`---` followed by nothing) yields null: skipped.
+                if let Some(value) = root.take()
+                    && !value.is_null()
+                {
+                    docs.push(YamlDoc {
+                        value,
+                        spans: std::mem::take(&mut spans),
+                    });
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return fail(format!("YAML nested deeper than {MAX_DEPTH} levels"));
+                }
+                let pointer = child_pointer(&stack, &mut spans, pos)?;
+                spans.values.insert(pointer.clone(), pos);
+                stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Seq {
+                        pointer,
+                        items: Vec::new(),
+                        anchor,
+                    }
+                } else {
+                    Frame::Map {
+                        pointer,
+                        map: Map::new(),
+                        pending_key: None,
+                        anchor,
+                    }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (value, anchor) = match stack.pop() {
+                    Some(Frame::Seq { items, anchor, .. }) => (Value::Array(items), anchor),
+                    Some(Frame::Map { map, anchor, .. }) => (Value::Object(map), anchor),
+                    None => return fail("unbalanced YAML collection".to_string()),
+                };
+                nodes += 1;
+                if anchor != 0 {
+                    anchors.insert(anchor, value.clone());
+                }
+                attach(&mut stack, &mut root, value, pos)?;
+            }
+            Event::Scalar(text_value, style, anchor, tag) => {
+                // A scalar in key position names the next value instead of being one.
+                if let Some(Frame::Map {
+                    pending_key: key @ None,
+                    ..
+                }) = stack.last_mut()
+                {
+                    *key = Some((text_value, pos));
+                    continue;
+                }
+                let pointer = child_pointer(&stack, &mut spans, pos)?;
+                spans.values.insert(pointer, pos);
+                let value = resolve_scalar(&text_value, style, tag.as_ref());
+                nodes += 1;
+                if anchor != 0 {
+                    anchors.insert(anchor, value.clone());
+                }
+                attach(&mut stack, &mut root, value, pos)?;
+            }
+            Event::Alias(id) => {
+                if let Some(Frame::Map {
+                    pending_key: None, ..
+                }) = stack.last()
+                {
+                    return fail("an alias cannot be used as a mapping key".to_string());
+                }
+                let Some(value) = anchors.get(&id).cloned() else {
+                    return fail("alias refers to an unknown anchor".to_string());
+                };
+                nodes += count_nodes(&value);
+                if nodes > MAX_NODES {
+                    return fail(format!(
+                        "YAML aliases expand to more than {MAX_NODES} values; refusing to expand further"
+                    ));
+                }
+                let pointer = child_pointer(&stack, &mut spans, pos)?;
+                spans.values.insert(pointer, pos);
+                attach(&mut stack, &mut root, value, pos)?;
+            }
+        }
+        if nodes > MAX_NODES {
+            return fail(format!("file holds more than {MAX_NODES} YAML values"));
+        }
+    }
+    Ok(docs)
+}
+
+/// The pointer of the value about to be added to the innermost open collection. Records the
+/// key's position for mappings.
+fn child_pointer(stack: &[Frame], spans: &mut Spans, pos: Pos) -> Result<String, YamlError> {
+    Ok(match stack.last() {
+        None => String::new(),
+        Some(Frame::Seq { pointer, items, .. }) => format!("{pointer}/{}", items.len()),
+        Some(Frame::Map {
+            pointer,
+            pending_key,
+            ..
+        }) => match pending_key {
+            Some((key, key_pos)) => {
+                let child = format!("{pointer}/{}", escape_segment(key));
+                spans.keys.insert(child.clone(), *key_pos);
+                child
+            }
+            None => {
+                return Err(YamlError {
+                    pos,
+                    message: "mapping keys must be plain strings, not collections".to_string(),
+                });
+            }
+        },
+    })
+}
+
+fn attach(
+    stack: &mut [Frame],
+    root: &mut Option<Value>,
+    value: Value,
+    pos: Pos,
+) -> Result<(), YamlError> {
+    match stack.last_mut() {
+        None => *root = Some(value),
+        Some(Frame::Seq { items, .. }) => items.push(value),
+        Some(Frame::Map {
+            map, pending_key, ..
+        }) => {
+            let Some((key, key_pos)) = pending_key.take() else {
+                return Err(YamlError {
+                    pos,
+                    message: "mapping value without a key".to_string(),
+                });
+            };
+            if map.contains_key(&key) {
+                return Err(YamlError {
+                    pos: key_pos,
+                    message: format!("duplicate key `{key}` in the same mapping"),
+                });
+            }
+            map.insert(key, value);
+        }
+    }
+    Ok(())
+}
+
+fn count_nodes(value: &Value) -> usize {
+    // Iterative, so a deep value cannot overflow the stack.
+    let mut count = 0;
+    let mut todo = vec![value];
+    while let Some(v) = todo.pop() {
+        count += 1;
+        match v {
+            Value::Array(items) => todo.extend(items),
+            Value::Object(map) => todo.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// YAML 1.2 core schema resolution of a scalar.
+fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
+    if let Some(tag) = tag
+        && tag.handle == "tag:yaml.org,2002:"
+        && tag.suffix == "str"
+    {
+        return Value::String(text.to_string());
+    }
+    if style != TScalarStyle::Plain {
+        return Value::String(text.to_string());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = parse_int(text) {
+        return Value::Number(n.into());
+    }
+    if looks_like_float(text)
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_string())
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let parsed = if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()
+    } else if let Some(oct) = digits.strip_prefix("0o") {
+        i64::from_str_radix(oct, 8).ok()
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse::<i64>().ok()
+    } else {
+        None
+    };
+    parsed.map(|n| sign * n)
+}
+
+fn looks_like_float(text: &str) -> bool {
+    let t = text.trim_start_matches(['-', '+']);
+    !t.is_empty()
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_positions_of_values_and_keys() {
+        let docs = parse("a: 1\nb:\n  - x\n  - {c: true}\n").unwrap();
+        let doc = &docs[0];
+        assert_eq!(
+            doc.value,
+            serde_json::json!({"a": 1, "b": ["x", {"c": true}]})
+        );
+        assert_eq!(
+            (doc.spans.value("/a").line, doc.spans.value("/a").column),
+            (1, 4)
+        );
+        assert_eq!(doc.spans.key("/b").line, 2);
+        assert_eq!(doc.spans.value("/b/1/c").line, 4);
+        assert_eq!(doc.spans.key("/b/1/c").column, 6);
+        // An unknown pointer falls back to its closest known ancestor.
+        assert_eq!(doc.spans.value("/b/1/zzz").line, 4);
+    }
+
+    #[test]
+    fn splits_documents_and_skips_empty_ones() {
+        let docs = parse("---\na: 1\n---\n---\nb: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].spans.value("/b").line, 5);
+    }
+
+    #[test]
+    fn resolves_scalars_like_yaml_1_2() {
+        let docs = parse("a: '1'\nb: 1.5\nc: yes\nd: ~\ne: 0x10\nf: 1Gi\n").unwrap();
+        assert_eq!(
+            docs[0].value,
+            serde_json::json!({"a": "1", "b": 1.5, "c": "yes", "d": null, "e": 16, "f": "1Gi"})
+        );
+    }
+
+    #[test]
+    fn refuses_alias_bombs() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{}", err.message);
+    }
+
+    #[test]
+    fn refuses_deep_nesting_without_overflowing() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("nested deeper"), "{}", err.message);
+    }
+
+    #[test]
+    fn refuses_huge_files() {
+        let text = "a: b\n".repeat(MAX_FILE_BYTES / 4);
+        assert!(parse(&text).unwrap_err().message.contains("at most"));
+    }
+
+    #[test]
+    fn refuses_duplicate_keys() {
+        let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.pos.line, 3);
+        assert!(err.message.contains("duplicate key `a`"));
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_position() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1);
+    }
+}

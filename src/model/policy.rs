@@ -1,0 +1,45 @@
+use super::{Document, Resources};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub type PolicyDocument = Document<PolicySpec>;
+
+/// A Policy holds cluster-wide rules for the projects and environments it selects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Which projects and environments the policy applies to; everything when empty.
+    #[serde(default)]
+    pub selector: PolicySelector,
+    /// Rules checked by `validate` and `plan`; a violation fails both.
+    #[serde(default)]
+    pub guardrails: Guardrails,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySelector {
+    /// Project names; all projects when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// Workspace environments; all environments when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Guardrails {
+    /// Upper bounds for every workspace's requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<Resources>,
+    /// Image patterns workspaces may use (wildcards, or `re:` regular expressions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_images: Vec<String>,
+    /// Labels every selected workspace must carry in its metadata.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_labels: Vec<String>,
+    /// Refuse workspaces that mount hostPath volumes.
+    #[serde(default)]
+    pub forbid_host_path: bool,
+}

@@ -1,0 +1,124 @@
+//! Field-level comparison of a desired object with its live version, without false drift:
+//! only fields berth sets are compared (the server's defaults and other managers' fields are
+//! not berth's business), quantities compare by amount (`1000m` = `1`), and list items are
+//! compared position by position.
+
+use crate::load::diagnostic::field_path;
+use crate::load::yaml::escape_segment;
+use serde_json::Value;
+
+/// Paths (`spec.template.spec.containers[0].image`) of desired fields that live differs in.
+pub fn changed_fields(desired: &Value, live: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(desired, Some(live), String::new(), &mut out);
+    out.into_iter().map(|p| field_path(&p)).collect()
+}
+
+fn walk(desired: &Value, live: Option<&Value>, pointer: String, out: &mut Vec<String>) {
+    match (desired, live) {
+        (Value::Object(d), Some(Value::Object(l))) => {
+            for (k, v) in d {
+                walk(v, l.get(k), format!("{pointer}/{}", escape_segment(k)), out);
+            }
+        }
+        (Value::Array(d), Some(Value::Array(l))) if d.len() == l.len() => {
+            for (i, v) in d.iter().enumerate() {
+                walk(v, l.get(i), format!("{pointer}/{i}"), out);
+            }
+        }
+        (d, Some(l)) if same_scalar(d, l) => {}
+        // An empty map or list berth sets is the same as the server leaving it out.
+        (Value::Object(d), None) if d.is_empty() => {}
+        (Value::Array(d), None) if d.is_empty() => {}
+        (Value::Null, None) => {}
+        _ => out.push(pointer),
+    }
+}
+
+fn same_scalar(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::String(d), Value::String(l)) => d == l || crate::quantity::same(d, l),
+        (Value::Number(d), Value::String(l)) | (Value::String(l), Value::Number(d)) => {
+            crate::quantity::same(&d.to_string(), l)
+        }
+        (d, l) => d == l && !d.is_object() && !d.is_array(),
+    }
+}
+
+/// Live's values at the places the desired object has values. Values equal to the desired
+/// ones (up to quantity canonicalisation) are taken from desired, so the diff shows only
+/// real differences.
+fn project(desired: &Value, live: Option<&Value>) -> Option<Value> {
+    match (desired, live?) {
+        (Value::Object(d), Value::Object(l)) => Some(Value::Object(
+            d.iter()
+                .filter_map(|(k, v)| Some((k.clone(), project(v, l.get(k))?)))
+                .collect(),
+        )),
+        (Value::Array(d), Value::Array(l)) => Some(Value::Array(
+            l.iter()
+                .enumerate()
+                .map(|(i, lv)| match d.get(i) {
+                    Some(dv) => project(dv, Some(lv)).unwrap_or(Value::Null),
+                    None => lv.clone(),
+                })
+                .collect(),
+        )),
+        (d, l) if same_scalar(d, l) => Some(d.clone()),
+        (_, l) => Some(l.clone()),
+    }
+}
+
+/// Unified diff (live → desired) of the fields berth sets.
+pub fn diff(desired: &Value, live: &Value) -> String {
+    let before = serde_yaml::to_string(&project(desired, Some(live)).unwrap_or(Value::Null))
+        .unwrap_or_default();
+    let after = serde_yaml::to_string(desired).unwrap_or_default();
+    similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .context_radius(2)
+        .header("live", "desired")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaulted_and_foreign_fields_are_not_drift() {
+        let desired = json!({"spec": {"replicas": 1, "template": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1000m", "memory": "1Gi"}}}]}}});
+        let live = json!({"metadata": {"resourceVersion": "9", "managedFields": []}, "status": {"x": 1},
+            "spec": {"replicas": 1, "podManagementPolicy": "OrderedReady",
+            "template": {"containers": [{"name": "a", "imagePullPolicy": "Always", "resources": {"limits": {"cpu": "1", "memory": "1024Mi"}}}]}}});
+        assert!(changed_fields(&desired, &live).is_empty());
+    }
+
+    #[test]
+    fn real_changes_are_listed_and_diffed() {
+        let desired = json!({"spec": {"replicas": 0, "template": {"containers": [{"name": "a", "image": "b:2"}]}}});
+        let live = json!({"spec": {"replicas": 1, "template": {"containers": [{"name": "a", "image": "b:1", "x": 1}]}}});
+        assert_eq!(
+            changed_fields(&desired, &live),
+            ["spec.replicas", "spec.template.containers[0].image"]
+        );
+        let diff = diff(&desired, &live);
+        assert!(
+            diff.contains("-  replicas: 1") && diff.contains("+  replicas: 0"),
+            "{diff}"
+        );
+        assert!(diff.contains("+      image: b:2"), "{diff}");
+        assert!(
+            !diff.contains("x: 1"),
+            "fields berth does not set stay out: {diff}"
+        );
+    }
+
+    #[test]
+    fn list_length_changes_are_changes() {
+        let desired = json!({"a": [1, 2]});
+        assert_eq!(changed_fields(&desired, &json!({"a": [1]})), ["a"]);
+        assert_eq!(changed_fields(&desired, &json!({})), ["a"]);
+    }
+}

@@ -1,0 +1,294 @@
+//! The objects one workspace becomes.
+
+use super::*;
+use crate::model::{Quantity as ModelQuantity, Resources, RestartPolicy};
+use crate::resolve::{ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    ExecAction, Lifecycle, LifecycleHandler, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
+    Service, ServicePort, ServiceSpec, Toleration, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+fn to_value<T: serde::Serialize>(object: &T) -> Value {
+    // Serializing k8s-openapi types to JSON cannot fail: they hold only strings, numbers
+    // and maps with string keys.
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY.to_string(), "berth".to_string())])
+}
+
+pub fn namespace(project: &ResolvedProject) -> Value {
+    let mut labels = project.labels.clone();
+    labels.extend(managed_labels());
+    labels.insert(PROJECT_LABEL.into(), project.name.clone());
+    to_value(&Namespace {
+        metadata: ObjectMeta {
+            name: Some(project.namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// Labels that select the workspace's pods. Never change them: a StatefulSet's selector is
+/// immutable.
+fn selector_labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "mage-workspace".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), ws.name.clone()),
+    ])
+}
+
+fn labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
+    let mut labels = ws.labels.clone();
+    labels.extend(selector_labels(ws));
+    labels.extend(managed_labels());
+    labels.insert(PROJECT_LABEL.into(), ws.project.clone());
+    labels.insert(WORKSPACE_LABEL.into(), ws.name.clone());
+    if let Some(env) = &ws.environment {
+        labels.insert("berth/environment".into(), env.clone());
+    }
+    labels
+}
+
+fn meta(ws: &ResolvedWorkspace, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(ws.namespace.clone()),
+        labels: Some(labels(ws)),
+        annotations: (!ws.annotations.is_empty()).then(|| ws.annotations.clone()),
+        ..Default::default()
+    }
+}
+
+pub fn env_config_map_name(workspace: &str) -> String {
+    format!("{workspace}-env")
+}
+
+pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
+    let versions: BTreeMap<String, String> = ws
+        .env
+        .iter()
+        .filter_map(|v| match &v.value {
+            VarValue::Secret(s) => ctx
+                .secret_versions
+                .get(&format!("{}/{}", ws.namespace, s.name))
+                .map(|version| (s.name.clone(), version.clone())),
+            VarValue::Literal(_) => None,
+        })
+        .collect();
+    let hash = env_hash(&ws.env, &versions);
+    vec![config_map(ws, &hash), service(ws), stateful_set(ws, &hash)]
+}
+
+fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
+    let mut data = BTreeMap::new();
+    let mut sources = serde_json::Map::new();
+    for var in &ws.env {
+        let source = match &var.value {
+            VarValue::Literal(value) => {
+                data.insert(var.name.clone(), value.clone());
+                var.source.to_string()
+            }
+            VarValue::Secret(s) => format!("{} (secret {}/{})", var.source, s.name, s.key),
+        };
+        sources.insert(var.name.clone(), Value::String(source));
+    }
+    let mut metadata = meta(ws, env_config_map_name(&ws.name));
+    let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ENV_HASH.into(), hash.to_string());
+    annotations.insert(
+        ENV_SOURCES.into(),
+        serde_json::to_string(&sources).unwrap_or_default(),
+    );
+    to_value(&ConfigMap {
+        metadata,
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+fn service(ws: &ResolvedWorkspace) -> Value {
+    to_value(&Service {
+        metadata: meta(ws, ws.name.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(ws)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: MAGE_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn quantities(map: &BTreeMap<String, ModelQuantity>) -> Option<BTreeMap<String, Quantity>> {
+    (!map.is_empty()).then(|| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.as_string())))
+            .collect()
+    })
+}
+
+fn resources(resources: &Resources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: quantities(&resources.requests),
+        limits: quantities(&resources.limits),
+        ..Default::default()
+    }
+}
+
+fn stateful_set(ws: &ResolvedWorkspace, hash: &str) -> Value {
+    let spec = &ws.spec;
+    let secret_env: Vec<EnvVar> = ws
+        .env
+        .iter()
+        .filter_map(|v| match &v.value {
+            VarValue::Secret(s) => Some(EnvVar {
+                name: v.name.clone(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: s.name.clone(),
+                        key: s.key.clone(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            VarValue::Literal(_) => None,
+        })
+        .collect();
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: spec.storage.mount_path.clone(),
+        ..Default::default()
+    }];
+    mounts.extend(spec.kubernetes.volume_mounts.iter().map(|m| VolumeMount {
+        name: m.name.clone(),
+        mount_path: m.mount_path.clone(),
+        read_only: m.read_only.then_some(true),
+        ..Default::default()
+    }));
+    let post_start = spec
+        .lifecycle
+        .post_start
+        .as_ref()
+        .filter(|p| !p.command.is_empty())
+        .map(|p| Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(p.command.clone()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    let container = Container {
+        name: "workspace".into(),
+        image: Some(ws.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: MAGE_PORT,
+            ..Default::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: env_config_map_name(&ws.name),
+                optional: None,
+            }),
+            ..Default::default()
+        }]),
+        env: (!secret_env.is_empty()).then_some(secret_env),
+        resources: spec.resources.as_ref().map(resources),
+        volume_mounts: Some(mounts),
+        lifecycle: post_start,
+        ..Default::default()
+    };
+    let kube = &spec.kubernetes;
+    let tolerations: Vec<Toleration> = kube
+        .tolerations
+        .iter()
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .filter_map(|t| serde_json::from_value(t).ok())
+        .collect();
+    let mut template_labels = labels(ws);
+    template_labels.extend(selector_labels(ws));
+    let mut metadata = meta(ws, ws.name.clone());
+    let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert("berth/source".into(), ws.file.clone());
+    if let Some(t) = &spec.lifecycle.termination {
+        annotations.insert("berth/idle-seconds".into(), t.idle_seconds.to_string());
+    }
+    if spec.lifecycle.restart != RestartPolicy::Immediate {
+        let policy = serde_json::to_value(spec.lifecycle.restart).unwrap_or_default();
+        annotations.insert(
+            "berth/restart".into(),
+            policy.as_str().unwrap_or_default().to_string(),
+        );
+    }
+    let mut pvc_spec = PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(spec.storage.size.as_string()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    pvc_spec.storage_class_name = spec.storage.storage_class_name.clone();
+    to_value(&StatefulSet {
+        metadata,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(if spec.suspended { 0 } else { 1 }),
+            service_name: Some(ws.name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(ws)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([(ENV_HASH.to_string(), hash.to_string())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    node_selector: (!kube.node_selector.is_empty())
+                        .then(|| kube.node_selector.clone()),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    affinity: kube.affinity.clone(),
+                    service_account_name: kube.service_account_name.clone(),
+                    volumes: (!kube.volumes.is_empty()).then(|| kube.volumes.clone()),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..Default::default()
+                },
+                spec: Some(pvc_spec),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

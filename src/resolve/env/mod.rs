@@ -1,0 +1,199 @@
+//! Environment inheritance, after Mage Pro's rules:
+//! - `managed` without USER_DEFINED_VARS: every project variable is inherited;
+//! - with USER_DEFINED_VARS (always, for `self-hosted`): only the named variables, plus
+//!   those matching the `byEnvironment` patterns of the workspace's ENV;
+//! - secret-backed variables cross into workspaces only with SHARE_SECRETS_ACROSS_WORKSPACES;
+//! - berth's built-ins (ENV, USER_CODE_PATH, SHARE_SECRETS_ACROSS_WORKSPACES) come next;
+//! - the workspace's own variables win over everything inherited.
+
+use super::pattern::Pattern;
+use crate::model::{EnvVar, InheritanceMode, ProjectSpec, SecretKeyRef, WorkspaceSpec};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where an effective variable came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Source {
+    /// Inherited because the project shares all variables (managed, no USER_DEFINED_VARS).
+    Project,
+    /// Inherited because USER_DEFINED_VARS names it.
+    UserDefinedVars,
+    /// Inherited through a `byEnvironment` rule.
+    EnvironmentRule {
+        environment: String,
+        pattern: String,
+    },
+    /// Set by berth from the workspace's fields.
+    BuiltIn,
+    /// Declared in the workspace's own `env`.
+    Workspace,
+}
+
+impl Source {
+    /// Whether the value comes from the project (what env-driven restarts are about).
+    pub fn is_inherited(&self) -> bool {
+        matches!(
+            self,
+            Source::Project | Source::UserDefinedVars | Source::EnvironmentRule { .. }
+        )
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Project => write!(f, "project env"),
+            Source::UserDefinedVars => write!(f, "project env via userDefinedVars"),
+            Source::EnvironmentRule {
+                environment,
+                pattern,
+            } => write!(f, "project env via byEnvironment.{environment} `{pattern}`"),
+            Source::BuiltIn => write!(f, "built-in"),
+            Source::Workspace => write!(f, "workspace env"),
+        }
+    }
+}
+
+/// A variable's value: literal, or a reference to a Secret key (never its content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VarValue {
+    Literal(String),
+    Secret(SecretKeyRef),
+}
+
+impl VarValue {
+    fn from_env(var: &EnvVar) -> Option<VarValue> {
+        match (&var.value, &var.secret_ref) {
+            (Some(v), _) => Some(VarValue::Literal(v.clone())),
+            (None, Some(s)) => Some(VarValue::Secret(s.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectiveVar {
+    pub name: String,
+    pub value: VarValue,
+    pub source: Source,
+}
+
+/// The effective environment of a workspace, sorted by name.
+pub fn effective_env(
+    project: &ProjectSpec,
+    workspace: &WorkspaceSpec,
+    user_code_path: &str,
+) -> Vec<EffectiveVar> {
+    let inheritance = &project.inheritance;
+    let rules: Vec<Pattern> = workspace
+        .environment
+        .as_ref()
+        .and_then(|e| inheritance.by_environment.get(e))
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Pattern::parse(p).ok())
+        .collect();
+    let inherit_all =
+        inheritance.mode == InheritanceMode::Managed && inheritance.user_defined_vars.is_none();
+
+    let mut env: BTreeMap<String, EffectiveVar> = BTreeMap::new();
+    let mut set = |name: &str, value: VarValue, source: Source| {
+        env.insert(
+            name.to_string(),
+            EffectiveVar {
+                name: name.to_string(),
+                value,
+                source,
+            },
+        );
+    };
+
+    for var in &project.env {
+        let Some(value) = VarValue::from_env(var) else {
+            continue;
+        };
+        if matches!(value, VarValue::Secret(_)) && !project.share_secrets_across_workspaces {
+            continue;
+        }
+        let named = inheritance
+            .user_defined_vars
+            .as_ref()
+            .is_some_and(|names| names.contains(&var.name));
+        let source = if inherit_all {
+            Source::Project
+        } else if named {
+            Source::UserDefinedVars
+        } else if let Some(rule) = rules.iter().find(|r| r.matches(&var.name)) {
+            Source::EnvironmentRule {
+                environment: workspace.environment.clone().unwrap_or_default(),
+                pattern: rule.as_str().to_string(),
+            }
+        } else {
+            continue;
+        };
+        set(&var.name, value, source);
+    }
+
+    if let Some(environment) = &workspace.environment {
+        set(
+            "ENV",
+            VarValue::Literal(environment.clone()),
+            Source::BuiltIn,
+        );
+    }
+    set(
+        "USER_CODE_PATH",
+        VarValue::Literal(user_code_path.to_string()),
+        Source::BuiltIn,
+    );
+    if project.share_secrets_across_workspaces {
+        set(
+            "SHARE_SECRETS_ACROSS_WORKSPACES",
+            VarValue::Literal("1".into()),
+            Source::BuiltIn,
+        );
+    }
+
+    for var in &workspace.env {
+        if let Some(value) = VarValue::from_env(var) {
+            set(&var.name, value, Source::Workspace);
+        }
+    }
+    env.into_values().collect()
+}
+
+/// Hash of an effective environment: names and values (for secrets, the reference and, when
+/// known, the version of the Secret's data). Where a variable came from is left out, so
+/// moving a variable between rules without changing its value restarts nothing.
+pub fn env_hash(env: &[EffectiveVar], secret_versions: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for var in env {
+        hasher.update(var.name.as_bytes());
+        match &var.value {
+            VarValue::Literal(v) => {
+                hasher.update(b"\0=\0");
+                hasher.update(v.as_bytes());
+            }
+            VarValue::Secret(s) => {
+                hasher.update(b"\0secret\0");
+                hasher.update(s.name.as_bytes());
+                hasher.update(b"\0");
+                hasher.update(s.key.as_bytes());
+                if let Some(version) = secret_versions.get(&s.name) {
+                    hasher.update(b"\0");
+                    hasher.update(version.as_bytes());
+                }
+            }
+        }
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! Resolve: validated documents → what each workspace effectively is. The effective
+//! environment (with the source of every variable), the image and code path it runs with,
+//! and the policy guardrails it must satisfy. Pure and deterministic.
+
+mod env;
+mod guardrails;
+pub mod pattern;
+
+pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash};
+
+use crate::load::{Diagnostic, Repository};
+use crate::model::{ProjectSpec, WorkspaceSpec};
+use std::collections::BTreeMap;
+
+/// Mage's default USER_CODE_PATH.
+pub const DEFAULT_USER_CODE_PATH: &str = "/home/src/default_repo";
+
+/// One workspace with everything inherited from its project worked out.
+#[derive(Debug, Clone)]
+pub struct ResolvedWorkspace {
+    pub name: String,
+    pub project: String,
+    pub namespace: String,
+    pub environment: Option<String>,
+    pub image: String,
+    pub user_code_path: String,
+    /// The effective environment, sorted by name.
+    pub env: Vec<EffectiveVar>,
+    /// Labels and annotations: the project's, then the workspace's own.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: WorkspaceSpec,
+    /// The file that declares the workspace.
+    pub file: String,
+}
+
+/// One project as the cluster sees it.
+#[derive(Debug, Clone)]
+pub struct ResolvedProject {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub spec: ProjectSpec,
+}
+
+/// The resolved repository: sorted by namespace and name.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub projects: Vec<ResolvedProject>,
+    pub workspaces: Vec<ResolvedWorkspace>,
+}
+
+/// Resolve a repository that loaded without errors. Guardrail violations come back as
+/// diagnostics (errors), pointing at the workspace field that breaks the policy.
+pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
+    let mut resolved = Resolved::default();
+    for p in &repo.projects {
+        resolved.projects.push(ResolvedProject {
+            name: p.doc.metadata.name.clone(),
+            namespace: p.doc.spec.namespace.clone(),
+            labels: p.doc.metadata.labels.clone(),
+            spec: p.doc.spec.clone(),
+        });
+    }
+    for w in &repo.workspaces {
+        let Some(project) = repo.project(&w.doc.spec.project) else {
+            continue; // reported by the loader
+        };
+        let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
+        let user_code_path = wspec
+            .user_code_path
+            .clone()
+            .or_else(|| pspec.user_code_path.clone())
+            .unwrap_or_else(|| DEFAULT_USER_CODE_PATH.to_string());
+        let mut labels = project.doc.metadata.labels.clone();
+        labels.extend(w.doc.metadata.labels.clone());
+        let mut annotations = project.doc.metadata.annotations.clone();
+        annotations.extend(w.doc.metadata.annotations.clone());
+        resolved.workspaces.push(ResolvedWorkspace {
+            name: w.doc.metadata.name.clone(),
+            project: project.doc.metadata.name.clone(),
+            namespace: pspec.namespace.clone(),
+            environment: wspec.environment.clone(),
+            image: wspec
+                .image
+                .clone()
+                .or_else(|| pspec.image.clone())
+                .unwrap_or_default(),
+            env: effective_env(pspec, wspec, &user_code_path),
+            user_code_path,
+            labels,
+            annotations,
+            spec: wspec.clone(),
+            file: w.file.clone(),
+        });
+    }
+    resolved
+        .projects
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    resolved
+        .workspaces
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let diagnostics = guardrails::check(repo, &resolved);
+    (resolved, diagnostics)
+}
