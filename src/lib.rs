@@ -11,6 +11,7 @@
 //! `load`, `resolve`, `render` and `plan` are pure: no network, no clock, deterministic
 //! output. `source` is the I/O edge that produces files.
 
+pub mod cluster;
 pub mod load;
 pub mod model;
 pub mod plan;

@@ -5,11 +5,14 @@ use berth::load::diagnostic::render_with_source;
 use berth::load::{Diagnostic, SourceFile};
 use berth::plan::output::Format;
 use berth::render::RenderContext;
-use clap::{Parser, Subcommand};
+use berth::cluster::applyset::ApplySet;
+use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
+use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// berth keeps Kubernetes in line with a git repository of data-platform workspaces.
 ///
@@ -43,13 +46,15 @@ enum Command {
     },
     /// Show what applying the repository would create, update, delete and restart.
     ///
-    /// Without a cluster: `--offline` plans against an empty cluster, `--live-from DIR`
-    /// against objects exported with `kubectl get -o yaml`. Exit 0 = no changes, 2 =
-    /// changes, 1 = error.
+    /// Against the cluster of your kubeconfig by default: live state comes from one LIST per
+    /// kind, and only objects that really differ are confirmed with a server-side dry-run.
+    /// Nothing is written. Without a cluster: `--offline` plans against an empty cluster,
+    /// `--live-from DIR` against objects exported with `kubectl get -o yaml`.
+    /// Exit 0 = no changes, 2 = changes, 1 = error.
     Plan {
         #[arg(default_value = ".")]
         path: PathBuf,
-        /// Plan against an empty cluster.
+        /// Plan against an empty cluster (no cluster needed).
         #[arg(long, conflicts_with = "live_from")]
         offline: bool,
         /// Plan against the objects in the YAML files of this folder (`kubectl get -o yaml`).
@@ -58,6 +63,45 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Make the cluster match the repository: server-side apply (field manager `berth`) in
+    /// dependency order, then prune what git no longer holds.
+    ///
+    /// An invalid repository applies nothing. A prune of more than half of what berth owns
+    /// needs --allow-mass-prune. Fields owned by other managers are only taken over with
+    /// --force-conflicts. Exit 0 = applied, 1 = error (nothing applied after a failure).
+    Apply {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Take over fields that other field managers own.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Keep objects git no longer holds instead of deleting them.
+        #[arg(long)]
+        no_prune: bool,
+        /// Allow deleting more than half of what berth owns (e.g. removing most workspaces).
+        #[arg(long)]
+        allow_mass_prune: bool,
+        /// Wait until changed StatefulSets have rolled out.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Restart a workspace now, with its current environment (also applies a pending
+    /// restart of a `restart: manual` workspace).
+    Restart {
+        /// The workspace's name.
+        workspace: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Compare two git revisions, no cluster needed: what a pull request would create,
     /// update, delete, and which workspaces it would restart and why.
@@ -86,8 +130,61 @@ enum Command {
     },
 }
 
+/// Which cluster, and which set of objects in it belongs to this repository.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// Path of a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Name of the ApplySet parent ConfigMap that records what this repository owns
+    /// (default: berth-<repository folder name>).
+    #[arg(long, global = true)]
+    applyset: Option<String>,
+    /// Namespace of the ApplySet parent.
+    #[arg(long, global = true, default_value = "berth-system")]
+    applyset_namespace: String,
+    /// Print the API requests made, by verb, to stderr.
+    #[arg(long, global = true)]
+    api_stats: bool,
+}
+
+impl ClusterArgs {
+    fn applyset(&self, path: &Path) -> ApplySet {
+        ApplySet {
+            name: self.applyset.clone().unwrap_or_else(|| ApplySet::default_name(path)),
+            namespace: self.applyset_namespace.clone(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Cluster> {
+        Cluster::connect(&ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        })
+        .await
+    }
+
+    fn print_stats(&self, cluster: &Cluster) {
+        if self.api_stats {
+            let stats = cluster.requests.snapshot();
+            eprintln!("api requests: {}", serde_json::to_string(&stats).unwrap_or_default());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr, filtered by RUST_LOG (default: warnings only).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let color = match cli.color.as_str() {
         "always" => true,
         "never" => false,
@@ -133,13 +230,14 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             offline,
             live_from,
             format,
+            cluster,
         } => {
             let live = match (offline, live_from) {
                 (_, Some(dir)) => read_live(&dir)?,
                 (true, None) => Vec::new(),
-                (false, None) => bail!(
-                    "planning against a live cluster is not available yet; use --offline or --live-from DIR"
-                ),
+                (false, None) => {
+                    return runtime()?.block_on(live_plan(&path, format, &cluster, color));
+                }
             };
             let Some(objects) = desired_objects(berth::source::read_dir(&path)?, color) else {
                 return Ok(ExitCode::from(1));
@@ -177,6 +275,29 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             );
             Ok(plan_exit(&plan))
         }
+        Command::Apply { path, force_conflicts, no_prune, allow_mass_prune, wait, timeout, cluster } => {
+            let options = ApplyOptions {
+                applyset: cluster.applyset(&path),
+                force_conflicts,
+                prune: !no_prune,
+                allow_mass_prune,
+                progress_bar: std::io::stderr().is_terminal(),
+            };
+            runtime()?.block_on(apply(&path, options, wait.then(|| Duration::from_secs(timeout)), &cluster, color))
+        }
+        Command::Restart { workspace, path, cluster } => runtime()?.block_on(async {
+            let Some(resolved) = resolved(&path, color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let connection = cluster.connect().await?;
+            let set = cluster.applyset(&path);
+            let live = berth::cluster::plan(&connection, &resolved, &PlanOptions { applyset: set }).await?;
+            let now = humantime_now();
+            let message = berth::cluster::restart(&connection, &live.desired, &workspace, &now).await?;
+            println!("{message}");
+            cluster.print_stats(&connection);
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::model::schemas() {
@@ -189,6 +310,91 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The resolved repository, or `None` after printing why it is invalid.
+fn resolved(path: &Path, color: bool) -> Result<Option<berth::resolve::Resolved>> {
+    let desired = berth::desired(berth::source::read_dir(path)?, &RenderContext::default());
+    report(&desired.diagnostics, &desired.loaded.repo.files, color);
+    Ok((!desired.has_errors()).then_some(desired.resolved))
+}
+
+async fn live_plan(path: &Path, format: Format, cluster: &ClusterArgs, color: bool) -> Result<ExitCode> {
+    let Some(resolved) = resolved(path, color)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let connection = cluster.connect().await?;
+    let options = PlanOptions { applyset: cluster.applyset(path) };
+    let live = berth::cluster::plan(&connection, &resolved, &options).await?;
+    print!("{}", berth::plan::output::render(&live.plan, format, "berth plan", color));
+    let mass = ApplyOptions {
+        applyset: options.applyset.clone(),
+        force_conflicts: false,
+        prune: true,
+        allow_mass_prune: false,
+        progress_bar: false,
+    };
+    if let Err(err) = berth::cluster::apply::check_mass_prune(&live, &mass) {
+        eprintln!("warning: apply would refuse: {err}");
+    }
+    cluster.print_stats(&connection);
+    Ok(plan_exit(&live.plan))
+}
+
+async fn apply(path: &Path, options: ApplyOptions, wait: Option<Duration>, cluster: &ClusterArgs, color: bool) -> Result<ExitCode> {
+    let Some(resolved) = resolved(path, color)? else {
+        eprintln!("nothing was applied");
+        return Ok(ExitCode::from(1));
+    };
+    let connection = cluster.connect().await?;
+    let plan_options = PlanOptions { applyset: options.applyset.clone() };
+    let live = berth::cluster::plan(&connection, &resolved, &plan_options).await?;
+    print!("{}", berth::plan::output::render(&live.plan, Format::Text, "berth apply", color));
+    let report = berth::cluster::apply(&connection, &live, &options).await?;
+    let count = |verb: &str| report.done.iter().filter(|(_, v)| *v == verb).count();
+    println!(
+        "applied: {} created, {} updated, {} deleted",
+        count("created"),
+        count("updated"),
+        count("deleted")
+    );
+    if let Some((object, message)) = &report.failed {
+        eprintln!("error: applying {object} failed: {message}");
+        eprintln!("nothing was applied after it");
+        cluster.print_stats(&connection);
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(timeout) = wait {
+        let late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, timeout).await;
+        if !late.is_empty() {
+            for (ns, name) in &late {
+                eprintln!("error: StatefulSet {ns}/{name} did not roll out within {}s", timeout.as_secs());
+            }
+            cluster.print_stats(&connection);
+            return Ok(ExitCode::from(1));
+        }
+        println!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
+    }
+    cluster.print_stats(&connection);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The current time as RFC 3339 (UTC), for `berth/restarted-at`.
+fn humantime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(secs as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 fn plan_exit(plan: &berth::plan::Plan) -> ExitCode {

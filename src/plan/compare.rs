@@ -71,14 +71,57 @@ fn project(desired: &Value, live: Option<&Value>) -> Option<Value> {
 
 /// Unified diff (live → desired) of the fields berth sets.
 pub fn diff(desired: &Value, live: &Value) -> String {
-    let before = serde_yaml::to_string(&project(desired, Some(live)).unwrap_or(Value::Null))
-        .unwrap_or_default();
-    let after = serde_yaml::to_string(desired).unwrap_or_default();
+    unified(&project(desired, Some(live)).unwrap_or(Value::Null), desired)
+}
+
+/// Unified diff of two objects as YAML, `live` → `desired`. Keys are sorted on both sides
+/// (apiVersion, kind, metadata, spec…), so the order a server returns them in is no change.
+pub fn unified(before: &Value, after: &Value) -> String {
+    let before = serde_yaml::to_string(&sorted(before)).unwrap_or_default();
+    let after = serde_yaml::to_string(&sorted(after)).unwrap_or_default();
     similar::TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(2)
         .header("live", "desired")
         .to_string()
+}
+
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every path where two whole objects differ, added and removed fields included. For
+/// comparing a server's dry-run result with the live object, where both are canonical.
+pub fn all_changed_fields(after: &Value, before: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![(String::new(), Some(after), Some(before))];
+    while let Some((pointer, a, b)) = todo.pop() {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    todo.push((format!("{pointer}/{}", escape_segment(k)), x.get(k), y.get(k)));
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+                for (i, (xa, ya)) in x.iter().zip(y).enumerate() {
+                    todo.push((format!("{pointer}/{i}"), Some(xa), Some(ya)));
+                }
+            }
+            (x, y) if x == y => {}
+            _ => out.push(pointer),
+        }
+    }
+    out.sort();
+    out.into_iter().map(|p| field_path(&p)).collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! objects exported with `kubectl get -o yaml`, the render of another git revision, or (from
 //! `crate::cluster`) the API server's own answer.
 
-mod compare;
+pub mod compare;
 pub mod output;
 
 use crate::render::{ENV_HASH, ENV_SOURCES, MANAGED_BY, ObjectKey, key_of, kind_rank};
@@ -182,11 +182,16 @@ fn restart_of(
     let old_env = all_live.get(&env_key).copied();
     let mut variables = env_changes(new_env, old_env);
     if variables.is_empty() {
-        variables.push(VarChange {
-            name: "(secret data)".into(),
-            change: "changed",
-            source: "a referenced Secret's data changed".into(),
-        });
+        // Same names and references: the data of a referenced Secret changed.
+        variables = env_snapshot(new_env)
+            .into_iter()
+            .filter(|(_, (_, value))| value.is_none())
+            .map(|(name, (source, _))| VarChange {
+                name,
+                change: "changed",
+                source: format!("{source}: the Secret's data changed"),
+            })
+            .collect();
     }
     let policy = desired
         .pointer("/metadata/annotations/berth~1restart")
@@ -211,28 +216,31 @@ fn restart_of(
     })
 }
 
+/// A workspace's environment as its env ConfigMap records it: name → (source, literal
+/// value; `None` for secret-backed variables, whose values are never in the ConfigMap).
+fn env_snapshot(cm: Option<&Value>) -> BTreeMap<String, (String, Option<String>)> {
+    let sources: BTreeMap<String, String> = cm
+        .and_then(|c| c.pointer("/metadata/annotations"))
+        .and_then(|a| a.get(ENV_SOURCES))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let data = cm.and_then(|c| c.get("data")).and_then(Value::as_object);
+    sources
+        .into_iter()
+        .map(|(name, source)| {
+            let value = data
+                .and_then(|d| d.get(&name))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (name, (source, value))
+        })
+        .collect()
+}
+
 /// Names of variables (from the env ConfigMaps' data and source annotations) that differ.
 fn env_changes(new: Option<&Value>, old: Option<&Value>) -> Vec<VarChange> {
-    fn snapshot(cm: Option<&Value>) -> BTreeMap<String, (String, Option<String>)> {
-        let sources: BTreeMap<String, String> = cm
-            .and_then(|c| c.pointer("/metadata/annotations"))
-            .and_then(|a| a.get(ENV_SOURCES))
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        let data = cm.and_then(|c| c.get("data")).and_then(Value::as_object);
-        sources
-            .into_iter()
-            .map(|(name, source)| {
-                let value = data
-                    .and_then(|d| d.get(&name))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                (name, (source, value))
-            })
-            .collect()
-    }
-    let (new, old) = (snapshot(new), snapshot(old));
+    let (new, old) = (env_snapshot(new), env_snapshot(old));
     let names: BTreeSet<&String> = new.keys().chain(old.keys()).collect();
     names
         .into_iter()
