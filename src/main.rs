@@ -1,12 +1,12 @@
 //! The `berth` command line: thin shells over the library's pipeline.
 
 use anyhow::{Context, Result, bail};
+use berth::cluster::applyset::ApplySet;
+use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
 use berth::load::diagnostic::render_with_source;
 use berth::load::{Diagnostic, SourceFile};
 use berth::plan::output::Format;
 use berth::render::RenderContext;
-use berth::cluster::applyset::ApplySet;
-use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -154,7 +154,10 @@ struct ClusterArgs {
 impl ClusterArgs {
     fn applyset(&self, path: &Path) -> ApplySet {
         ApplySet {
-            name: self.applyset.clone().unwrap_or_else(|| ApplySet::default_name(path)),
+            name: self
+                .applyset
+                .clone()
+                .unwrap_or_else(|| ApplySet::default_name(path)),
             namespace: self.applyset_namespace.clone(),
         }
     }
@@ -170,7 +173,10 @@ impl ClusterArgs {
     fn print_stats(&self, cluster: &Cluster) {
         if self.api_stats {
             let stats = cluster.requests.snapshot();
-            eprintln!("api requests: {}", serde_json::to_string(&stats).unwrap_or_default());
+            eprintln!(
+                "api requests: {}",
+                serde_json::to_string(&stats).unwrap_or_default()
+            );
         }
     }
 }
@@ -275,7 +281,15 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             );
             Ok(plan_exit(&plan))
         }
-        Command::Apply { path, force_conflicts, no_prune, allow_mass_prune, wait, timeout, cluster } => {
+        Command::Apply {
+            path,
+            force_conflicts,
+            no_prune,
+            allow_mass_prune,
+            wait,
+            timeout,
+            cluster,
+        } => {
             let options = ApplyOptions {
                 applyset: cluster.applyset(&path),
                 force_conflicts,
@@ -283,17 +297,29 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 allow_mass_prune,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            runtime()?.block_on(apply(&path, options, wait.then(|| Duration::from_secs(timeout)), &cluster, color))
+            runtime()?.block_on(apply(
+                &path,
+                options,
+                wait.then(|| Duration::from_secs(timeout)),
+                &cluster,
+                color,
+            ))
         }
-        Command::Restart { workspace, path, cluster } => runtime()?.block_on(async {
+        Command::Restart {
+            workspace,
+            path,
+            cluster,
+        } => runtime()?.block_on(async {
             let Some(resolved) = resolved(&path, color)? else {
                 return Ok(ExitCode::from(1));
             };
             let connection = cluster.connect().await?;
             let set = cluster.applyset(&path);
-            let live = berth::cluster::plan(&connection, &resolved, &PlanOptions { applyset: set }).await?;
+            let live = berth::cluster::plan(&connection, &resolved, &PlanOptions { applyset: set })
+                .await?;
             let now = humantime_now();
-            let message = berth::cluster::restart(&connection, &live.desired, &workspace, &now).await?;
+            let message =
+                berth::cluster::restart(&connection, &live.desired, &workspace, &now).await?;
             println!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
@@ -326,14 +352,24 @@ fn resolved(path: &Path, color: bool) -> Result<Option<berth::resolve::Resolved>
     Ok((!desired.has_errors()).then_some(desired.resolved))
 }
 
-async fn live_plan(path: &Path, format: Format, cluster: &ClusterArgs, color: bool) -> Result<ExitCode> {
+async fn live_plan(
+    path: &Path,
+    format: Format,
+    cluster: &ClusterArgs,
+    color: bool,
+) -> Result<ExitCode> {
     let Some(resolved) = resolved(path, color)? else {
         return Ok(ExitCode::from(1));
     };
     let connection = cluster.connect().await?;
-    let options = PlanOptions { applyset: cluster.applyset(path) };
+    let options = PlanOptions {
+        applyset: cluster.applyset(path),
+    };
     let live = berth::cluster::plan(&connection, &resolved, &options).await?;
-    print!("{}", berth::plan::output::render(&live.plan, format, "berth plan", color));
+    print!(
+        "{}",
+        berth::plan::output::render(&live.plan, format, "berth plan", color)
+    );
     let mass = ApplyOptions {
         applyset: options.applyset.clone(),
         force_conflicts: false,
@@ -348,15 +384,26 @@ async fn live_plan(path: &Path, format: Format, cluster: &ClusterArgs, color: bo
     Ok(plan_exit(&live.plan))
 }
 
-async fn apply(path: &Path, options: ApplyOptions, wait: Option<Duration>, cluster: &ClusterArgs, color: bool) -> Result<ExitCode> {
+async fn apply(
+    path: &Path,
+    options: ApplyOptions,
+    wait: Option<Duration>,
+    cluster: &ClusterArgs,
+    color: bool,
+) -> Result<ExitCode> {
     let Some(resolved) = resolved(path, color)? else {
         eprintln!("nothing was applied");
         return Ok(ExitCode::from(1));
     };
     let connection = cluster.connect().await?;
-    let plan_options = PlanOptions { applyset: options.applyset.clone() };
+    let plan_options = PlanOptions {
+        applyset: options.applyset.clone(),
+    };
     let live = berth::cluster::plan(&connection, &resolved, &plan_options).await?;
-    print!("{}", berth::plan::output::render(&live.plan, Format::Text, "berth apply", color));
+    print!(
+        "{}",
+        berth::plan::output::render(&live.plan, Format::Text, "berth apply", color)
+    );
     let report = berth::cluster::apply(&connection, &live, &options).await?;
     let count = |verb: &str| report.done.iter().filter(|(_, v)| *v == verb).count();
     println!(
@@ -372,10 +419,14 @@ async fn apply(path: &Path, options: ApplyOptions, wait: Option<Duration>, clust
         return Ok(ExitCode::from(1));
     }
     if let Some(timeout) = wait {
-        let late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, timeout).await;
+        let late =
+            berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, timeout).await;
         if !late.is_empty() {
             for (ns, name) in &late {
-                eprintln!("error: StatefulSet {ns}/{name} did not roll out within {}s", timeout.as_secs());
+                eprintln!(
+                    "error: StatefulSet {ns}/{name} did not roll out within {}s",
+                    timeout.as_secs()
+                );
             }
             cluster.print_stats(&connection);
             return Ok(ExitCode::from(1));

@@ -42,7 +42,11 @@ pub struct ApplyReport {
 pub fn check_mass_prune(plan: &LivePlan, options: &ApplyOptions) -> Result<()> {
     let deletes = plan.plan.count(Action::Delete);
     let owned = plan.owned();
-    if options.prune && deletes > 0 && (deletes * 2 > owned || deletes == owned) && !options.allow_mass_prune {
+    if options.prune
+        && deletes > 0
+        && (deletes * 2 > owned || deletes == owned)
+        && !options.allow_mass_prune
+    {
         bail!(
             "refusing to prune {deletes} of the {owned} objects berth owns here (more than half); \
              if that is really meant, re-run with --allow-mass-prune"
@@ -51,10 +55,18 @@ pub fn check_mass_prune(plan: &LivePlan, options: &ApplyOptions) -> Result<()> {
     Ok(())
 }
 
-pub async fn apply(cluster: &Cluster, plan: &LivePlan, options: &ApplyOptions) -> Result<ApplyReport> {
+pub async fn apply(
+    cluster: &Cluster,
+    plan: &LivePlan,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
     check_mass_prune(plan, options)?;
     if !plan.conflicts.is_empty() && !options.force_conflicts {
-        let list: Vec<String> = plan.conflicts.iter().map(|(o, m)| format!("  {o}: {m}")).collect();
+        let list: Vec<String> = plan
+            .conflicts
+            .iter()
+            .map(|(o, m)| format!("  {o}: {m}"))
+            .collect();
         bail!(
             "{} object(s) conflict with other field managers; nothing was applied:\n{}\n\
              re-run with --force-conflicts to take those fields over",
@@ -71,9 +83,18 @@ pub async fn apply(cluster: &Cluster, plan: &LivePlan, options: &ApplyOptions) -
         .collect();
 
     let mut report = ApplyReport::default();
-    let writes: Vec<_> = plan.plan.changes.iter().filter(|c| c.action != Action::Delete).collect();
+    let writes: Vec<_> = plan
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .collect();
     let deletes: Vec<_> = if options.prune {
-        plan.plan.changes.iter().filter(|c| c.action == Action::Delete).collect()
+        plan.plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .collect()
     } else {
         Vec::new()
     };
@@ -102,19 +123,30 @@ pub async fn apply(cluster: &Cluster, plan: &LivePlan, options: &ApplyOptions) -
         ..PatchParams::apply(FIELD_MANAGER)
     };
     for change in writes {
-        let Some(object) = &change.desired else { continue };
+        let Some(object) = &change.desired else {
+            continue;
+        };
         let name = change.object.name.clone();
         let result = match api_for(cluster, object) {
-            Ok(api) => api.patch(&name, &params, &Patch::Apply(object)).await.map_err(describe),
+            Ok(api) => api
+                .patch(&name, &params, &Patch::Apply(object))
+                .await
+                .map_err(describe),
             Err(err) => Err(err.to_string()),
         };
-        let verb = if change.action == Action::Create { "created" } else { "updated" };
+        let verb = if change.action == Action::Create {
+            "created"
+        } else {
+            "updated"
+        };
         match result {
             Ok(_) => {
                 progress.done(&change.object.to_string(), verb);
                 report.done.push((change.object.to_string(), verb));
                 if change.object.kind == "StatefulSet" {
-                    report.stateful_sets.push((change.object.namespace.clone().unwrap_or_default(), name));
+                    report
+                        .stateful_sets
+                        .push((change.object.namespace.clone().unwrap_or_default(), name));
                 }
             }
             Err(message) => {
@@ -132,7 +164,10 @@ pub async fn apply(cluster: &Cluster, plan: &LivePlan, options: &ApplyOptions) -
             "metadata": {"name": change.object.name, "namespace": change.object.namespace},
         });
         let result = match api_for(cluster, &object) {
-            Ok(api) => match api.delete(&change.object.name, &DeleteParams::background()).await {
+            Ok(api) => match api
+                .delete(&change.object.name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 Err(err) => Err(describe(err)),
@@ -163,7 +198,12 @@ pub async fn apply(cluster: &Cluster, plan: &LivePlan, options: &ApplyOptions) -
 /// Restart one workspace now: apply its StatefulSet with the current env hash and, if the
 /// hash did not change, stamp `berth/restarted-at` under a separate field manager so the
 /// next apply does not take the stamp away again.
-pub async fn restart(cluster: &Cluster, desired: &[Value], workspace: &str, now: &str) -> Result<String> {
+pub async fn restart(
+    cluster: &Cluster,
+    desired: &[Value],
+    workspace: &str,
+    now: &str,
+) -> Result<String> {
     let sts = desired
         .iter()
         .find(|o| {
@@ -172,12 +212,26 @@ pub async fn restart(cluster: &Cluster, desired: &[Value], workspace: &str, now:
         })
         .with_context(|| format!("no workspace named `{workspace}` in the repository"))?;
     let api = api_for(cluster, sts)?;
-    let live = api.get_opt(workspace).await.map_err(|e| anyhow::anyhow!(describe(e)))?;
-    let hash = |o: &Value| o.pointer("/spec/template/metadata/annotations").and_then(|a| a.get(crate::render::ENV_HASH)).cloned();
-    let live_hash = live.as_ref().and_then(|l| serde_json::to_value(l).ok()).and_then(|l| hash(&l));
-    api.patch(workspace, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(sts))
+    let live = api
+        .get_opt(workspace)
         .await
         .map_err(|e| anyhow::anyhow!(describe(e)))?;
+    let hash = |o: &Value| {
+        o.pointer("/spec/template/metadata/annotations")
+            .and_then(|a| a.get(crate::render::ENV_HASH))
+            .cloned()
+    };
+    let live_hash = live
+        .as_ref()
+        .and_then(|l| serde_json::to_value(l).ok())
+        .and_then(|l| hash(&l));
+    api.patch(
+        workspace,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(sts),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(describe(e)))?;
     if live_hash.is_some() && live_hash == hash(sts) {
         let stamp = json!({
             "apiVersion": "apps/v1",
@@ -185,17 +239,30 @@ pub async fn restart(cluster: &Cluster, desired: &[Value], workspace: &str, now:
             "metadata": {"name": workspace, "namespace": sts.pointer("/metadata/namespace")},
             "spec": {"template": {"metadata": {"annotations": {"berth/restarted-at": now}}}},
         });
-        api.patch(workspace, &PatchParams::apply("berth-restart").force(), &Patch::Apply(&stamp))
-            .await
-            .map_err(|e| anyhow::anyhow!(describe(e)))?;
-        return Ok(format!("{workspace}: restarted (environment unchanged; stamped berth/restarted-at)"));
+        api.patch(
+            workspace,
+            &PatchParams::apply("berth-restart").force(),
+            &Patch::Apply(&stamp),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(e)))?;
+        return Ok(format!(
+            "{workspace}: restarted (environment unchanged; stamped berth/restarted-at)"
+        ));
     }
-    Ok(format!("{workspace}: restarted with its current environment"))
+    Ok(format!(
+        "{workspace}: restarted with its current environment"
+    ))
 }
 
 async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<()> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
-    if api.get_opt(name).await.map_err(|e| anyhow::anyhow!(describe(e)))?.is_some() {
+    if api
+        .get_opt(name)
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(e)))?
+        .is_some()
+    {
         return Ok(());
     }
     let namespace = json!({
@@ -203,18 +270,44 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<()> {
         "kind": "Namespace",
         "metadata": {"name": name, "labels": {crate::render::MANAGED_BY: "berth"}},
     });
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&namespace))
-        .await
-        .map_err(|e| anyhow::anyhow!("creating namespace {name} for the ApplySet parent: {}", describe(e)))?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&namespace),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "creating namespace {name} for the ApplySet parent: {}",
+            describe(e)
+        )
+    })?;
     Ok(())
 }
 
-async fn write_parent(cluster: &Cluster, set: &ApplySet, kinds: &BTreeSet<String>, namespaces: &BTreeSet<String>) -> Result<()> {
+async fn write_parent(
+    cluster: &Cluster,
+    set: &ApplySet,
+    kinds: &BTreeSet<String>,
+    namespaces: &BTreeSet<String>,
+) -> Result<()> {
     let parent = set.parent(kinds, namespaces);
-    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cluster.client.clone(), &set.namespace);
-    api.patch(&set.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&parent))
-        .await
-        .map_err(|e| anyhow::anyhow!("writing ApplySet parent {}/{}: {}", set.namespace, set.name, describe(e)))?;
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client.clone(), &set.namespace);
+    api.patch(
+        &set.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&parent),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "writing ApplySet parent {}/{}: {}",
+            set.namespace,
+            set.name,
+            describe(e)
+        )
+    })?;
     Ok(())
 }
 
@@ -226,10 +319,12 @@ fn group_kind(object: &Value) -> Option<String> {
 /// A kube error in words; conflicts name the other field manager, as the server does.
 pub(super) fn describe(err: kube::Error) -> String {
     match err {
-        kube::Error::Api(status) if status.code == 409 && status.message.contains("conflict") => format!(
-            "{} (re-run with --force-conflicts to take these fields over)",
-            status.message
-        ),
+        kube::Error::Api(status) if status.code == 409 && status.message.contains("conflict") => {
+            format!(
+                "{} (re-run with --force-conflicts to take these fields over)",
+                status.message
+            )
+        }
         kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
         other => other.to_string(),
     }
@@ -242,7 +337,8 @@ impl Progress {
     fn new(bar: bool, total: usize) -> Progress {
         Progress(bar.then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            {
                 bar.set_style(style);
             }
             bar

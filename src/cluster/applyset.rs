@@ -169,9 +169,7 @@ mod tests {
             name: "p".into(),
             namespace: "n".into(),
         };
-        let sts = |hash: &str, image: &str| {
-            json!({"metadata": {"name": "x"}, "spec": {"template": {"metadata": {"annotations": {"berth/env-hash": hash}}, "spec": {"image": image}}}})
-        };
+        let sts = |hash: &str, image: &str| json!({"metadata": {"name": "x"}, "spec": {"template": {"metadata": {"annotations": {"berth/env-hash": hash}}, "spec": {"image": image}}}});
         assert_eq!(applied_hash(&sts("a", "i")), applied_hash(&sts("b", "i")));
         assert_ne!(applied_hash(&sts("a", "i")), applied_hash(&sts("a", "j")));
         let mut objects = vec![sts("a", "i")];

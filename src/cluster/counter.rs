@@ -13,7 +13,9 @@ pub struct RequestCounter {
 
 impl RequestCounter {
     /// A tower layer that records every request passing through it.
-    pub fn layer<B>(&self) -> tower::util::MapRequestLayer<impl Fn(Request<B>) -> Request<B> + Clone + use<B>> {
+    pub fn layer<B>(
+        &self,
+    ) -> tower::util::MapRequestLayer<impl Fn(Request<B>) -> Request<B> + Clone + use<B>> {
         let counter = self.clone();
         tower::util::MapRequestLayer::new(move |request: Request<B>| {
             counter.record(verb(&request));
@@ -52,13 +54,13 @@ fn verb<B>(request: &Request<B>) -> String {
         }
         // Collections end in a resource's plural; single objects in a name after it.
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-        let is_collection = match segments.as_slice() {
-            [.., "namespaces", _ns, _plural] => true,
-            [.., "namespaces"] => true,
-            ["", "api", _v, _plural] => true,
-            ["", "apis", _g, _v, _plural] => true,
-            _ => false,
-        };
+        let is_collection = matches!(
+            segments.as_slice(),
+            [.., "namespaces", _, _]
+                | [.., "namespaces"]
+                | ["", "api", _, _]
+                | ["", "apis", _, _, _]
+        );
         return if is_collection { "LIST" } else { "GET" }.into();
     }
     if dry_run {
@@ -85,8 +87,20 @@ mod tests {
         assert_eq!(v("GET", "/api/v1/namespaces/x"), "GET");
         assert_eq!(v("GET", "/api/v1/namespaces/x/configmaps/y"), "GET");
         assert_eq!(v("GET", "/apis/apps/v1/namespaces/x/statefulsets/y"), "GET");
-        assert_eq!(v("PATCH", "/api/v1/namespaces/x/configmaps/y?dryRun=All&fieldManager=berth"), "PATCH(dry-run)");
-        assert_eq!(v("PATCH", "/api/v1/namespaces/x/configmaps/y?fieldManager=berth"), "PATCH");
+        assert_eq!(
+            v(
+                "PATCH",
+                "/api/v1/namespaces/x/configmaps/y?dryRun=All&fieldManager=berth"
+            ),
+            "PATCH(dry-run)"
+        );
+        assert_eq!(
+            v(
+                "PATCH",
+                "/api/v1/namespaces/x/configmaps/y?fieldManager=berth"
+            ),
+            "PATCH"
+        );
         assert_eq!(v("DELETE", "/api/v1/namespaces/x/configmaps/y"), "DELETE");
         assert_eq!(v("GET", "/api/v1/configmaps?watch=true"), "WATCH");
     }

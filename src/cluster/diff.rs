@@ -42,7 +42,11 @@ impl LivePlan {
     }
 }
 
-pub async fn plan(cluster: &Cluster, resolved: &Resolved, options: &PlanOptions) -> Result<LivePlan> {
+pub async fn plan(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    options: &PlanOptions,
+) -> Result<LivePlan> {
     let secret_namespaces: BTreeSet<String> = resolved
         .workspaces
         .iter()
@@ -79,7 +83,10 @@ pub async fn plan(cluster: &Cluster, resolved: &Resolved, options: &PlanOptions)
         .filter(|(_, c)| c.action == Action::Update)
         .filter_map(|(i, c)| Some((i, c.desired.clone()?, live_of(c)?)))
         .map(|(i, desired, live)| async move { (i, dry_run(cluster, &desired, &live).await) });
-    let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(CONCURRENCY).collect().await;
+    let results: Vec<_> = futures::stream::iter(checks)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     let mut settled = BTreeSet::new();
     let mut conflicts = Vec::new();
     for (i, result) in results {
@@ -171,7 +178,14 @@ pub(super) fn strip(mut object: Value) -> Value {
         map.remove("status");
     }
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        for noise in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
+        for noise in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "uid",
+            "selfLink",
+        ] {
             meta.remove(noise);
         }
         if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {

@@ -1,8 +1,8 @@
 //! Inventory: what berth owns in the cluster, read with one label-selected LIST per kind.
 
+use super::Cluster;
 use super::applyset::{ApplySet, GROUP_KINDS, split_list};
 use super::kinds::{ManagedKind, by_group_kind};
-use super::Cluster;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, ListParams};
@@ -58,7 +58,9 @@ pub async fn read(
             .await
             .with_context(|| format!("listing Secrets (metadata only) in {namespace}"))?;
         for secret in secrets {
-            if let (Some(name), Some(version)) = (secret.metadata.name, secret.metadata.resource_version) {
+            if let (Some(name), Some(version)) =
+                (secret.metadata.name, secret.metadata.resource_version)
+            {
                 inventory
                     .secret_versions
                     .insert(format!("{namespace}/{name}"), version);
@@ -78,7 +80,12 @@ pub async fn read(
                 .list(&selector)
                 .await
                 .with_context(|| format!("listing {} owned by berth", kind.group_kind()))?;
-            Ok::<_, anyhow::Error>(list.items.into_iter().map(|o| typed_value(o, &kind)).collect::<Vec<_>>())
+            Ok::<_, anyhow::Error>(
+                list.items
+                    .into_iter()
+                    .map(|o| typed_value(o, &kind))
+                    .collect::<Vec<_>>(),
+            )
         }
     });
     for items in futures::future::try_join_all(lists).await? {
@@ -91,7 +98,10 @@ pub async fn read(
 fn typed_value(object: DynamicObject, kind: &ManagedKind) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), kind.resource.api_version.clone().into());
+        map.insert(
+            "apiVersion".into(),
+            kind.resource.api_version.clone().into(),
+        );
         map.insert("kind".into(), kind.resource.kind.clone().into());
     }
     value

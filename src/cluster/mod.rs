@@ -3,8 +3,8 @@
 //! server-side-apply manager is: inventory (what berth owns), diff (what would change),
 //! apply (server-side apply and prune) and wait (rollouts).
 
-pub mod applyset;
 pub mod apply;
+pub mod applyset;
 mod counter;
 mod diff;
 mod inventory;

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 pub fn rolled_out(sts: &StatefulSet) -> bool {
     let generation = sts.metadata.generation.unwrap_or(0);
     let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(status) = &sts.status else { return false };
+    let Some(status) = &sts.status else {
+        return false;
+    };
     let observed = status.observed_generation.unwrap_or(0) >= generation;
-    let same_revision = replicas == 0 || status.current_revision.is_some() && status.current_revision == status.update_revision;
+    let same_revision = replicas == 0
+        || status.current_revision.is_some() && status.current_revision == status.update_revision;
     observed
         && same_revision
         && status.updated_replicas.unwrap_or(0) >= replicas
@@ -20,7 +23,11 @@ pub fn rolled_out(sts: &StatefulSet) -> bool {
 }
 
 /// Wait for each `(namespace, name)`; returns those not rolled out in time.
-pub async fn wait_for_rollouts(cluster: &Cluster, targets: &[(String, String)], timeout: Duration) -> Vec<(String, String)> {
+pub async fn wait_for_rollouts(
+    cluster: &Cluster,
+    targets: &[(String, String)],
+    timeout: Duration,
+) -> Vec<(String, String)> {
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<(String, String)> = targets.to_vec();
     loop {

@@ -71,7 +71,10 @@ fn project(desired: &Value, live: Option<&Value>) -> Option<Value> {
 
 /// Unified diff (live → desired) of the fields berth sets.
 pub fn diff(desired: &Value, live: &Value) -> String {
-    unified(&project(desired, Some(live)).unwrap_or(Value::Null), desired)
+    unified(
+        &project(desired, Some(live)).unwrap_or(Value::Null),
+        desired,
+    )
 }
 
 /// Unified diff of two objects as YAML, `live` → `desired`. Keys are sorted on both sides
@@ -91,7 +94,11 @@ fn sorted(value: &Value) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),
@@ -108,7 +115,11 @@ pub fn all_changed_fields(after: &Value, before: &Value) -> Vec<String> {
             (Some(Value::Object(x)), Some(Value::Object(y))) => {
                 let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
                 for k in keys {
-                    todo.push((format!("{pointer}/{}", escape_segment(k)), x.get(k), y.get(k)));
+                    todo.push((
+                        format!("{pointer}/{}", escape_segment(k)),
+                        x.get(k),
+                        y.get(k),
+                    ));
                 }
             }
             (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
@@ -151,7 +162,7 @@ mod tests {
             diff.contains("-  replicas: 1") && diff.contains("+  replicas: 0"),
             "{diff}"
         );
-        assert!(diff.contains("+      image: b:2"), "{diff}");
+        assert!(diff.contains("+    - image: b:2"), "{diff}");
         assert!(
             !diff.contains("x: 1"),
             "fields berth does not set stay out: {diff}"

@@ -1,0 +1,25 @@
+# berth: multi-stage build, small non-root runtime image.
+# (No container engine runs on the development machines; this file is kept correct by
+# review, not by a local build.)
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so code changes do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+COPY schemas ./schemas
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+    && strip target/release/berth
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin berth
+COPY --from=build /src/target/release/berth /usr/local/bin/berth
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/berth"]
+CMD ["--help"]
