@@ -47,6 +47,17 @@ pub async fn plan(
     resolved: &Resolved,
     options: &PlanOptions,
 ) -> Result<LivePlan> {
+    plan_with_context(cluster, resolved, options, RenderContext::default()).await
+}
+
+/// [`plan`] with facts the caller knows (the reconciler's idle workspaces); Secret
+/// versions are read from the cluster and replace those of `base`.
+pub async fn plan_with_context(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    options: &PlanOptions,
+    base: RenderContext,
+) -> Result<LivePlan> {
     let secret_namespaces: BTreeSet<String> = resolved
         .workspaces
         .iter()
@@ -63,6 +74,7 @@ pub async fn plan(
     let inventory = inventory::read(cluster, &options.applyset, &kinds, &secret_namespaces).await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions.clone(),
+        ..base
     };
     let mut desired = crate::render::render(resolved, &ctx);
     options.applyset.decorate(&mut desired);

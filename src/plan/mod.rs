@@ -197,6 +197,12 @@ fn restart_of(
         .pointer("/metadata/annotations/berth~1restart")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // A `when-idle` workspace that is idle (suspended for it) takes its restart now.
+    let idle = desired
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::render::IDLE_SINCE))
+        .is_some();
+    let policy = policy.filter(|p| !(p == "when-idle" && idle));
     let pending = policy.map(|p| match p.as_str() {
         "manual" => "manual: run `berth restart` to apply".to_string(),
         other => format!("{other}: deferred until the workspace is idle"),

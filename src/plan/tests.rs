@@ -145,3 +145,50 @@ fn updates_name_fields_and_diff() {
     assert_eq!(plan.changes[0].fields, ["spec.replicas"]);
     assert!(plan.changes[0].diff.contains("+  replicas: 1"));
 }
+
+#[test]
+fn when_idle_restart_waits_for_idleness_then_applies() {
+    let text = |value: &str| {
+        format!(
+            "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  namespace: ns\n  image: i:1\n  env: [{{name: X, value: \"{value}\"}}]\n---\napiVersion: berth/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec:\n  project: p\n  lifecycle: {{restart: when-idle, termination: {{idleSeconds: 60}}}}\n"
+        )
+    };
+    let render = |value: &str, ctx: &RenderContext| {
+        let desired = crate::desired(vec![SourceFile::new("r.yaml", text(value))], ctx);
+        assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+        desired.objects
+    };
+    let busy = RenderContext::default();
+    let idle = RenderContext {
+        idle: BTreeMap::from([("ns/w".to_string(), "2025-01-01T00:00:00Z".to_string())]),
+        ..Default::default()
+    };
+    let before = render("1", &busy);
+    // Busy: the restart is pending and the pod template keeps the old hash.
+    let plan = compute(&render("2", &busy), &before);
+    assert_eq!(plan.restarts.len(), 1);
+    assert!(plan.restarts[0].pending.as_deref().unwrap().contains("idle"));
+    assert!(plan.changes.iter().all(|c| c.object.kind != "StatefulSet"));
+    // Idle: suspended (replicas 0, idle-since) and the restart goes through.
+    let plan = compute(&render("2", &idle), &before);
+    assert_eq!(plan.restarts.len(), 1);
+    assert!(plan.restarts[0].pending.is_none(), "{:?}", plan.restarts);
+    let sts = plan
+        .changes
+        .iter()
+        .find(|c| c.object.kind == "StatefulSet")
+        .expect("the StatefulSet changes");
+    let desired = sts.desired.as_ref().unwrap();
+    assert_eq!(desired["spec"]["replicas"], 0);
+    assert_eq!(
+        desired["metadata"]["annotations"][crate::render::IDLE_SINCE],
+        "2025-01-01T00:00:00Z"
+    );
+    assert_ne!(
+        desired["spec"]["template"]["metadata"]["annotations"][crate::render::ENV_HASH],
+        before
+            .iter()
+            .find(|o| o["kind"] == "StatefulSet")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"][crate::render::ENV_HASH]
+    );
+}

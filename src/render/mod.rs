@@ -23,6 +23,10 @@ pub const PROJECT_LABEL: &str = "berth/project";
 pub const WORKSPACE_LABEL: &str = "berth/workspace";
 pub const ENV_HASH: &str = "berth/env-hash";
 pub const ENV_SOURCES: &str = "berth/env-sources";
+/// StatefulSet annotation: the workspace's idle timeout (`lifecycle.termination`).
+pub const IDLE_SECONDS: &str = "berth/idle-seconds";
+/// StatefulSet annotation on a workspace suspended for idleness: its last activity.
+pub const IDLE_SINCE: &str = "berth/idle-since";
 /// Port of the Mage web UI.
 pub const MAGE_PORT: i32 = 6789;
 
@@ -32,6 +36,10 @@ pub struct RenderContext {
     /// resourceVersion of Secrets referenced by env (`namespace/name` → version), so a
     /// change of a shared Secret's data rolls the workspaces using it. Empty offline.
     pub secret_versions: BTreeMap<String, String>,
+    /// Workspaces suspended for idleness by the reconciler (`namespace/workspace` → when
+    /// their activity stopped, RFC 3339): rendered with `replicas: 0` and
+    /// [`IDLE_SINCE`], so a suspension is the desired state, not drift.
+    pub idle: BTreeMap<String, String>,
 }
 
 /// Every desired object, sorted in apply order (namespaces first, workloads last).

@@ -89,7 +89,12 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         })
         .collect();
     let hash = env_hash(&ws.env, &versions);
-    vec![config_map(ws, &hash), service(ws), stateful_set(ws, &hash)]
+    let idle = ctx.idle.get(&format!("{}/{}", ws.namespace, ws.name));
+    vec![
+        config_map(ws, &hash),
+        service(ws),
+        stateful_set(ws, &hash, idle.map(String::as_str)),
+    ]
 }
 
 fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
@@ -152,7 +157,7 @@ fn resources(resources: &Resources) -> ResourceRequirements {
     }
 }
 
-fn stateful_set(ws: &ResolvedWorkspace, hash: &str) -> Value {
+fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) -> Value {
     let spec = &ws.spec;
     let secret_env: Vec<EnvVar> = ws
         .env
@@ -232,7 +237,10 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str) -> Value {
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("berth/source".into(), ws.file.clone());
     if let Some(t) = &spec.lifecycle.termination {
-        annotations.insert("berth/idle-seconds".into(), t.idle_seconds.to_string());
+        annotations.insert(IDLE_SECONDS.into(), t.idle_seconds.to_string());
+    }
+    if let Some(since) = idle_since {
+        annotations.insert(IDLE_SINCE.into(), since.to_string());
     }
     if spec.lifecycle.restart != RestartPolicy::Immediate {
         let policy = serde_json::to_value(spec.lifecycle.restart).unwrap_or_default();
@@ -256,7 +264,11 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str) -> Value {
     to_value(&StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(if spec.suspended { 0 } else { 1 }),
+            replicas: Some(if spec.suspended || idle_since.is_some() {
+                0
+            } else {
+                1
+            }),
             service_name: Some(ws.name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(ws)),

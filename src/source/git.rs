@@ -1,6 +1,6 @@
 use crate::load::SourceFile;
 use anyhow::{Context, Result, anyhow};
-use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{Commit, ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 use std::path::Path;
 
 /// A revision read from git: its commit and the files of the berth repository in it.
@@ -34,13 +34,21 @@ pub fn read_revision(path: &Path, rev: &str) -> Result<Revision> {
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .with_context(|| format!("unknown git revision `{rev}`"))?;
+    read_commit(&repo, &commit, &prefix)
+}
+
+/// Read the files under the folder `prefix` (`""` for the root) of `commit`, straight from
+/// the object database: works in bare repositories too (the reconciler's cache is one).
+pub fn read_commit(repo: &Repository, commit: &Commit<'_>, prefix: &str) -> Result<Revision> {
+    let rev = commit.id().to_string();
     let mut tree = commit.tree().context("reading the commit's tree")?;
+    let prefix = prefix.trim_matches('/');
     if !prefix.is_empty() {
         let entry = tree
-            .get_path(Path::new(&prefix))
+            .get_path(Path::new(prefix))
             .with_context(|| format!("`{prefix}` does not exist at revision `{rev}`"))?;
         tree = entry
-            .to_object(&repo)
+            .to_object(repo)
             .and_then(|o| o.peel_to_tree())
             .with_context(|| format!("`{prefix}` is not a folder at revision `{rev}`"))?;
     }
@@ -53,7 +61,7 @@ pub fn read_revision(path: &Path, rev: &str) -> Result<Revision> {
         }
         let name = entry.name().unwrap_or_default();
         let path = format!("{dir}{name}");
-        match entry.to_object(&repo).and_then(|o| o.peel_to_blob()) {
+        match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
             Ok(blob) => {
                 let text = if blob.size() as u64 > super::MAX_READ_BYTES {
                     String::new()

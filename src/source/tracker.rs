@@ -1,0 +1,139 @@
+//! A followed source, whatever it is: a git remote (fetched) or a plain folder (read as it
+//! is on disk). The reconciler asks it for the latest revision and never cares which.
+
+use super::git::Revision;
+use super::remote::{GitRemote, GitTracker};
+use super::watch::{FolderWatcher, watch};
+use anyhow::{Context, Result, anyhow};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What to follow.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A git remote, kept as a bare clone under `cache_dir`.
+    Git {
+        remote: GitRemote,
+        cache_dir: PathBuf,
+    },
+    /// A folder on disk, read as it is (and watched for saves).
+    Folder(PathBuf),
+}
+
+impl SourceSpec {
+    /// Words for logs and status (credentials redacted).
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::Git { remote, .. } => format!(
+                "{} ({}{})",
+                remote.auth.redact(&remote.url),
+                remote.reference,
+                if remote.subpath.is_empty() {
+                    String::new()
+                } else {
+                    format!(", folder {}", remote.subpath)
+                }
+            ),
+            SourceSpec::Folder(path) => format!("folder {}", path.display()),
+        }
+    }
+}
+
+enum Inner {
+    Git {
+        tracker: GitTracker,
+        last: Option<Revision>,
+    },
+    Folder(PathBuf),
+}
+
+/// A source being followed. Cheap to clone; git and disk work runs off the async runtime.
+#[derive(Clone)]
+pub struct Tracker {
+    spec: SourceSpec,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Tracker {
+    pub fn open(spec: SourceSpec) -> Result<Tracker> {
+        let inner = match &spec {
+            SourceSpec::Git { remote, cache_dir } => Inner::Git {
+                tracker: GitTracker::open(remote.clone(), cache_dir)?,
+                last: None,
+            },
+            SourceSpec::Folder(path) => {
+                anyhow::ensure!(path.is_dir(), "{} is not a directory", path.display());
+                Inner::Folder(path.clone())
+            }
+        };
+        Ok(Tracker {
+            spec,
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    pub fn spec(&self) -> &SourceSpec {
+        &self.spec
+    }
+
+    /// The full ref a push event must name to concern this source (`refs/heads/main`);
+    /// `None` for folders and fixed commits.
+    pub fn followed_ref(&self) -> Option<String> {
+        match &self.spec {
+            SourceSpec::Git { remote, .. } => remote.reference.full_name(),
+            SourceSpec::Folder(_) => None,
+        }
+    }
+
+    /// A watcher for a folder source (`None` for git).
+    pub fn watcher(&self) -> Result<Option<FolderWatcher>> {
+        match &self.spec {
+            SourceSpec::Folder(path) => watch(path).map(Some),
+            SourceSpec::Git { .. } => Ok(None),
+        }
+    }
+
+    /// Fetch (git) or re-read (folder) and return the latest revision. A folder's revision
+    /// id is a hash of its files, so an unchanged folder has an unchanged revision.
+    pub async fn latest(&self) -> Result<Revision> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut inner = inner
+                .lock()
+                .map_err(|_| anyhow!("the source's lock was poisoned"))?;
+            match &mut *inner {
+                Inner::Git { tracker, last } => {
+                    let commit = tracker.fetch()?;
+                    if let Some(revision) = last.as_ref().filter(|r| r.commit == commit) {
+                        return Ok(revision.clone());
+                    }
+                    let revision = tracker.read(&commit)?;
+                    *last = Some(revision.clone());
+                    Ok(revision)
+                }
+                Inner::Folder(path) => {
+                    let files = super::read_dir(path)?;
+                    let mut digest = Sha256::new();
+                    for file in &files {
+                        digest.update(file.path.as_bytes());
+                        digest.update([0]);
+                        digest.update(file.text.as_bytes());
+                        digest.update([0]);
+                    }
+                    let hash: String = digest.finalize()[..8]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    Ok(Revision {
+                        commit: format!("folder-{hash}"),
+                        summary: format!("{} as on disk", path.display()),
+                        files,
+                    })
+                }
+            }
+        })
+        .await
+        .context("the source reader stopped")?
+    }
+}
