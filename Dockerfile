@@ -3,6 +3,10 @@
 # review, not by a local build.)
 
 FROM rust:1.95-bookworm AS build
+# git2's https and ssh transports link OpenSSL (the rust image has libssl-dev and
+# pkg-config; listed so a slimmer base fails loudly).
+RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
@@ -16,9 +20,13 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin berth
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin berth \
+    && mkdir -p /var/cache/berth && chown 10001:10001 /var/cache/berth
+# `berth watch` keeps its bare clone here (an emptyDir in deploy/).
+ENV BERTH_CACHE_DIR=/var/cache/berth
+EXPOSE 8080
 COPY --from=build /src/target/release/berth /usr/local/bin/berth
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/berth"]

@@ -16,6 +16,7 @@ pub mod load;
 pub mod model;
 pub mod plan;
 pub mod quantity;
+pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod source;

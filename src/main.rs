@@ -29,6 +29,10 @@ struct Cli {
     /// Colour output: auto (on a terminal), always, never.
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "always", "never"])]
     color: String,
+    /// Log format on stderr: text, or json (one object per line, for log collectors).
+    /// The level comes from RUST_LOG (default: info for `watch`, warn otherwise).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +126,52 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Run the reconciler: follow a git branch, tag or commit (or a folder) and keep the
+    /// cluster in line with it, until SIGTERM or SIGINT.
+    ///
+    /// Every new revision is validated, planned and applied like `berth apply` (with
+    /// --force-conflicts: the reconciler owns its fields). An invalid revision is never
+    /// applied: the last good one stays in force and the error is reported (log, Event on
+    /// the ApplySet parent, `berth status`, metric). Every --drift-interval the cluster is
+    /// compared with the last good revision and live edits are healed. Workspaces with
+    /// lifecycle.termination.idleSeconds whose activity Lease goes unrenewed that long are
+    /// suspended (replicas 0) until `berth wake` or renewed activity. Failed applies are
+    /// retried with exponential backoff.
+    ///
+    /// Run two replicas: a Lease elects the one that writes; the other takes over within
+    /// --lease-duration. Serves /healthz, /readyz, /metrics (Prometheus) and
+    /// POST /hooks/git (GitHub or GitLab push webhooks, verified with the shared secret)
+    /// on --listen. See deploy/ for the in-cluster manifests.
+    Watch {
+        #[command(flatten)]
+        watch: Box<berth::reconcile::cli::WatchArgs>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Show what the reconciler last did: the revision applied and the one last seen, the
+    /// current error (e.g. an invalid revision), and each workspace's state (ready,
+    /// starting, restarting, suspended, failed) — read from the status ConfigMap
+    /// `<applyset>-status` that `berth watch` writes.
+    Status {
+        /// The SOURCE given to `berth watch` (names the default ApplySet); or use --applyset.
+        #[arg(default_value = ".")]
+        source: String,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Wake an idle workspace: renew its activity Lease and scale it back up now (the
+    /// reconciler suspends workspaces whose lifecycle.termination.idleSeconds ran out).
+    Wake {
+        /// The workspace's name.
+        workspace: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Write the JSON Schemas of Project, Workspace and Policy (for editors and CI).
     Schemas {
         /// Folder to write project.json, workspace.json and policy.json into.
@@ -162,12 +212,15 @@ impl ClusterArgs {
         }
     }
 
-    async fn connect(&self) -> Result<Cluster> {
-        Cluster::connect(&ConnectOptions {
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-        })
-        .await
+        }
+    }
+
+    async fn connect(&self) -> Result<Cluster> {
+        Cluster::connect(&self.connect_options()).await
     }
 
     fn print_stats(&self, cluster: &Cluster) {
@@ -184,13 +237,21 @@ impl ClusterArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr, filtered by RUST_LOG (default: warnings only).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = if matches!(cli.command, Command::Watch { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let color = match cli.color.as_str() {
         "always" => true,
         "never" => false,
@@ -296,6 +357,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 prune: !no_prune,
                 allow_mass_prune,
                 progress_bar: std::io::stderr().is_terminal(),
+                quiet: false,
             };
             runtime()?.block_on(apply(
                 &path,
@@ -320,6 +382,61 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             let now = humantime_now();
             let message =
                 berth::cluster::restart(&connection, &live.desired, &workspace, &now).await?;
+            println!("{message}");
+            cluster.print_stats(&connection);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Watch { watch, cluster } => runtime()?.block_on(async {
+            let kube_config = cluster.connect_options().kube_config().await?;
+            berth::reconcile::cli::watch(
+                *watch,
+                kube_config,
+                cluster.applyset.clone(),
+                cluster.applyset_namespace.clone(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Status {
+            source,
+            format,
+            cluster,
+        } => runtime()?.block_on(async {
+            let set = ApplySet {
+                name: match &cluster.applyset {
+                    Some(name) => name.clone(),
+                    None => berth::reconcile::cli::default_applyset(&source, false)?,
+                },
+                namespace: cluster.applyset_namespace.clone(),
+            };
+            let connection = cluster.connect().await?;
+            let Some(status) = berth::reconcile::status::read(&connection, &set).await? else {
+                bail!(
+                    "no status for ApplySet {}/{}: is `berth watch` running for it? \
+                     (pass --applyset if it is named otherwise)",
+                    set.namespace,
+                    set.name
+                );
+            };
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Wake {
+            workspace,
+            path,
+            cluster,
+        } => runtime()?.block_on(async {
+            let Some(resolved) = resolved(&path, color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let connection = cluster.connect().await?;
+            let set = cluster.applyset(&path);
+            let message =
+                berth::reconcile::idle::wake(&connection, &resolved, &set, &workspace).await?;
             println!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
@@ -376,6 +493,7 @@ async fn live_plan(
         prune: true,
         allow_mass_prune: false,
         progress_bar: false,
+        quiet: false,
     };
     if let Err(err) = berth::cluster::apply::check_mass_prune(&live, &mass) {
         eprintln!("warning: apply would refuse: {err}");

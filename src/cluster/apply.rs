@@ -25,6 +25,9 @@ pub struct ApplyOptions {
     pub allow_mass_prune: bool,
     /// Show a progress bar (on a terminal) instead of a line per object.
     pub progress_bar: bool,
+    /// Report each object through `tracing` (structured logs) instead of stderr lines: the
+    /// reconciler's mode.
+    pub quiet: bool,
 }
 
 /// What an apply did.
@@ -118,6 +121,10 @@ pub async fn apply(
     write_parent(cluster, set, &kinds, &namespaces).await?;
 
     let progress = Progress::new(options.progress_bar, writes.len() + deletes.len());
+    let progress = Progress {
+        quiet: options.quiet,
+        ..progress
+    };
     let params = PatchParams {
         force: options.force_conflicts,
         ..PatchParams::apply(FIELD_MANAGER)
@@ -331,32 +338,37 @@ pub(super) fn describe(err: kube::Error) -> String {
 }
 
 /// A progress bar on a terminal, a line per object elsewhere (CI logs).
-struct Progress(Option<indicatif::ProgressBar>);
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
 
 impl Progress {
     fn new(bar: bool, total: usize) -> Progress {
-        Progress(bar.then(|| {
+        let bar = bar.then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             {
                 bar.set_style(style);
             }
             bar
-        }))
+        });
+        Progress { bar, quiet: false }
     }
 
     fn done(&self, object: &str, verb: &str) {
-        match &self.0 {
+        match &self.bar {
             Some(bar) => {
                 bar.set_message(format!("{verb} {object}"));
                 bar.inc(1);
             }
+            None if self.quiet => tracing::info!(%object, "{verb}"),
             None => eprintln!("{verb:>8}  {object}"),
         }
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

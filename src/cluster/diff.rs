@@ -94,7 +94,13 @@ pub async fn plan_with_context(
         .enumerate()
         .filter(|(_, c)| c.action == Action::Update)
         .filter_map(|(i, c)| Some((i, c.desired.clone()?, live_of(c)?)))
-        .map(|(i, desired, live)| async move { (i, dry_run(cluster, &desired, &live).await) });
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Each future owns what it needs, so the plan's future stays `Send`.
+        .map(|(i, desired, live)| {
+            let cluster = cluster.clone();
+            async move { (i, dry_run(&cluster, &desired, &live).await) }
+        });
     let results: Vec<_> = futures::stream::iter(checks)
         .buffer_unordered(CONCURRENCY)
         .collect()

@@ -16,7 +16,7 @@ pub use counter::RequestCounter;
 pub use diff::{LivePlan, PlanOptions, plan, plan_with_context};
 pub use inventory::Inventory;
 pub use kinds::{ManagedKind, kind_of};
-pub use wait::wait_for_rollouts;
+pub use wait::{rolled_out, wait_for_rollouts};
 
 use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -43,6 +43,23 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn connect(options: &ConnectOptions) -> Result<Cluster> {
+        Cluster::from_config(options.kube_config().await?)
+    }
+
+    pub fn from_config(config: Config) -> Result<Cluster> {
+        let requests = RequestCounter::default();
+        let client = kube::client::ClientBuilder::try_from(config)
+            .context("building the Kubernetes client")?
+            .with_layer(&requests.layer())
+            .build();
+        Ok(Cluster { client, requests })
+    }
+}
+
+impl ConnectOptions {
+    /// The client configuration these options point at.
+    pub async fn kube_config(&self) -> Result<Config> {
+        let options = self;
         let kube_options = KubeConfigOptions {
             context: options.context.clone(),
             ..Default::default()
@@ -62,15 +79,6 @@ impl Cluster {
                 .await
                 .context("finding a cluster (no kubeconfig, and not running in a pod)")?,
         };
-        Cluster::from_config(config)
-    }
-
-    pub fn from_config(config: Config) -> Result<Cluster> {
-        let requests = RequestCounter::default();
-        let client = kube::client::ClientBuilder::try_from(config)
-            .context("building the Kubernetes client")?
-            .with_layer(&requests.layer())
-            .build();
-        Ok(Cluster { client, requests })
+        Ok(config)
     }
 }

@@ -167,7 +167,13 @@ fn when_idle_restart_waits_for_idleness_then_applies() {
     // Busy: the restart is pending and the pod template keeps the old hash.
     let plan = compute(&render("2", &busy), &before);
     assert_eq!(plan.restarts.len(), 1);
-    assert!(plan.restarts[0].pending.as_deref().unwrap().contains("idle"));
+    assert!(
+        plan.restarts[0]
+            .pending
+            .as_deref()
+            .unwrap()
+            .contains("idle")
+    );
     assert!(plan.changes.iter().all(|c| c.object.kind != "StatefulSet"));
     // Idle: suspended (replicas 0, idle-since) and the restart goes through.
     let plan = compute(&render("2", &idle), &before);
@@ -186,9 +192,7 @@ fn when_idle_restart_waits_for_idleness_then_applies() {
     );
     assert_ne!(
         desired["spec"]["template"]["metadata"]["annotations"][crate::render::ENV_HASH],
-        before
-            .iter()
-            .find(|o| o["kind"] == "StatefulSet")
-            .unwrap()["spec"]["template"]["metadata"]["annotations"][crate::render::ENV_HASH]
+        before.iter().find(|o| o["kind"] == "StatefulSet").unwrap()["spec"]["template"]["metadata"]
+            ["annotations"][crate::render::ENV_HASH]
     );
 }

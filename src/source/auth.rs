@@ -102,9 +102,8 @@ impl GitAuth {
                     "refusing ssh without --known-hosts: the server's host key cannot be checked",
                 ));
             };
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                git2::Error::from_str(&format!("reading {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| git2::Error::from_str(&format!("reading {}: {e}", path.display())))?;
             match check_known_host(&text, host, key) {
                 HostCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
                 HostCheck::Mismatch => Err(git2::Error::from_str(&format!(

@@ -130,7 +130,9 @@ impl GitTracker {
                     .revparse_single(c)
                     .and_then(|o| o.peel_to_commit())
                     .map(|c| c.id())
-                    .with_context(|| format!("commit `{c}` is on no branch or tag of the remote"))?;
+                    .with_context(|| {
+                        format!("commit `{c}` is on no branch or tag of the remote")
+                    })?;
                 self.pinned = Some(oid);
                 oid
             }
@@ -180,9 +182,7 @@ fn local_url(url: &str) -> String {
 /// `git@host:org/repo.git`, the scp-like ssh syntax.
 pub fn looks_like_scp(url: &str) -> bool {
     match url.split_once(':') {
-        Some((host, rest)) => {
-            host.contains('@') && !host.contains('/') && !rest.starts_with("//")
-        }
+        Some((host, rest)) => host.contains('@') && !host.contains('/') && !rest.starts_with("//"),
         None => false,
     }
 }

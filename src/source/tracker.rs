@@ -42,7 +42,7 @@ impl SourceSpec {
 
 enum Inner {
     Git {
-        tracker: GitTracker,
+        tracker: Box<GitTracker>,
         last: Option<Revision>,
     },
     Folder(PathBuf),
@@ -59,7 +59,7 @@ impl Tracker {
     pub fn open(spec: SourceSpec) -> Result<Tracker> {
         let inner = match &spec {
             SourceSpec::Git { remote, cache_dir } => Inner::Git {
-                tracker: GitTracker::open(remote.clone(), cache_dir)?,
+                tracker: Box::new(GitTracker::open(remote.clone(), cache_dir)?),
                 last: None,
             },
             SourceSpec::Folder(path) => {

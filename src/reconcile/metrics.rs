@@ -1,0 +1,224 @@
+//! Prometheus metrics of the reconciler (prometheus-client), served on `/metrics`: what a
+//! platform team alerts on — failing or slow reconciles, the revision in force, objects
+//! written and pruned, restarts, API load and git fetch errors.
+
+use crate::cluster::RequestCounter;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `applied`, `unchanged`, `invalid`, `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabel {
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    /// `reconcile` (plans, applies, status) or `election` (the leader Lease).
+    pub client: String,
+    pub verb: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    duration: Family<ResultLabel, Histogram, fn() -> Histogram>,
+    revision: Family<RevisionLabel, Gauge>,
+    objects: Family<ActionLabel, Counter>,
+    restarts: Counter,
+    api_requests: Family<VerbLabel, Counter>,
+    fetch_errors: Counter,
+    leader: Gauge,
+    suspended: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "berth_reconciles",
+            "Reconcile cycles that planned against the cluster, by result",
+            reconciles.clone(),
+        );
+        let duration = Family::<ResultLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register(
+            "berth_reconcile_duration_seconds",
+            "Duration of reconcile cycles (plan and apply), by result",
+            duration.clone(),
+        );
+        let revision = Family::<RevisionLabel, Gauge>::default();
+        registry.register(
+            "berth_last_applied_revision_info",
+            "The revision last applied (value 1, the revision as a label)",
+            revision.clone(),
+        );
+        let objects = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "berth_objects",
+            "Objects written by the reconciler: created, updated, pruned",
+            objects.clone(),
+        );
+        let restarts = Counter::default();
+        registry.register(
+            "berth_workspace_restarts",
+            "Workspaces restarted because their environment changed",
+            restarts.clone(),
+        );
+        let api_requests = Family::<VerbLabel, Counter>::default();
+        registry.register(
+            "berth_api_requests",
+            "Kubernetes API requests, by client and verb",
+            api_requests.clone(),
+        );
+        let fetch_errors = Counter::default();
+        registry.register(
+            "berth_git_fetch_errors",
+            "Failed fetches (or reads) of the source",
+            fetch_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "berth_leader",
+            "1 while this instance holds the leader Lease and writes, else 0",
+            leader.clone(),
+        );
+        let suspended = Gauge::default();
+        registry.register(
+            "berth_idle_workspaces",
+            "Workspaces suspended because they are idle",
+            suspended.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            duration,
+            revision,
+            objects,
+            restarts,
+            api_requests,
+            fetch_errors,
+            leader,
+            suspended,
+        }
+    }
+
+    pub fn reconciled(&self, result: &str, took: Duration) {
+        let label = ResultLabel {
+            result: result.to_string(),
+        };
+        self.reconciles.get_or_create(&label).inc();
+        self.duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn applied_revision(&self, revision: &str) {
+        self.revision.clear();
+        self.revision
+            .get_or_create(&RevisionLabel {
+                revision: revision.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn objects(&self, action: &str, count: usize) {
+        if count > 0 {
+            self.objects
+                .get_or_create(&ActionLabel {
+                    action: action.to_string(),
+                })
+                .inc_by(count as u64);
+        }
+    }
+
+    pub fn restarts(&self, count: usize) {
+        self.restarts.inc_by(count as u64);
+    }
+
+    pub fn fetch_error(&self) {
+        self.fetch_errors.inc();
+    }
+
+    pub fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn idle(&self, count: usize) {
+        self.suspended.set(count as i64);
+    }
+
+    /// The text exposition, with API request counts brought up to date first.
+    pub fn encode(&self, clients: &[(&str, &RequestCounter)]) -> String {
+        for (client, counter) in clients {
+            for (verb, count) in counter.snapshot() {
+                let metric = self.api_requests.get_or_create(&VerbLabel {
+                    client: client.to_string(),
+                    verb,
+                });
+                let seen = metric.get();
+                if count > seen {
+                    metric.inc_by(count - seen);
+                }
+            }
+        }
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_documented_names() {
+        let m = Metrics::new();
+        m.reconciled("applied", Duration::from_millis(30));
+        m.applied_revision("abc");
+        m.applied_revision("def");
+        m.objects("created", 3);
+        m.fetch_error();
+        let text = m.encode(&[]);
+        for needle in [
+            "berth_reconciles_total{result=\"applied\"} 1",
+            "berth_reconcile_duration_seconds_count{result=\"applied\"} 1",
+            "berth_last_applied_revision_info{revision=\"def\"} 1",
+            "berth_objects_total{action=\"created\"} 3",
+            "berth_git_fetch_errors_total 1",
+            "berth_leader 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+        assert!(!text.contains("revision=\"abc\""), "{text}");
+    }
+}

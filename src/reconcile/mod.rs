@@ -1,0 +1,892 @@
+//! Reconcile: the long-running reconciler behind `berth watch`. It follows a source (a git
+//! branch, tag or commit, or a folder), and on every new revision runs the same pipeline
+//! as `berth apply` — load, validate, plan, server-side apply, prune — so CI and the
+//! cluster compute the same thing. Around it: a periodic drift check that heals live edits
+//! (the reconciler owns its fields, so it applies with force-conflicts), idle termination
+//! of workspaces, exponential backoff of failed applies, leader election so only one of
+//! several replicas writes, and the status, Events, metrics and webhook people see.
+//!
+//! An invalid revision is never applied: the last good one stays in force, and the error
+//! is reported (log, Event, status, metric).
+
+pub mod backoff;
+pub mod cli;
+pub mod idle;
+pub mod leader;
+pub mod metrics;
+mod server;
+pub mod status;
+pub mod webhook;
+
+use crate::cluster::applyset::ApplySet;
+use crate::cluster::{ApplyOptions, ApplyReport, Cluster, LivePlan, PlanOptions, RequestCounter};
+use crate::plan::Action;
+use crate::render::{IDLE_SINCE, RenderContext};
+use crate::resolve::Resolved;
+use crate::source::{Revision, SourceSpec, Tracker};
+use anyhow::{Context, Result};
+use backoff::Backoff;
+use leader::{Election, LeaderConfig};
+use metrics::Metrics;
+use serde_json::Value;
+use status::{ErrorInfo, RevisionInfo, Status, WorkspaceStatus};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How `berth watch` runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: SourceSpec,
+    pub applyset: ApplySet,
+    /// How often the source is fetched (default 30 s).
+    pub poll_interval: Duration,
+    /// How often the cluster is compared with the last good revision and healed (5 min).
+    pub drift_interval: Duration,
+    /// This instance's name (the pod name in a cluster).
+    pub identity: String,
+    /// Leader election; `None` runs as the only writer.
+    pub leader: Option<LeaderConfig>,
+    /// Where to serve /healthz, /readyz, /metrics and /hooks/git; `None`: no server.
+    pub listen: Option<SocketAddr>,
+    /// The webhooks' shared secret; without one every webhook is refused.
+    pub webhook_secret: Option<String>,
+    /// Delete members git no longer holds.
+    pub prune: bool,
+    pub allow_mass_prune: bool,
+    /// First retry delay after a failure, doubling up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long an apply in flight may still run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn new(source: SourceSpec, applyset: ApplySet, identity: String) -> Config {
+        Config {
+            source,
+            applyset,
+            poll_interval: Duration::from_secs(30),
+            drift_interval: Duration::from_secs(300),
+            identity,
+            leader: None,
+            listen: None,
+            webhook_secret: None,
+            prune: true,
+            allow_mass_prune: false,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// State shared by the loop, the HTTP server and the caller.
+pub struct Shared {
+    metrics: Metrics,
+    status: Mutex<Status>,
+    ready: AtomicBool,
+    heartbeat: Mutex<Instant>,
+    stall_after: Duration,
+    fetch: Arc<Notify>,
+    election: Option<Election>,
+    webhook_secret: Option<String>,
+    followed_ref: Option<String>,
+    requests: RequestCounter,
+}
+
+impl Shared {
+    /// The status as this instance knows it (a follower's is not written anywhere).
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Whether this instance may write (leads, or runs without election).
+    pub fn is_leader(&self) -> bool {
+        self.election.as_ref().is_none_or(Election::is_leader)
+    }
+
+    /// API requests of the reconcile work (not of the election), by verb.
+    pub fn api_requests(&self) -> BTreeMap<String, u64> {
+        self.requests.snapshot()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Why the loop looks stuck, if it does.
+    fn stalled(&self) -> Option<String> {
+        let beat = self.heartbeat.lock().map(|b| *b).ok()?;
+        (beat.elapsed() > self.stall_after).then(|| {
+            format!(
+                "the reconcile loop has not run for {}s",
+                beat.elapsed().as_secs()
+            )
+        })
+    }
+
+    fn beat(&self) {
+        if let Ok(mut beat) = self.heartbeat.lock() {
+            *beat = Instant::now();
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let election = self.election.as_ref().map(|e| e.cluster().requests.clone());
+        let mut clients = vec![("reconcile", &self.requests)];
+        if let Some(counter) = &election {
+            clients.push(("election", counter));
+        }
+        self.metrics.encode(&clients)
+    }
+
+    /// Fetch now (a verified webhook). A follower also asks the leader, through the Lease.
+    async fn request_fetch(&self) {
+        if let Some(election) = self.election.as_ref().filter(|e| !e.is_leader())
+            && let Err(err) = election.request_fetch().await
+        {
+            tracing::warn!(error = %format!("{err:#}"), "could not pass the webhook on to the leader");
+        }
+        self.fetch.notify_one();
+    }
+
+    fn set_status(&self, update: impl FnOnce(&mut Status)) {
+        if let Ok(mut status) = self.status.lock() {
+            update(&mut status);
+        }
+    }
+}
+
+/// A started reconciler.
+pub struct Running {
+    /// The address the HTTP server listens on (with the real port for `:0`).
+    pub addr: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Wait until the reconciler has stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) -> Result<()> {
+        self.task.await.context("the reconciler task panicked")?
+    }
+}
+
+/// Start the reconciler: bind the server, start the election, run the loop until
+/// `shutdown` is cancelled. `kube_config` is used for two clients, one for the work and
+/// one for the election, so each one's API requests are counted on their own.
+pub async fn start(
+    config: Config,
+    kube_config: kube::Config,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let cluster = Cluster::from_config(kube_config.clone())?;
+    let tracker = Tracker::open(config.source.clone())?;
+    let fetch = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let election = match &config.leader {
+        Some(leader_config) => {
+            let election_cluster = Cluster::from_config(kube_config)?;
+            let (election, task) = leader::start(
+                election_cluster,
+                leader_config.clone(),
+                fetch.clone(),
+                shutdown.clone(),
+            );
+            tasks.push(task);
+            Some(election)
+        }
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        status: Mutex::new(Status {
+            source: config.source.describe(),
+            writer: config.identity.clone(),
+            ..Default::default()
+        }),
+        ready: AtomicBool::new(false),
+        heartbeat: Mutex::new(Instant::now()),
+        stall_after: (config.poll_interval * 4).max(Duration::from_secs(600)),
+        fetch: fetch.clone(),
+        election: election.clone(),
+        webhook_secret: config.webhook_secret.clone().filter(|s| !s.is_empty()),
+        followed_ref: tracker.followed_ref(),
+        requests: cluster.requests.clone(),
+    });
+    if shared.webhook_secret.is_none() {
+        tracing::warn!("no webhook secret: POST /hooks/git refuses every request");
+    }
+    let mut addr = None;
+    if let Some(listen) = config.listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        addr = Some(listener.local_addr().context("reading the bound address")?);
+        let router = server::router(shared.clone());
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %err, "the HTTP server stopped");
+            }
+        }));
+        tracing::info!(%listen, "serving /healthz, /readyz, /metrics and /hooks/git");
+    }
+    let reconciler = Reconciler {
+        backoff: Backoff::new(config.backoff_base, config.backoff_max),
+        next_drift: Instant::now() + config.drift_interval,
+        config,
+        cluster,
+        tracker,
+        shared: shared.clone(),
+        shutdown: shutdown.clone(),
+        applied: None,
+        pending: None,
+        invalid: None,
+        idle: BTreeMap::new(),
+        retry_at: None,
+        written: None,
+        first: true,
+    };
+    let task = tokio::spawn(async move {
+        let result = reconciler.run(fetch, election).await;
+        for task in tasks {
+            let _ = task.await;
+        }
+        result
+    });
+    Ok(Running { addr, shared, task })
+}
+
+/// A valid revision and what it renders to.
+#[derive(Clone)]
+struct Target {
+    commit: String,
+    summary: String,
+    resolved: Resolved,
+    /// Rendered without cluster facts: for the idle timeouts.
+    objects: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Poll,
+    Webhook,
+    Files,
+    Retry,
+    Drift,
+    Leadership,
+}
+
+struct Reconciler {
+    config: Config,
+    cluster: Cluster,
+    tracker: Tracker,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    /// The last good revision: applied, in force.
+    applied: Option<Target>,
+    /// A valid revision not applied yet (its apply failed and is retried).
+    pending: Option<Target>,
+    /// The last invalid revision seen, so it is reported once, not every poll.
+    invalid: Option<String>,
+    idle: BTreeMap<String, String>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    next_drift: Instant,
+    /// The status last written to the cluster.
+    written: Option<Status>,
+    first: bool,
+}
+
+enum Outcome {
+    Unchanged,
+    Applied(Box<LivePlan>, ApplyReport),
+    Failed(String, String),
+    Abandoned,
+}
+
+impl Reconciler {
+    async fn run(mut self, fetch: Arc<Notify>, election: Option<Election>) -> Result<()> {
+        let mut watcher = self.tracker.watcher()?;
+        let mut leading = election.as_ref().map(Election::subscribe);
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            source = %self.config.source.describe(),
+            applyset = %format!("{}/{}", self.config.applyset.namespace, self.config.applyset.name),
+            identity = %self.config.identity,
+            "berth watch started"
+        );
+        loop {
+            self.shared.beat();
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+            let retry_at = self
+                .retry_at
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or(far);
+            let drift_at = tokio::time::Instant::from_std(self.next_drift);
+            let trigger = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = poll.tick() => Trigger::Poll,
+                _ = fetch.notified() => Trigger::Webhook,
+                changed = changed(&mut watcher) => {
+                    if !changed {
+                        watcher = None;
+                        continue;
+                    }
+                    Trigger::Files
+                }
+                _ = tokio::time::sleep_until(retry_at) => Trigger::Retry,
+                _ = tokio::time::sleep_until(drift_at) => Trigger::Drift,
+                _ = leadership(&mut leading) => Trigger::Leadership,
+            };
+            self.cycle(trigger).await;
+        }
+        tracing::info!("berth watch stopped");
+        Ok(())
+    }
+
+    fn is_leader(&self) -> bool {
+        self.shared.is_leader()
+    }
+
+    async fn cycle(&mut self, trigger: Trigger) {
+        let leader = self.is_leader();
+        self.shared.metrics.leader(leader);
+        if trigger == Trigger::Retry {
+            self.retry_at = None;
+        }
+        // 1. The source's latest revision.
+        let revision = match self.tracker.latest().await {
+            Ok(revision) => revision,
+            Err(err) => {
+                let message = format!("{err:#}");
+                tracing::warn!(error = %message, "reading the source failed");
+                self.shared.metrics.fetch_error();
+                if leader {
+                    self.fail("fetch", None, message).await;
+                }
+                return;
+            }
+        };
+        self.shared.ready.store(true, Ordering::Relaxed);
+        self.shared.set_status(|s| {
+            if s.last_seen.as_ref().map(|r| &r.revision) != Some(&revision.commit) {
+                s.last_seen = Some(RevisionInfo {
+                    revision: revision.commit.clone(),
+                    summary: revision.summary.clone(),
+                    at: status::now(),
+                });
+            }
+            if s.error.as_ref().is_some_and(|e| e.kind == "fetch") {
+                s.error = None;
+            }
+        });
+        if !leader {
+            return;
+        }
+
+        // 2. A new revision is validated; an invalid one is reported and never applied.
+        let fresh = [&self.applied, &self.pending]
+            .iter()
+            .all(|t| t.as_ref().is_none_or(|t| t.commit != revision.commit))
+            && self.invalid.as_deref() != Some(revision.commit.as_str());
+        if fresh {
+            self.evaluate(&revision).await;
+        }
+        let Some(target) = self.pending.clone().or_else(|| self.applied.clone()) else {
+            self.write_status().await;
+            return;
+        };
+
+        // 3. Idle workspaces: one LIST of Leases.
+        let timeouts = idle::idle_timeouts(&target.objects);
+        let idle = match idle::idle_workspaces(
+            self.cluster.clone(),
+            self.config.applyset.clone(),
+            timeouts,
+        )
+        .await
+        {
+            Ok(idle) => idle,
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "reading activity Leases failed");
+                self.idle.clone()
+            }
+        };
+        let full = self.pending.is_some()
+            || idle != self.idle
+            || self.first
+            || matches!(
+                trigger,
+                Trigger::Drift | Trigger::Retry | Trigger::Leadership
+            );
+        if !full {
+            self.refresh_workspaces().await;
+            self.write_status().await;
+            return;
+        }
+        self.first = false;
+        self.next_drift = Instant::now() + self.config.drift_interval;
+
+        // 4. Plan and apply.
+        let started = Instant::now();
+        let outcome = self.apply(&target, &idle).await;
+        let took = started.elapsed();
+        match outcome {
+            Outcome::Abandoned => {
+                self.shared.metrics.reconciled("abandoned", took);
+            }
+            Outcome::Failed(kind, message) => {
+                self.shared.metrics.reconciled("failed", took);
+                self.fail(&kind, Some(target.commit.clone()), message).await;
+            }
+            Outcome::Unchanged => {
+                self.shared.metrics.reconciled("unchanged", took);
+                self.succeeded(&target, trigger, &idle, None).await;
+            }
+            Outcome::Applied(live, report) => {
+                self.shared.metrics.reconciled("applied", took);
+                self.succeeded(&target, trigger, &idle, Some((*live, report)))
+                    .await;
+            }
+        }
+        self.write_status().await;
+    }
+
+    /// Validate a new revision: valid → pending (applied next), invalid → reported.
+    async fn evaluate(&mut self, revision: &Revision) {
+        let files = revision.files.clone();
+        let desired = crate::desired(files, &RenderContext::default());
+        if desired.has_errors() {
+            let errors: Vec<String> = desired
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(ToString::to_string)
+                .collect();
+            let message = format!(
+                "revision {} is invalid ({} error(s)); the last good revision stays in force:\n{}",
+                short(&revision.commit),
+                errors.len(),
+                errors.join("\n")
+            );
+            tracing::error!(revision = %revision.commit, errors = errors.len(), "{message}");
+            self.invalid = Some(revision.commit.clone());
+            self.shared.metrics.reconciled("invalid", Duration::ZERO);
+            self.event(true, "InvalidRevision", &message).await;
+            self.shared.set_status(|s| {
+                s.error = Some(ErrorInfo {
+                    kind: "invalid".into(),
+                    revision: Some(revision.commit.clone()),
+                    message,
+                    since: status::now(),
+                });
+            });
+            return;
+        }
+        tracing::info!(revision = %revision.commit, summary = %revision.summary, "new revision");
+        self.pending = Some(Target {
+            commit: revision.commit.clone(),
+            summary: revision.summary.clone(),
+            resolved: desired.resolved,
+            objects: desired.objects,
+        });
+        // A valid head replaces an invalid one.
+        self.invalid = None;
+        self.backoff.reset();
+        self.retry_at = None;
+    }
+
+    async fn apply(&mut self, target: &Target, idle: &BTreeMap<String, String>) -> Outcome {
+        let options = PlanOptions {
+            applyset: self.config.applyset.clone(),
+        };
+        let ctx = RenderContext {
+            idle: idle.clone(),
+            ..Default::default()
+        };
+        let live =
+            match crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx)
+                .await
+            {
+                Ok(live) => live,
+                Err(err) => return Outcome::Failed("plan".into(), format!("{err:#}")),
+            };
+        if !live.plan.has_changes() {
+            self.workspaces(&live, None, idle);
+            return Outcome::Unchanged;
+        }
+        // Leadership may have moved while planning.
+        if !self.is_leader() {
+            return Outcome::Abandoned;
+        }
+        let apply_options = ApplyOptions {
+            applyset: self.config.applyset.clone(),
+            force_conflicts: true,
+            prune: self.config.prune,
+            allow_mass_prune: self.config.allow_mass_prune,
+            progress_bar: false,
+            quiet: true,
+        };
+        let result = {
+            let apply = crate::cluster::apply(&self.cluster, &live, &apply_options);
+            tokio::pin!(apply);
+            tokio::select! {
+                result = &mut apply => Some(result),
+                _ = self.shutdown.cancelled() => {
+                    tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: letting the apply in flight finish");
+                    tokio::time::timeout(self.config.shutdown_grace, &mut apply).await.ok()
+                }
+            }
+        };
+        let Some(result) = result else {
+            tracing::warn!("shutting down: abandoned the apply in flight; the next start re-plans");
+            return Outcome::Abandoned;
+        };
+        match result {
+            Err(err) => Outcome::Failed("apply".into(), format!("{err:#}")),
+            Ok(report) => {
+                self.workspaces(&live, Some(&report), idle);
+                if let Some((object, message)) = &report.failed {
+                    return Outcome::Failed(
+                        "apply".into(),
+                        format!(
+                            "applying {object} failed: {message}; nothing was applied after it"
+                        ),
+                    );
+                }
+                Outcome::Applied(Box::new(live), report)
+            }
+        }
+    }
+
+    async fn succeeded(
+        &mut self,
+        target: &Target,
+        trigger: Trigger,
+        idle: &BTreeMap<String, String>,
+        applied: Option<(LivePlan, ApplyReport)>,
+    ) {
+        self.backoff.reset();
+        self.retry_at = None;
+        let new_revision = self.pending.take().is_some();
+        let mut summary = String::new();
+        if let Some((live, report)) = &applied {
+            let (created, updated, deleted) = (
+                count(report, "created"),
+                count(report, "updated"),
+                count(report, "deleted"),
+            );
+            self.shared.metrics.objects("created", created);
+            self.shared.metrics.objects("updated", updated);
+            self.shared.metrics.objects("pruned", deleted);
+            let restarted: Vec<&str> = live
+                .plan
+                .restarts
+                .iter()
+                .filter(|r| r.pending.is_none())
+                .map(|r| r.workspace.as_str())
+                .collect();
+            self.shared.metrics.restarts(restarted.len());
+            summary = format!("{created} created, {updated} updated, {deleted} deleted");
+            if !restarted.is_empty() {
+                summary.push_str(&format!("; restarted {}", restarted.join(", ")));
+            }
+        }
+        if new_revision {
+            self.applied = Some(target.clone());
+            self.shared.metrics.applied_revision(&target.commit);
+            self.shared.set_status(|s| {
+                s.last_applied = Some(RevisionInfo {
+                    revision: target.commit.clone(),
+                    summary: target.summary.clone(),
+                    at: status::now(),
+                });
+            });
+            let message = format!(
+                "applied {} {}{}",
+                short(&target.commit),
+                target.summary,
+                if summary.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {summary}")
+                }
+            );
+            tracing::info!(revision = %target.commit, "{message}");
+            self.event(false, "Applied", &message).await;
+        } else if let Some((live, _)) = &applied {
+            let objects: Vec<String> = live
+                .plan
+                .changes
+                .iter()
+                .filter(|c| !is_idle_change(c, idle, &self.idle))
+                .map(|c| c.object.to_string())
+                .collect();
+            if !objects.is_empty() {
+                let message = format!(
+                    "healed drift from {} ({trigger:?}): {}",
+                    short(&target.commit),
+                    objects.join(", ")
+                );
+                tracing::warn!("{message}");
+                self.event(true, "DriftHealed", &message).await;
+            }
+        }
+        // Idle transitions.
+        for (key, since) in idle {
+            if !self.idle.contains_key(key) {
+                let message = format!("{key} is idle since {since}: suspended (replicas 0)");
+                tracing::info!("{message}");
+                self.event(false, "Suspended", &message).await;
+            }
+        }
+        for key in self.idle.keys() {
+            if !idle.contains_key(key) {
+                let message = format!("{key} is active again: resumed");
+                tracing::info!("{message}");
+                self.event(false, "Resumed", &message).await;
+            }
+        }
+        self.idle = idle.clone();
+        self.shared.metrics.idle(idle.len());
+        // The error of an invalid head stays until a valid revision replaces it.
+        let invalid = self.invalid.clone();
+        self.shared.set_status(|s| {
+            if s.error
+                .as_ref()
+                .is_some_and(|e| e.kind != "invalid" || e.revision.as_deref() != invalid.as_deref())
+            {
+                s.error = None;
+            }
+        });
+    }
+
+    async fn fail(&mut self, kind: &str, revision: Option<String>, message: String) {
+        let delay = self.backoff.fail();
+        self.retry_at = Some(Instant::now() + delay);
+        tracing::error!(kind, error = %message, retry_in = ?delay, "reconcile failed");
+        let repeated = self
+            .shared
+            .status()
+            .error
+            .is_some_and(|e| e.kind == kind && e.message == message);
+        if !repeated {
+            self.event(true, "ReconcileFailed", &format!("{kind}: {message}"))
+                .await;
+        }
+        self.shared.set_status(|s| {
+            let since = match &s.error {
+                Some(e) if e.kind == kind && e.message == message => e.since.clone(),
+                _ => status::now(),
+            };
+            s.error = Some(ErrorInfo {
+                kind: kind.to_string(),
+                revision,
+                message,
+                since,
+            });
+        });
+        self.write_status().await;
+    }
+
+    /// Per-workspace state from a plan (live before apply) and what the apply did.
+    fn workspaces(
+        &self,
+        live: &LivePlan,
+        report: Option<&ApplyReport>,
+        idle: &BTreeMap<String, String>,
+    ) {
+        let mut list = Vec::new();
+        for object in &live.desired {
+            if object.get("kind").and_then(Value::as_str) != Some("StatefulSet") {
+                continue;
+            }
+            let text = |p: &str| {
+                object
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+            let key = format!("{namespace}/{name}");
+            let restart = live
+                .plan
+                .restarts
+                .iter()
+                .find(|r| r.namespace == namespace && r.workspace == name);
+            let failed = report.and_then(|r| r.failed.as_ref()).filter(|(o, _)| {
+                o.ends_with(&format!("/{namespace}/{name}"))
+                    || o.ends_with(&format!("/{namespace}/{name}-env"))
+            });
+            let live_sts = live.inventory.members.iter().find(|m| {
+                m.get("kind").and_then(Value::as_str) == Some("StatefulSet")
+                    && m.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace)
+                    && m.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+            });
+            let replicas = object
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let (state, reason) = if let Some((_, message)) = failed {
+                ("failed", Some(message.clone()))
+            } else if let Some(since) = idle.get(&key) {
+                ("suspended", Some(format!("idle since {since}")))
+            } else if replicas == 0 {
+                ("suspended", Some("suspended in git".to_string()))
+            } else if let Some(r) = restart.filter(|r| r.pending.is_none()) {
+                let names: Vec<&str> = r.variables.iter().map(|v| v.name.as_str()).collect();
+                (
+                    "restarting",
+                    Some(format!("environment changed: {}", names.join(", "))),
+                )
+            } else {
+                live_state(live_sts)
+            };
+            list.push(WorkspaceStatus {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                state: state.to_string(),
+                reason,
+                pending_restart: restart.and_then(|r| r.pending.clone()),
+            });
+        }
+        self.shared.set_status(|s| s.workspaces = list);
+    }
+
+    /// Between full cycles, follow workspaces that are starting or restarting until they
+    /// are ready: one LIST of StatefulSets, only while there is something to follow.
+    async fn refresh_workspaces(&self) {
+        let following = self
+            .shared
+            .status()
+            .workspaces
+            .iter()
+            .any(|w| w.state == "starting" || w.state == "restarting");
+        if !following {
+            return;
+        }
+        let api: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            kube::Api::all(self.cluster.client.clone());
+        let params = kube::api::ListParams::default().labels(&self.config.applyset.selector());
+        let Ok(list) = api.list(&params).await else {
+            return;
+        };
+        self.shared.set_status(|s| {
+            for w in &mut s.workspaces {
+                if w.state != "starting" && w.state != "restarting" {
+                    continue;
+                }
+                let sts = list.items.iter().find(|i| {
+                    i.metadata.namespace.as_deref() == Some(w.namespace.as_str())
+                        && i.metadata.name.as_deref() == Some(w.name.as_str())
+                });
+                if sts.is_some_and(crate::cluster::rolled_out) {
+                    w.state = "ready".into();
+                    w.reason = None;
+                }
+            }
+        });
+    }
+
+    async fn event(&self, warning: bool, reason: &str, message: &str) {
+        if !self.is_leader() {
+            return;
+        }
+        if let Err(err) = status::event(
+            &self.cluster,
+            &self.config.applyset,
+            &self.config.identity,
+            warning,
+            reason,
+            message,
+        )
+        .await
+        {
+            tracing::warn!(error = %format!("{err:#}"), "recording an Event failed");
+        }
+    }
+
+    /// Write the status ConfigMap if it changed (leader only).
+    async fn write_status(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
+        let current = self.shared.status();
+        if self.written.as_ref() == Some(&current) {
+            return;
+        }
+        match status::write(&self.cluster, &self.config.applyset, &current).await {
+            Ok(()) => self.written = Some(current),
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "writing the status failed"),
+        }
+    }
+}
+
+/// A change that is only the suspension or resumption of an idle workspace.
+fn is_idle_change(
+    change: &crate::plan::Change,
+    idle: &BTreeMap<String, String>,
+    before: &BTreeMap<String, String>,
+) -> bool {
+    let key = format!(
+        "{}/{}",
+        change.object.namespace.as_deref().unwrap_or_default(),
+        change.object.name
+    );
+    change.action == Action::Update
+        && change.object.kind == "StatefulSet"
+        && (idle.contains_key(&key) != before.contains_key(&key)
+            || change
+                .desired
+                .as_ref()
+                .and_then(|d| d.pointer("/metadata/annotations"))
+                .is_some_and(|a| a.get(IDLE_SINCE).is_some()))
+}
+
+fn live_state(live: Option<&Value>) -> (&'static str, Option<String>) {
+    let Some(live) = live else {
+        return ("starting", Some("created".into()));
+    };
+    match serde_json::from_value::<k8s_openapi::api::apps::v1::StatefulSet>(live.clone()) {
+        Ok(sts) if crate::cluster::rolled_out(&sts) => ("ready", None),
+        _ => ("starting", Some("not rolled out yet".into())),
+    }
+}
+
+fn count(report: &ApplyReport, verb: &str) -> usize {
+    report.done.iter().filter(|(_, v)| *v == verb).count()
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(12).collect()
+}
+
+async fn changed(watcher: &mut Option<crate::source::FolderWatcher>) -> bool {
+    match watcher {
+        Some(w) => w.changed(crate::source::DEBOUNCE).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn leadership(leading: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match leading {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *leading = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
