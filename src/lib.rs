@@ -12,6 +12,7 @@
 //! output. `source` is the I/O edge that produces files.
 
 pub mod cluster;
+pub mod explain;
 pub mod load;
 pub mod model;
 pub mod plan;

@@ -47,6 +47,18 @@ enum Command {
     Render {
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Print the Kubernetes Job each Mage k8s block runs as, instead of the objects.
+        #[arg(long)]
+        executor: bool,
+    },
+    /// Show where each effective value comes from: `PROJECT/PIPELINE/BLOCK` for a Mage k8s
+    /// block's executor config (block, project, template, policy, env var or hardcoded
+    /// default, with file and line), or `WORKSPACE` for a workspace's environment.
+    Explain {
+        /// `PROJECT/PIPELINE/BLOCK` or `WORKSPACE`.
+        target: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
     },
     /// Show what applying the repository would create, update, delete and restart.
     ///
@@ -285,11 +297,23 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { path } => {
-            let Some(objects) = desired_objects(berth::source::read_dir(&path)?, color) else {
+        Command::Render { path, executor } => {
+            let Some(resolved) = resolved(&path, color)? else {
                 return Ok(ExitCode::from(1));
             };
+            let objects = if executor {
+                berth::render::executor::jobs(&resolved)
+            } else {
+                berth::render::render(&resolved, &RenderContext::default())
+            };
             print!("{}", berth::render::to_yaml(&objects));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { target, path } => {
+            let Some(resolved) = resolved(&path, color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            print!("{}", berth::explain::explain(&resolved, &target)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {

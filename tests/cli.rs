@@ -28,7 +28,7 @@ fn sample_repo_is_valid_without_warnings() {
     let out = berth().args(["validate", "sample-repo"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
-    assert!(stdout(&out).contains("2 projects, 6 workspaces, 2 policies"));
+    assert!(stdout(&out).contains("2 projects, 6 workspaces, 3 policies"));
 }
 
 #[test]
@@ -60,11 +60,21 @@ fn render_is_deterministic_and_kubectl_shaped() {
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_yaml::from_str(d).unwrap())
         .collect();
-    assert_eq!(
-        docs.len(),
-        2 + 6 * 3,
-        "2 namespaces and 3 objects per workspace"
-    );
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "Namespace",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "Lease",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} rendered");
+    }
+    let workloads = kinds.iter().filter(|k| **k == "StatefulSet").count();
+    assert_eq!(workloads, 6, "one StatefulSet per workspace");
     for doc in &docs {
         for field in ["/apiVersion", "/kind", "/metadata/name"] {
             assert!(doc.pointer(field).is_some(), "{field} missing in {doc}");
@@ -99,7 +109,7 @@ fn broken_fixtures_report_every_error_with_position() {
         "projects.yaml:10:11: error: spec.inheritance.mode: self-hosted inheritance needs `userDefinedVars`",
         "projects.yaml:12:13: error: spec.inheritance.byEnvironment.dev[0]: invalid pattern `re:(unclosed`",
         "projects.yaml:14:13: error: spec.env[0].name: invalid variable name `1BAD`",
-        "projects.yaml:16:11: error: spec.env[1]: `TOKEN` has both `value` and `secretRef`",
+        "projects.yaml:16:7: error: spec.env[1]: `TOKEN` has both `value` and `secretRef`",
         "projects.yaml:34:11: error: spec.inheritance.mode: \"inherited\" is not one of",
         "projects.yaml:44:14: error: spec.env[0].value: expected string, found number",
         "policy.yaml:14:9: error: metadata.name: duplicate Policy `limits` (help: first declared at policy.yaml:4:9)",
@@ -153,7 +163,8 @@ fn checked_in_schemas_are_up_to_date() {
 fn sample_files_carry_a_schema_modeline_that_resolves() {
     let sample = root().join("sample-repo");
     for file in berth::source::read_dir(&sample).unwrap() {
-        if !file.path.ends_with(".yaml") {
+        // Mage's own files (under the Mage project folder) are not berth documents.
+        if !file.path.ends_with(".yaml") || !file.text.contains("apiVersion: berth/") {
             continue;
         }
         for doc in file.text.split("\n---\n") {
@@ -401,4 +412,76 @@ fn help_explains_every_command() {
     }
     let out = berth().args(["plan", "--help"]).output().unwrap();
     assert!(stdout(&out).contains("--live-from"));
+}
+
+#[test]
+fn explain_names_the_origin_of_every_value() {
+    let out = berth()
+        .args(["explain", "analytics/etl_daily/load_orders", "sample-repo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("explain_block", stdout(&out));
+    let out = berth()
+        .args(["explain", "training-dev", "sample-repo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("explain_workspace", stdout(&out));
+    let out = berth()
+        .args(["explain", "analytics/nope/x", "sample-repo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("k8s blocks: analytics/etl_daily/load_orders"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn raising_a_block_memory_shows_in_the_pull_request_diff() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("sample-repo"), repo.path());
+    git(repo.path(), &["init", "-q"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "base"]);
+    let pipeline = repo
+        .path()
+        .join("mage/analytics/pipelines/etl_daily/metadata.yaml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, text.replace("memory: 4Gi", "memory: 8Gi")).unwrap();
+    git(
+        repo.path(),
+        &["commit", "-q", "-am", "more memory for load_orders"],
+    );
+
+    let out = berth()
+        .args(["diff", "--base", "HEAD~1", "--format", "json"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{plan:#}");
+    assert_eq!(changes[0]["object"]["name"], "mage-executor-jobs");
+    assert_eq!(
+        changes[0]["fields"],
+        serde_json::json!(["data.etl_daily.load_orders.yaml"])
+    );
+    let diff = changes[0]["diff"].as_str().unwrap();
+    let changed = |sign: char, text: &str| {
+        diff.lines()
+            .any(|l| l.starts_with(sign) && l[1..].trim() == text)
+    };
+    assert!(
+        changed('-', "memory: 4Gi") && changed('+', "memory: 8Gi"),
+        "{diff}"
+    );
+    assert!(
+        plan["restarts"].as_array().unwrap().is_empty(),
+        "executor config restarts no workspace"
+    );
 }

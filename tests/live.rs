@@ -30,7 +30,11 @@ impl Repo {
             let text = file
                 .text
                 .replace("namespace: analytics", &format!("namespace: {prefix}-a"))
-                .replace("namespace: ml-platform", &format!("namespace: {prefix}-m"));
+                .replace("namespace: ml-platform", &format!("namespace: {prefix}-m"))
+                .replace(
+                    "namespace: zenml-runners",
+                    &format!("namespace: {prefix}-z"),
+                );
             std::fs::write(target, text).unwrap();
         }
         Repo { dir, prefix }
@@ -57,7 +61,14 @@ impl Repo {
 
     /// `berth <command> <repo> --kubeconfig … --applyset-namespace …` plus `args`.
     fn berth(&self, cp: &ControlPlane, command: &str, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::cargo_bin("berth").unwrap();
+        self.berth_as(cp.kubeconfig_path(), command, args)
+            .output()
+            .unwrap()
+    }
+
+    /// The berth command, run with the identity of `kubeconfig`.
+    fn berth_as(&self, kubeconfig: &Path, command: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
         cmd.arg(command);
         if command == "restart" {
             cmd.arg(args[0]).arg(self.path()).args(&args[1..]);
@@ -65,12 +76,12 @@ impl Repo {
             cmd.arg(self.path()).args(args);
         }
         cmd.arg("--kubeconfig")
-            .arg(cp.kubeconfig_path())
+            .arg(kubeconfig)
             .args(["--applyset", "berth-test", "--applyset-namespace"])
             .arg(format!("{}-berth", self.prefix))
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "debug");
-        cmd.output().unwrap()
+        cmd
     }
 
     fn apply(&self, cp: &ControlPlane, args: &[&str]) -> String {
@@ -95,6 +106,16 @@ impl Repo {
         );
         (code, serde_json::from_slice(&out.stdout).unwrap())
     }
+}
+
+/// The objects berth renders for a repository.
+fn rendered(repo: &Repo) -> Vec<Value> {
+    let desired = berth::desired(
+        berth::source::read_dir(repo.path()).unwrap(),
+        &Default::default(),
+    );
+    assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+    desired.objects
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -146,17 +167,18 @@ async fn apply_then_plan_reports_no_changes_for_every_object() {
         return;
     };
     let repo = Repo::new("noop");
+    let objects = rendered(&repo).len();
     let (code, plan) = repo.plan_json(&cp);
     assert_eq!(code, 2);
-    assert_eq!(plan["summary"]["create"], 20);
+    assert_eq!(plan["summary"]["create"], objects);
     let out = repo.apply(&cp, &[]);
     assert!(
-        out.contains("applied: 20 created, 0 updated, 0 deleted"),
+        out.contains(&format!("applied: {objects} created, 0 updated, 0 deleted")),
         "{out}"
     );
     let (code, plan) = repo.plan_json(&cp);
     assert_eq!(code, 0, "plan after apply: {plan:#}");
-    assert_eq!(plan["summary"]["unchanged"], 20);
+    assert_eq!(plan["summary"]["unchanged"], objects);
     // The server defaulted plenty berth never set; none of it is drift.
     let sts: Api<StatefulSet> = Api::namespaced(cp.client().await, &repo.analytics());
     let live = sts.get("etl-dev").await.unwrap();
@@ -194,12 +216,20 @@ async fn no_op_plan_lists_once_per_kind_and_writes_nothing() {
         .unwrap();
     assert!(!live.plan.has_changes(), "{:?}", live.plan.changes);
     let counts = cluster.requests.snapshot();
-    // 4 kinds (Namespace, ConfigMap, Service, StatefulSet) + the Secrets' metadata of the
-    // one namespace whose workspaces reference Secrets; one GET of the ApplySet parent.
+    let kinds: std::collections::BTreeSet<String> = rendered(&repo)
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.len() >= 8, "{kinds:?}");
+    // One LIST per kind, one for the Secrets' metadata of the one namespace whose
+    // workspaces reference Secrets, and one GET of the ApplySet parent. Nothing else.
     assert_eq!(
         counts,
-        BTreeMap::from([("GET".to_string(), 1), ("LIST".to_string(), 5)]),
-        "{counts:?}"
+        BTreeMap::from([
+            ("GET".to_string(), 1),
+            ("LIST".to_string(), kinds.len() as u64 + 1)
+        ]),
+        "{counts:?} for kinds {kinds:?}"
     );
 }
 
@@ -463,7 +493,7 @@ async fn removed_workspace_is_pruned_and_mass_prune_is_refused() {
     assert!(cms.get_opt("training-dev-env").await.unwrap().is_some());
 
     // An empty repository would prune everything: refused, and nothing is deleted.
-    for entry in ["projects", "workspaces", "policies"] {
+    for entry in ["projects", "workspaces", "policies", "mage"] {
         std::fs::remove_dir_all(repo.path().join(entry)).unwrap();
     }
     let out = repo.berth(&cp, "apply", &[]);
@@ -560,4 +590,218 @@ async fn secret_values_never_appear_in_any_output() {
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// `kubectl apply --server-side --dry-run=server` of everything berth renders, RBAC and the
+/// executor's Job templates included: the real API server accepts all of it.
+#[tokio::test]
+async fn rendered_objects_and_executor_jobs_pass_server_side_dry_run() {
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = Repo::new("dryrun");
+    let objects = rendered(&repo);
+    // Namespaces must exist for a dry-run of what lives in them.
+    let namespaces: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .collect();
+    let kubectl_apply = |yaml: String, dry_run: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("objects.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut cmd = cp.kubectl();
+        cmd.args(["apply", "--server-side", "--field-manager", "berth", "-f"])
+            .arg(&file);
+        if dry_run {
+            cmd.arg("--dry-run=server");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let to_yaml = |items: Vec<&Value>| {
+        berth::render::to_yaml(&items.into_iter().cloned().collect::<Vec<_>>())
+    };
+    kubectl_apply(to_yaml(namespaces), false);
+    let out = kubectl_apply(to_yaml(objects.iter().collect()), true);
+    assert_eq!(out.lines().count(), objects.len(), "{out}");
+    for kind in [
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
+        "lease.coordination.k8s.io",
+        "statefulset.apps",
+    ] {
+        assert!(out.contains(kind), "{kind} missing in:\n{out}");
+    }
+    assert!(
+        out.lines()
+            .all(|l| l.ends_with("serverside-applied (server dry run)")),
+        "{out}"
+    );
+
+    // The Job of every k8s block, with Mage's run-time placeholders filled in.
+    let out = Command::cargo_bin("berth")
+        .unwrap()
+        .args(["render", "--executor"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let jobs = text(&out.stdout)
+        .replace("{trigger_name}", "nightly")
+        .replace("{block_run_id}", "42")
+        .replace(
+            "namespace: analytics\n",
+            &format!("namespace: {}\n", repo.analytics()),
+        );
+    assert!(
+        !jobs.contains("namespace: default"),
+        "jobs run in the project's namespace here"
+    );
+    let out = kubectl_apply(jobs, true);
+    assert_eq!(out.matches("job.batch/").count(), 3, "{out}");
+}
+
+/// `--wait` waits for StatefulSets to roll out. No controller runs here: the test plays the
+/// StatefulSet controller and writes the rolled-out status itself.
+#[tokio::test]
+async fn apply_waits_for_rollouts_and_names_the_late_ones() {
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = Repo::new("wait");
+    let client = cp.client().await;
+    let mut child = repo
+        .berth_as(
+            cp.kubeconfig_path(),
+            "apply",
+            &["--wait", "--timeout", "60"],
+        )
+        // Little output: nothing reads the pipes until the child ends.
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let names = ["etl-dev", "etl-prod", "legacy-reports", "reporting-dev"];
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &repo.analytics());
+    let ml: Api<StatefulSet> = Api::namespaced(client.clone(), &repo.ml());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let a = sts.list(&Default::default()).await.unwrap().items.len();
+        let m = ml.list(&Default::default()).await.unwrap().items.len();
+        if a == names.len() && m == 2 {
+            break;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "StatefulSets never appeared:\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for name in names {
+        support::mark_statefulset_rolled_out(&client, &repo.analytics(), name)
+            .await
+            .unwrap();
+    }
+    for name in ["serving-prod", "training-dev"] {
+        support::mark_statefulset_rolled_out(&client, &repo.ml(), name)
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("rolled out: 6 StatefulSet(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A change nobody rolls out: --wait gives up after its timeout and names the workspace.
+    repo.edit(
+        "workspaces/ml/serving-prod.yaml",
+        "value: \"3\"",
+        "value: \"4\"",
+    );
+    let out = repo.berth(&cp, "apply", &["--wait", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "StatefulSet {}/serving-prod did not roll out within 2s",
+            repo.ml()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("training-dev"), "{err}");
+}
+
+/// An identity that may create namespaces and ConfigMaps but not ServiceAccounts: apply
+/// fails at the first forbidden object and applies nothing after it.
+#[tokio::test]
+async fn apply_stops_at_the_first_failure() {
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = Repo::new("partial");
+    let client = cp.client().await;
+    let grant = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": format!("{}-partial", repo.prefix)},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["namespaces", "configmaps"], "verbs": ["create", "patch"]},
+        ],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{}-partial", repo.prefix)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{}-partial", repo.prefix)},
+        "subjects": [{"kind": "User", "name": support::UNPRIVILEGED_USER, "apiGroup": "rbac.authorization.k8s.io"}],
+    });
+    for (object, plural) in [(grant, "clusterroles"), (binding, "clusterrolebindings")] {
+        let resource = kube::core::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: object["kind"].as_str().unwrap().into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let out = repo
+        .berth_as(cp.unprivileged_kubeconfig_path(), "apply", &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("applying ServiceAccount/") && err.contains("forbidden"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was applied after it"), "{err}");
+    // Namespaces came first and exist; ConfigMaps and StatefulSets came later and do not.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &repo.analytics());
+    assert!(cms.get_opt("etl-dev-env").await.unwrap().is_none());
+    let sts: Api<StatefulSet> = Api::namespaced(client, &repo.analytics());
+    assert!(
+        sts.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

@@ -6,7 +6,7 @@ use super::applyset::{ADDITIONAL_NAMESPACES, ApplySet, split_list};
 use super::diff::{LivePlan, api_for};
 use super::kinds::kind_of;
 use super::{Cluster, FIELD_MANAGER};
-use crate::plan::Action;
+use crate::plan::{Action, Change};
 use crate::render::key_of;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
@@ -129,68 +129,66 @@ pub async fn apply(
         force: options.force_conflicts,
         ..PatchParams::apply(FIELD_MANAGER)
     };
-    for change in writes {
-        let Some(object) = &change.desired else {
-            continue;
-        };
-        let name = change.object.name.clone();
-        let result = match api_for(cluster, object) {
-            Ok(api) => api
-                .patch(&name, &params, &Patch::Apply(object))
-                .await
-                .map_err(describe),
-            Err(err) => Err(err.to_string()),
-        };
-        let verb = if change.action == Action::Create {
-            "created"
-        } else {
-            "updated"
-        };
-        match result {
-            Ok(_) => {
-                progress.done(&change.object.to_string(), verb);
-                report.done.push((change.object.to_string(), verb));
-                if change.object.kind == "StatefulSet" {
-                    report
-                        .stateful_sets
-                        .push((change.object.namespace.clone().unwrap_or_default(), name));
+    // Objects of one rank do not depend on each other: apply each rank as a wave of
+    // concurrent requests, and the next rank only once the whole wave succeeded.
+    for wave in waves(&writes, |c| crate::render::kind_rank(&c.object.kind)) {
+        let requests: Vec<_> = wave
+            .iter()
+            .map(|change| {
+                let cluster = cluster.clone();
+                let params = params.clone();
+                let object = change.desired.clone();
+                let name = change.object.name.clone();
+                async move {
+                    let object = object.ok_or_else(|| "nothing to apply".to_string())?;
+                    let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
+                    api.patch(&name, &params, &Patch::Apply(&object))
+                        .await
+                        .map(|_| ())
+                        .map_err(describe)
                 }
+            })
+            .collect();
+        let results = run_concurrently(requests.into_iter()).await;
+        let verb = |c: &Change| {
+            if c.action == Action::Create {
+                "created"
+            } else {
+                "updated"
             }
-            Err(message) => {
-                progress.finish();
-                report.failed = Some((change.object.to_string(), message));
-                return Ok(report);
-            }
+        };
+        if !record(&mut report, &progress, &wave, results, verb) {
+            return Ok(report);
         }
     }
 
-    for change in deletes {
-        let object = json!({
-            "apiVersion": change.object.api_version,
-            "kind": change.object.kind,
-            "metadata": {"name": change.object.name, "namespace": change.object.namespace},
-        });
-        let result = match api_for(cluster, &object) {
-            Ok(api) => match api
-                .delete(&change.object.name, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(err) => Err(describe(err)),
-            },
-            Err(err) => Err(err.to_string()),
-        };
-        match result {
-            Ok(()) => {
-                progress.done(&change.object.to_string(), "deleted");
-                report.done.push((change.object.to_string(), "deleted"));
-            }
-            Err(message) => {
-                progress.finish();
-                report.failed = Some((change.object.to_string(), message));
-                return Ok(report);
-            }
+    // Deletes go workloads first (the plan orders them so), one rank at a time.
+    for wave in waves(&deletes, |c| {
+        u8::MAX - crate::render::kind_rank(&c.object.kind)
+    }) {
+        let requests: Vec<_> = wave
+            .iter()
+            .map(|change| {
+                let cluster = cluster.clone();
+                let object = json!({
+                    "apiVersion": change.object.api_version,
+                    "kind": change.object.kind,
+                    "metadata": {"name": change.object.name, "namespace": change.object.namespace},
+                });
+                let name = change.object.name.clone();
+                async move {
+                    let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
+                    match api.delete(&name, &DeleteParams::background()).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Err(err) => Err(describe(err)),
+                    }
+                }
+            })
+            .collect();
+        let results = run_concurrently(requests.into_iter()).await;
+        if !record(&mut report, &progress, &wave, results, |_| "deleted") {
+            return Ok(report);
         }
     }
     progress.finish();
@@ -200,6 +198,69 @@ pub async fn apply(
         write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
     }
     Ok(report)
+}
+
+/// Note what a wave did; false (with the first failure recorded) when any of it failed.
+fn record(
+    report: &mut ApplyReport,
+    progress: &Progress,
+    wave: &[&Change],
+    results: Vec<Result<(), String>>,
+    verb: impl Fn(&Change) -> &'static str,
+) -> bool {
+    for (change, result) in wave.iter().zip(results) {
+        let object = change.object.to_string();
+        match result {
+            Ok(()) => {
+                progress.done(&object, verb(change));
+                report.done.push((object, verb(change)));
+                if change.object.kind == "StatefulSet" && change.action != Action::Delete {
+                    let namespace = change.object.namespace.clone().unwrap_or_default();
+                    report
+                        .stateful_sets
+                        .push((namespace, change.object.name.clone()));
+                }
+            }
+            Err(message) if report.failed.is_none() => report.failed = Some((object, message)),
+            Err(_) => {}
+        }
+    }
+    if report.failed.is_some() {
+        progress.finish();
+    }
+    report.failed.is_none()
+}
+
+/// Requests in flight at once during an apply.
+const CONCURRENCY: usize = 16;
+
+/// Consecutive runs of changes with the same rank, in order.
+fn waves<'a, T>(items: &[&'a T], rank: impl Fn(&T) -> u8) -> Vec<Vec<&'a T>> {
+    let mut out: Vec<Vec<&'a T>> = Vec::new();
+    let mut last = None;
+    for item in items {
+        let r = rank(item);
+        if last != Some(r) {
+            out.push(Vec::new());
+            last = Some(r);
+        }
+        if let Some(wave) = out.last_mut() {
+            wave.push(*item);
+        }
+    }
+    out
+}
+
+/// Run futures at most [`CONCURRENCY`] at a time; results in the futures' order.
+async fn run_concurrently<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(futures)
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Restart one workspace now: apply its StatefulSet with the current env hash and, if the

@@ -2,7 +2,9 @@
 //! patterns, quantities and scripts. Every finding points at the offending field.
 
 use super::{Diagnostic, Loaded, Located};
-use crate::model::{EnvVar, InheritanceMode, Quantity, Resources, RoleBinding};
+use crate::model::{
+    EnvVar, InheritanceMode, Quantity, Resources, RoleBinding, WorkloadManager, WorkloadManagerKind,
+};
 use crate::resolve::pattern::Pattern;
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,6 +56,9 @@ pub fn check(loaded: &mut Loaded) {
                     format!("`{name}` is not a variable of this project's env; nothing to inherit"),
                 ));
             }
+        }
+        if let Some(wm) = &spec.workload_manager {
+            check_workload_manager(p, wm, &mut out);
         }
         for (environment, patterns) in &inheritance.by_environment {
             for (i, pattern) in patterns.iter().enumerate() {
@@ -241,6 +246,65 @@ pub fn check(loaded: &mut Loaded) {
     }
 
     loaded.diagnostics.extend(out);
+}
+
+/// ZenML's rules: a registry when building runner images, a bucket for external logs (an
+/// AWS feature), a region when building on AWS.
+fn check_workload_manager<T>(doc: &Located<T>, wm: &WorkloadManager, out: &mut Vec<Diagnostic>) {
+    let base = "/spec/workloadManager";
+    for (field, value) in [
+        ("namespace", &wm.namespace),
+        ("serviceAccount", &wm.service_account),
+    ] {
+        if let Err(why) = dns_label(value) {
+            out.push(err(
+                doc,
+                &format!("{base}/{field}"),
+                format!("invalid {field} `{value}`: {why}"),
+            ));
+        }
+    }
+    if wm.build_runner_image && wm.docker_registry.is_none() {
+        out.push(
+            err(doc, &format!("{base}/buildRunnerImage"), "building runner images needs `dockerRegistry`")
+                .with_help("ZENML_KUBERNETES_WORKLOAD_MANAGER_DOCKER_REGISTRY is required when building images"),
+        );
+    }
+    if !wm.build_runner_image && wm.runner_image.is_none() {
+        out.push(Diagnostic::warning(
+            &doc.file,
+            doc.pos(base),
+            base,
+            "neither `runnerImage` nor `buildRunnerImage`: runner pods use ZenML's default image",
+        ));
+    }
+    if let Some(logs) = wm.external_logs.as_ref().filter(|l| l.enabled) {
+        if logs.bucket.is_none() {
+            out.push(err(
+                doc,
+                &format!("{base}/externalLogs"),
+                "external logs need a `bucket`",
+            ));
+        }
+        if wm.implementation != WorkloadManagerKind::Aws {
+            out.push(err(
+                doc,
+                &format!("{base}/externalLogs"),
+                "external logs are only available with `implementation: aws`",
+            ));
+        }
+    }
+    if wm.implementation == WorkloadManagerKind::Aws && wm.build_runner_image && wm.region.is_none()
+    {
+        out.push(err(
+            doc,
+            &format!("{base}/buildRunnerImage"),
+            "building runner images on AWS needs `region`",
+        ));
+    }
+    if let Some(resources) = &wm.pod_resources {
+        check_resources(doc, &format!("{base}/podResources"), resources, out);
+    }
 }
 
 fn err<T>(doc: &Located<T>, pointer: &str, message: impl Into<String>) -> Diagnostic {
@@ -475,5 +539,78 @@ mod tests {
         assert!(!env_name("1ABC"));
         assert!(!env_name("A B"));
         assert!(!env_name(""));
+    }
+}
+
+#[cfg(test)]
+mod workload_manager_tests {
+    use crate::load::{SourceFile, load};
+
+    fn errors(workload_manager: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  namespace: p\n  workloadManager:\n{workload_manager}"
+        );
+        load(vec![SourceFile::new("p.yaml", text)])
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn namespace_and_service_account_are_required() {
+        let found = errors("    runnerImage: zenml:1\n");
+        assert_eq!(
+            found,
+            [
+                "p.yaml:7:5: error: spec.workloadManager.namespace: missing required field `namespace`",
+                "p.yaml:7:5: error: spec.workloadManager.serviceAccount: missing required field `serviceAccount`",
+            ]
+        );
+    }
+
+    #[test]
+    fn building_needs_a_registry_and_on_aws_a_region() {
+        let found = errors(
+            "    implementation: aws\n    namespace: r\n    serviceAccount: s\n    buildRunnerImage: true\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "p.yaml:10:23: error: spec.workloadManager.buildRunnerImage: building runner images needs `dockerRegistry` (help: ZENML_KUBERNETES_WORKLOAD_MANAGER_DOCKER_REGISTRY is required when building images)",
+                "p.yaml:10:23: error: spec.workloadManager.buildRunnerImage: building runner images on AWS needs `region`",
+            ]
+        );
+        let ok = errors(
+            "    implementation: aws\n    namespace: r\n    serviceAccount: s\n    buildRunnerImage: true\n    dockerRegistry: ecr.example.com\n    region: eu-west-1\n",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn external_logs_need_a_bucket_and_aws() {
+        let found = errors(
+            "    namespace: r\n    serviceAccount: s\n    runnerImage: z\n    externalLogs: {enabled: true}\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "p.yaml:10:19: error: spec.workloadManager.externalLogs: external logs are only available with `implementation: aws`",
+                "p.yaml:10:19: error: spec.workloadManager.externalLogs: external logs need a `bucket`",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_names_are_errors() {
+        let found = errors("    namespace: Runners\n    serviceAccount: s\n    runnerImage: z\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "p.yaml:7:16: error: spec.workloadManager.namespace: invalid namespace `Runners`"
+            ),
+            "{found:?}"
+        );
     }
 }

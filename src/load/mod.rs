@@ -5,7 +5,9 @@
 //! by [`crate::source`]) and never touches the filesystem itself.
 
 mod check;
+pub use check::dns_label as check_dns_label;
 pub mod diagnostic;
+pub mod mage;
 mod schema;
 pub mod yaml;
 
@@ -59,6 +61,8 @@ pub struct Repository {
     pub policies: Vec<Located<PolicyDocument>>,
     /// Every file's text by path: scripts referenced by workspaces, sources for diagnostics.
     pub files: BTreeMap<String, String>,
+    /// Kubernetes executor configuration per project (inline, Mage project folder, template).
+    pub executor: Vec<mage::ExecutorSources>,
 }
 
 impl Repository {
@@ -117,38 +121,50 @@ fn ignore_list(files: &[SourceFile]) -> Vec<String> {
 /// Load and validate every document of the repository.
 pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let ignored = ignore_list(&files);
+    let mut ignored = ignore_list(&files);
     let mut loaded = Loaded::default();
-    for file in &files {
+    // Parse first: Mage project folders named by Projects hold Mage's files, not berth
+    // documents, and are left to the Mage loader.
+    let parsed: Vec<(&SourceFile, ParsedFile)> = files
+        .iter()
+        .filter(|f| is_document_file(&f.path, &ignored))
+        .map(|f| (f, parse_file(f)))
+        .collect();
+    for (_, docs) in &parsed {
+        for doc in docs.iter().flatten() {
+            if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Project")
+                && let Some(root) = doc
+                    .value
+                    .pointer("/spec/mageProject")
+                    .and_then(|v| v.as_str())
+            {
+                ignored.push(mage::folder(root));
+            }
+        }
+    }
+    for (file, docs) in parsed {
         if is_document_file(&file.path, &ignored) {
-            load_file(file, &mut loaded);
+            load_file(file, docs, &mut loaded);
         }
     }
     loaded.repo.files = files.into_iter().map(|f| (f.path, f.text)).collect();
+    mage::load(&mut loaded);
     check::check(&mut loaded);
     sort_diagnostics(&mut loaded.diagnostics);
     loaded
 }
 
-fn load_file(file: &SourceFile, loaded: &mut Loaded) {
+type ParsedFile = Result<Vec<yaml::YamlDoc>, yaml::YamlError>;
+
+fn parse_file(file: &SourceFile) -> ParsedFile {
     if file.bytes > yaml::MAX_FILE_BYTES as u64 {
-        loaded.diagnostics.push(Diagnostic::error(
-            &file.path,
-            Pos {
-                line: 1,
-                column: 1,
-                offset: 0,
-            },
-            "",
-            format!(
-                "file is {} bytes; berth reads YAML files of at most {} bytes",
-                file.bytes,
-                yaml::MAX_FILE_BYTES
-            ),
-        ));
-        return;
+        return Err(yaml::too_large(file.bytes));
     }
-    let docs = match yaml::parse(&file.text) {
+    yaml::parse(&file.text)
+}
+
+fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
+    let docs = match docs {
         Ok(docs) => docs,
         Err(err) => {
             loaded.diagnostics.push(Diagnostic::error(
@@ -183,6 +199,19 @@ fn load_file(file: &SourceFile, loaded: &mut Loaded) {
                         format!("unsupported apiVersion `{other}`"),
                     )
                     .with_help(format!("berth reads `{API_VERSION}`")),
+                );
+                continue;
+            }
+            // Neither apiVersion nor kind: some other tool's YAML, not a typo of ours.
+            None if !object.contains_key("kind") => {
+                loaded.diagnostics.push(
+                    Diagnostic::warning(
+                        path,
+                        root,
+                        "",
+                        "not a berth document (no apiVersion or kind); skipped",
+                    )
+                    .with_help("list its folder in .berthignore to silence this"),
                 );
                 continue;
             }
@@ -274,5 +303,51 @@ fn push_typed<T: DeserializeOwned>(
             err.to_string(),
         )),
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = include_str!("../../sample-repo/workspaces/analytics/etl-prod.yaml");
+    const PROJECT: &str = include_str!("../../sample-repo/projects/analytics.yaml");
+
+    fn run(text: String) -> Loaded {
+        let loaded = load(vec![
+            SourceFile::new("projects/analytics.yaml", PROJECT),
+            SourceFile::new("ws.yaml", text),
+        ]);
+        // Whatever the input, resolving and rendering what loaded must not panic either.
+        let (resolved, _) = crate::resolve::resolve(&loaded.repo);
+        let _ = crate::render::render(&resolved, &Default::default());
+        loaded
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text: diagnostics or documents, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\\\PC{0,400}") {
+            run(text);
+        }
+
+        /// A real document with one line removed or replaced by noise still gives a clean
+        /// answer: either it loads, or every error names a line inside the file.
+        #[test]
+        fn damaged_documents_get_positioned_errors(line in 0usize..60, noise in "[ -~]{0,20}", drop in any::<bool>()) {
+            let mut lines: Vec<String> = SAMPLE.lines().map(str::to_string).collect();
+            let at = line % lines.len();
+            if drop { lines.remove(at); } else { lines[at] = noise; }
+            let text = lines.join("\n");
+            let total = text.lines().count().max(1);
+            let loaded = run(text);
+            for d in loaded.diagnostics.iter().filter(|d| d.file == "ws.yaml") {
+                prop_assert!(d.line >= 1 && d.line <= total + 1, "{} outside 1..={}", d, total);
+                prop_assert!(d.column >= 1);
+            }
+        }
     }
 }

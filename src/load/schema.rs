@@ -4,16 +4,18 @@
 
 use super::diagnostic::Diagnostic;
 use super::yaml::{Spans, escape_segment};
-use jsonschema::Validator;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 use std::sync::OnceLock;
 
+/// The schemas, in the order `crate::model::schemas` returns them.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     Project,
     Workspace,
     Policy,
+    ExecutorConfig,
 }
 
 impl Kind {
@@ -65,10 +67,22 @@ impl From<Diagnostic> for SchemaError {
     }
 }
 
-/// Every schema violation of `value`.
+/// Every schema violation of `value`, a whole document.
 pub fn validate(kind: Kind, value: &Value, spans: &Spans, file: &str) -> Vec<SchemaError> {
-    let compiled = &compiled()[kind.index()];
-    let Some(validator) = &compiled.validator else {
+    validate_at(kind, value, spans, file, "")
+}
+
+/// Every schema violation of `value`, found at `base` inside its document.
+pub fn validate_at(
+    kind: Kind,
+    value: &Value,
+    spans: &Spans,
+    file: &str,
+    base: &str,
+) -> Vec<SchemaError> {
+    let compiled = compiled().get(kind.index());
+    let Some((compiled, validator)) = compiled.and_then(|c| Some((c, c.validator.as_ref()?)))
+    else {
         return vec![
             Diagnostic::error(
                 file,
@@ -79,95 +93,129 @@ pub fn validate(kind: Kind, value: &Value, spans: &Spans, file: &str) -> Vec<Sch
             .into(),
         ];
     };
+    let ctx = Context {
+        schema: &compiled.schema,
+        value,
+        spans,
+        file,
+        base,
+    };
     validator
         .iter_errors(value)
-        .flat_map(|error| {
-            let pointer = error.instance_path().as_str().to_string();
-            let schema_path = error.schema_path().as_str().to_string();
-            match error.kind() {
-                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
-                    .iter()
-                    .map(|key| {
-                        let child = format!("{pointer}/{}", escape_segment(key));
-                        let mut d = Diagnostic::error(
-                            file,
-                            spans.key(&child),
-                            &child,
-                            format!("unknown field `{key}`"),
-                        );
-                        let known = known_fields(&compiled.schema, &schema_path);
-                        if !known.is_empty() {
-                            d = d.with_help(suggest(key, &known));
-                        }
-                        SchemaError {
-                            diagnostic: d,
-                            unknown_field: Some(child),
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-                ValidationErrorKind::Required { property } => {
-                    let name = property.as_str().unwrap_or_default();
-                    vec![
-                        Diagnostic::error(
-                            file,
-                            spans.value(&pointer),
-                            &format!("{pointer}/{}", escape_segment(name)),
-                            format!("missing required field `{name}`"),
-                        )
-                        .into(),
-                    ]
-                }
-                ValidationErrorKind::Type { kind } => {
-                    let expected = match kind {
-                        TypeKind::Single(t) => t.to_string(),
-                        // `null` is how optional fields are spelt; not worth suggesting.
-                        TypeKind::Multiple(ts) => ts
-                            .iter()
-                            .map(|t| t.to_string())
-                            .filter(|t| t != "null")
-                            .collect::<Vec<_>>()
-                            .join(" or "),
-                    };
-                    let found = value.pointer(&pointer).map(type_name).unwrap_or("nothing");
-                    let mut d = Diagnostic::error(
-                        file,
-                        spans.value(&pointer),
-                        &pointer,
-                        format!("expected {expected}, found {found}"),
-                    );
-                    if expected == "string" && matches!(found, "number" | "boolean") {
-                        d = d.with_help("quote the value, e.g. \"5432\"");
-                    }
-                    vec![d.into()]
-                }
-                ValidationErrorKind::Enum { options } => {
-                    let found = value.pointer(&pointer).cloned().unwrap_or(Value::Null);
-                    vec![
-                        Diagnostic::error(
-                            file,
-                            spans.value(&pointer),
-                            &pointer,
-                            format!("{found} is not one of {options}"),
-                        )
-                        .into(),
-                    ]
-                }
-                ValidationErrorKind::Constant { expected_value } => vec![
-                    Diagnostic::error(
-                        file,
-                        spans.value(&pointer),
-                        &pointer,
-                        format!("must be {expected_value}"),
-                    )
-                    .into(),
-                ],
-                _ => vec![
-                    Diagnostic::error(file, spans.value(&pointer), &pointer, error.to_string())
-                        .into(),
-                ],
-            }
-        })
+        .flat_map(|error| convert(&error, &ctx))
         .collect()
+}
+
+/// What converting a validation error needs to know.
+struct Context<'a> {
+    schema: &'a Value,
+    value: &'a Value,
+    spans: &'a Spans,
+    file: &'a str,
+    base: &'a str,
+}
+
+fn convert(error: &ValidationError<'_>, ctx: &Context<'_>) -> Vec<SchemaError> {
+    let local = error.instance_path().as_str().to_string();
+    let pointer = format!("{}{local}", ctx.base);
+    let at_value =
+        |message: String| Diagnostic::error(ctx.file, ctx.spans.value(&pointer), &pointer, message);
+    let found = || ctx.value.pointer(&local);
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|key| {
+                let child = format!("{pointer}/{}", escape_segment(key));
+                let mut d = Diagnostic::error(
+                    ctx.file,
+                    ctx.spans.key(&child),
+                    &child,
+                    format!("unknown field `{key}`"),
+                );
+                let known = known_fields(ctx.schema, error.schema_path().as_str());
+                if !known.is_empty() {
+                    d = d.with_help(suggest(key, &known));
+                }
+                SchemaError {
+                    diagnostic: d,
+                    unknown_field: Some(child),
+                }
+            })
+            .collect(),
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            vec![
+                Diagnostic::error(
+                    ctx.file,
+                    ctx.spans.value(&pointer),
+                    &format!("{pointer}/{}", escape_segment(name)),
+                    format!("missing required field `{name}`"),
+                )
+                .into(),
+            ]
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected = type_names(kind).join(" or ");
+            let found = found().map(type_name).unwrap_or("nothing");
+            let mut d = at_value(format!("expected {expected}, found {found}"));
+            if expected == "string" && matches!(found, "number" | "boolean") {
+                d = d.with_help("quote the value, e.g. \"5432\"");
+            }
+            vec![d.into()]
+        }
+        ValidationErrorKind::Enum { options } => {
+            let found = found().cloned().unwrap_or(Value::Null);
+            vec![at_value(format!("{found} is not one of {options}")).into()]
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            vec![at_value(format!("must be {expected_value}")).into()]
+        }
+        // Optional fields and untagged values are `anyOf` schemas: report the branch that
+        // got furthest (not just "wrong type"), or the types all branches wanted.
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            let wrong_type = |e: &ValidationError<'_>| {
+                matches!(e.kind(), ValidationErrorKind::Type { .. })
+                    && e.instance_path() == error.instance_path()
+            };
+            let closest = context
+                .iter()
+                .filter(|branch| !branch.is_empty() && !branch.iter().all(&wrong_type))
+                .min_by_key(|branch| branch.len());
+            match closest {
+                Some(branch) => branch.iter().flat_map(|e| convert(e, ctx)).collect(),
+                None => {
+                    let mut expected: Vec<String> = context
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| match e.kind() {
+                            ValidationErrorKind::Type { kind } => Some(type_names(kind)),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    expected.dedup();
+                    let found = found().map(type_name).unwrap_or("nothing");
+                    vec![
+                        at_value(format!("expected {}, found {found}", expected.join(" or ")))
+                            .into(),
+                    ]
+                }
+            }
+        }
+        _ => vec![at_value(error.to_string()).into()],
+    }
+}
+
+/// JSON Schema type names, leaving out `null` (how optional fields are spelt).
+fn type_names(kind: &TypeKind) -> Vec<String> {
+    match kind {
+        TypeKind::Single(t) => vec![t.to_string()],
+        TypeKind::Multiple(ts) => ts
+            .iter()
+            .map(|t| t.to_string())
+            .filter(|t| t != "null")
+            .collect(),
+    }
 }
 
 /// The properties the schema allows next to an `additionalProperties` keyword.

@@ -83,6 +83,20 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// The error for a file over [`MAX_FILE_BYTES`].
+pub fn too_large(bytes: u64) -> YamlError {
+    YamlError {
+        pos: Pos {
+            line: 1,
+            column: 1,
+            offset: 0,
+        },
+        message: format!(
+            "file is {bytes} bytes; berth reads YAML files of at most {MAX_FILE_BYTES} bytes"
+        ),
+    }
+}
+
 /// Escape one JSON pointer segment (RFC 6901).
 pub fn escape_segment(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
@@ -105,18 +119,7 @@ enum Frame {
 /// Parse every document of `text`.
 pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(YamlError {
-            pos: Pos {
-                line: 1,
-                column: 1,
-                offset: 0,
-            },
-            message: format!(
-                "file is {} bytes; berth reads YAML files of at most {} bytes",
-                text.len(),
-                MAX_FILE_BYTES
-            ),
-        });
+        return Err(too_large(text.len() as u64));
     }
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
@@ -195,9 +198,18 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 // A scalar in key position names the next value instead of being one.
                 if let Some(Frame::Map {
                     pending_key: key @ None,
+                    pointer,
+                    map,
                     ..
                 }) = stack.last_mut()
                 {
+                    // yaml-rust2 marks a block mapping after its first key; point at the key.
+                    if map.is_empty()
+                        && let Some(start) = spans.values.get_mut(pointer.as_str())
+                        && pos < *start
+                    {
+                        *start = pos;
+                    }
                     *key = Some((text_value, pos));
                     continue;
                 }
@@ -386,6 +398,14 @@ mod tests {
         assert_eq!(doc.spans.key("/b/1/c").column, 6);
         // An unknown pointer falls back to its closest known ancestor.
         assert_eq!(doc.spans.value("/b/1/zzz").line, 4);
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let docs = parse("a:\n  b:\n    c: 1\n    d: 2\n").unwrap();
+        let at = |p: &str| (docs[0].spans.value(p).line, docs[0].spans.value(p).column);
+        assert_eq!(at("/a/b"), (3, 5));
+        assert_eq!(at("/a"), (2, 3));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! generated from them, and the loader validates every document against those schemas before
 //! deserializing it here.
 
+mod executor;
 mod policy;
 mod project;
 mod workspace;
 
+pub use executor::*;
 pub use policy::*;
 pub use project::*;
 pub use workspace::*;
@@ -183,6 +185,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         (
             "policy",
             finish("Policy", schemars::schema_for!(PolicyDocument)),
+        ),
+        (
+            "mage-executor-config",
+            schemars::schema_for!(ExecutorConfig).to_value(),
         ),
     ]
 }

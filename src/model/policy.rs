@@ -1,4 +1,4 @@
-use super::{Document, Resources};
+use super::{Document, ExecutorDefaults, Resources};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,11 @@ pub struct PolicySpec {
     /// Rules checked by `validate` and `plan`; a violation fails both.
     #[serde(default)]
     pub guardrails: Guardrails,
+    /// Mage's default Kubernetes executor config file (K8S_DEFAULT_CONFIG_PATH) for the
+    /// selected projects: merged with block and project config, and mounted into their
+    /// workspaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_executor_defaults: Option<ExecutorDefaults>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -42,4 +47,8 @@ pub struct Guardrails {
     /// Refuse workspaces that mount hostPath volumes.
     #[serde(default)]
     pub forbid_host_path: bool,
+    /// Refuse executor configs (block, project or template) that set these keys, e.g.
+    /// `pod.volumes` or `pod.scheduler_name` (dotted paths of `k8s_executor_config`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_executor_settings: Vec<String>,
 }

@@ -1,4 +1,4 @@
-use super::{Document, EnvVar, RoleBinding};
+use super::{Document, EnvVar, ExecutorConfig, RoleBinding, WorkloadManager};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +34,18 @@ pub struct ProjectSpec {
     /// Global roles: apply to every workspace of the project.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleBinding>,
+    /// Project-level Kubernetes executor config (Mage's `k8s_executor_config`), inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_executor: Option<ExecutorConfig>,
+    /// Folder of a Mage project in this repository: its `metadata.yaml`
+    /// (`k8s_executor_config`) and `pipelines/*/metadata.yaml` (blocks with
+    /// `executor_type: k8s`) are read, and the folder holds no berth documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mage_project: Option<String>,
+    /// ZenML workload manager: runner namespace, service account and RBAC, and the
+    /// settings the workspace server reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_manager: Option<WorkloadManager>,
 }
 
 /// How workspaces inherit the project's environment (Mage Pro's USER_DEFINED_VARS rules).

@@ -1,14 +1,24 @@
 //! Render: resolved workspaces → the Kubernetes objects that should exist. Pure and
 //! deterministic: the same input renders byte-identical YAML, in apply order.
 //!
-//! Per project: its Namespace. Per workspace, in the project's namespace:
+//! Per project: its Namespace, Roles and RoleBindings of its global roles, the ZenML
+//! workload manager's namespace, service account, RBAC and settings, and the Mage executor's
+//! ConfigMaps (the policy's default config file, the Job of every k8s block).
+//!
+//! Per workspace, in the project's namespace:
 //! - ConfigMap `<ws>-env`: the effective literal variables, with where each came from;
 //! - Service `<ws>`: the Mage UI port;
 //! - StatefulSet `<ws>`: one replica (0 when suspended) with a volume claim for code and data,
 //!   env from the ConfigMap, secret-backed variables as `secretKeyRef`s, and the pod-template
-//!   annotation `berth/env-hash` that rolls the workspace exactly when its env changes.
+//!   annotation `berth/env-hash` that rolls the workspace exactly when its env changes;
+//! - ConfigMap `<ws>-scripts` and an init container for lifecycle scripts, a Lease
+//!   `<ws>-activity` for idle termination, Roles and RoleBindings of its workspace roles.
 
+pub mod executor;
+pub mod lifecycle;
 mod object;
+pub mod rbac;
+mod workload_manager;
 mod workspace;
 
 pub use object::{ObjectKey, key_of, kind_rank};
@@ -45,18 +55,34 @@ pub struct RenderContext {
 /// Every desired object, sorted in apply order (namespaces first, workloads last).
 pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
     let mut objects = Vec::new();
-    let mut namespaces = BTreeMap::new();
     for project in &resolved.projects {
-        namespaces
-            .entry(project.namespace.clone())
-            .or_insert_with(|| workspace::namespace(project));
+        objects.push(workspace::namespace(project));
+        let scope = rbac::Scope {
+            workspace: None,
+            prefix: format!("berth-{}", project.name),
+        };
+        let labels = rbac::labels(&project.name, None);
+        objects.extend(rbac::render(
+            &project.spec.roles,
+            &scope,
+            &project.namespace,
+            &labels,
+        ));
+        if let Some(wm) = &project.spec.workload_manager {
+            objects.extend(workload_manager::render(project, wm));
+        }
     }
-    objects.extend(namespaces.into_values());
+    objects.extend(executor::config_maps(resolved));
     for ws in &resolved.workspaces {
         objects.extend(workspace::render(ws, ctx));
     }
-    objects.sort_by_key(|o| key_of(o).map(|k| (kind_rank(&k.kind), k)));
-    objects
+    // Projects may share a namespace: each object once, the first rendering wins.
+    let unique: BTreeMap<(u8, ObjectKey), Value> = objects
+        .into_iter()
+        .rev()
+        .filter_map(|o| Some(((kind_rank(&key_of(&o)?.kind), key_of(&o)?), o)))
+        .collect();
+    unique.into_values().collect()
 }
 
 /// Objects as multi-document YAML that `kubectl apply -f -` accepts.

@@ -5,10 +5,10 @@ use crate::model::{Quantity as ModelQuantity, Resources, RestartPolicy};
 use crate::resolve::{ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    ExecAction, Lifecycle, LifecycleHandler, Namespace, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
-    Service, ServicePort, ServiceSpec, Toleration, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
+    EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -50,7 +50,7 @@ fn selector_labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
     ])
 }
 
-fn labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
+pub(super) fn labels_of(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
     let mut labels = ws.labels.clone();
     labels.extend(selector_labels(ws));
     labels.extend(managed_labels());
@@ -62,11 +62,11 @@ fn labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
     labels
 }
 
-fn meta(ws: &ResolvedWorkspace, name: String) -> ObjectMeta {
+pub(super) fn meta_of(ws: &ResolvedWorkspace, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(ws.namespace.clone()),
-        labels: Some(labels(ws)),
+        labels: Some(labels_of(ws)),
         annotations: (!ws.annotations.is_empty()).then(|| ws.annotations.clone()),
         ..Default::default()
     }
@@ -90,11 +90,25 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         .collect();
     let hash = env_hash(&ws.env, &versions);
     let idle = ctx.idle.get(&format!("{}/{}", ws.namespace, ws.name));
-    vec![
+    let mut objects = vec![
         config_map(ws, &hash),
         service(ws),
         stateful_set(ws, &hash, idle.map(String::as_str)),
-    ]
+    ];
+    objects.extend(super::lifecycle::scripts_config_map(ws));
+    objects.extend(super::lifecycle::activity_lease(ws));
+    let scope = super::rbac::Scope {
+        workspace: Some(&ws.name),
+        prefix: ws.name.clone(),
+    };
+    let rbac_labels = super::rbac::labels(&ws.project, Some(&ws.name));
+    objects.extend(super::rbac::render(
+        &ws.spec.roles,
+        &scope,
+        &ws.namespace,
+        &rbac_labels,
+    ));
+    objects
 }
 
 fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
@@ -110,7 +124,7 @@ fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
         };
         sources.insert(var.name.clone(), Value::String(source));
     }
-    let mut metadata = meta(ws, env_config_map_name(&ws.name));
+    let mut metadata = meta_of(ws, env_config_map_name(&ws.name));
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(ENV_HASH.into(), hash.to_string());
     annotations.insert(
@@ -126,7 +140,7 @@ fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
 
 fn service(ws: &ResolvedWorkspace) -> Value {
     to_value(&Service {
-        metadata: meta(ws, ws.name.clone()),
+        metadata: meta_of(ws, ws.name.clone()),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(ws)),
             ports: Some(vec![ServicePort {
@@ -189,23 +203,50 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         read_only: m.read_only.then_some(true),
         ..Default::default()
     }));
-    let post_start = spec
-        .lifecycle
-        .post_start
-        .as_ref()
-        .filter(|p| !p.command.is_empty())
-        .map(|p| Lifecycle {
-            post_start: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(p.command.clone()),
-                }),
+    let parts = super::lifecycle::pod_parts(ws);
+    mounts.extend(parts.mounts.iter().cloned());
+    let mut volumes = spec.kubernetes.volumes.clone();
+    volumes.extend(parts.volumes.iter().cloned());
+    if ws.executor_defaults {
+        volumes.push(Volume {
+            name: "k8s-executor-defaults".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: super::executor::DEFAULTS_CONFIG_MAP.into(),
                 ..Default::default()
             }),
             ..Default::default()
         });
+        mounts.push(VolumeMount {
+            name: "k8s-executor-defaults".into(),
+            mount_path: crate::resolve::EXECUTOR_DEFAULTS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    // Declared pre-start overrides of the workspace container.
+    let overrides = spec
+        .lifecycle
+        .pre_start
+        .as_ref()
+        .and_then(|p| p.container.clone())
+        .unwrap_or_default();
+    let mut env = secret_env;
+    env.extend(overrides.env.iter().map(|v| EnvVar {
+        name: v.name.clone(),
+        value: v.value.clone(),
+        value_from: v.secret_ref.as_ref().map(|s| EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: s.name.clone(),
+                key: s.key.clone(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    }));
     let container = Container {
         name: "workspace".into(),
-        image: Some(ws.image.clone()),
+        image: Some(overrides.image.clone().unwrap_or_else(|| ws.image.clone())),
+        command: parts.command.clone(),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: MAGE_PORT,
@@ -218,12 +259,20 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             }),
             ..Default::default()
         }]),
-        env: (!secret_env.is_empty()).then_some(secret_env),
-        resources: spec.resources.as_ref().map(resources),
+        env: (!env.is_empty()).then_some(env),
+        resources: overrides
+            .resources
+            .as_ref()
+            .or(spec.resources.as_ref())
+            .map(resources),
         volume_mounts: Some(mounts),
-        lifecycle: post_start,
+        lifecycle: parts.post_start.clone(),
         ..Default::default()
     };
+    let init = parts
+        .pre_start
+        .clone()
+        .map(|command| vec![super::lifecycle::pre_start_container(&container, command)]);
     let kube = &spec.kubernetes;
     let tolerations: Vec<Toleration> = kube
         .tolerations
@@ -231,9 +280,9 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         .filter_map(|t| serde_json::to_value(t).ok())
         .filter_map(|t| serde_json::from_value(t).ok())
         .collect();
-    let mut template_labels = labels(ws);
+    let mut template_labels = labels_of(ws);
     template_labels.extend(selector_labels(ws));
-    let mut metadata = meta(ws, ws.name.clone());
+    let mut metadata = meta_of(ws, ws.name.clone());
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("berth/source".into(), ws.file.clone());
     if let Some(t) = &spec.lifecycle.termination {
@@ -287,7 +336,8 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
                     affinity: kube.affinity.clone(),
                     service_account_name: kube.service_account_name.clone(),
-                    volumes: (!kube.volumes.is_empty()).then(|| kube.volumes.clone()),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    init_containers: init,
                     ..Default::default()
                 }),
             },

@@ -7,7 +7,7 @@ use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{PolicyDocument, WorkspaceDocument};
 
 pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+    let mut out = forbidden_executor_settings(repo);
     for ws in &resolved.workspaces {
         let Some(located) = repo
             .workspaces
@@ -131,4 +131,61 @@ fn check_one(
             }
         }
     }
+}
+
+/// Executor configs (block, project, template) that set a key a policy forbids.
+fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for sources in &repo.executor {
+        let configs = sources
+            .project_config
+            .iter()
+            .chain(sources.template.iter())
+            .chain(
+                sources
+                    .pipelines
+                    .iter()
+                    .flat_map(|p| p.blocks.iter().filter_map(|b| b.config.as_ref())),
+            );
+        for config in configs {
+            for policy in &repo.policies {
+                let selector = &policy.doc.spec.selector;
+                if !(selector.projects.is_empty() || selector.projects.contains(&sources.project)) {
+                    continue;
+                }
+                for (i, key) in policy
+                    .doc
+                    .spec
+                    .guardrails
+                    .forbidden_executor_settings
+                    .iter()
+                    .enumerate()
+                {
+                    let pointer = format!("/{}", key.replace('.', "/"));
+                    if config
+                        .value
+                        .pointer(&pointer)
+                        .is_none_or(serde_json::Value::is_null)
+                    {
+                        continue;
+                    }
+                    let at = policy.pos(&format!("/spec/guardrails/forbiddenExecutorSettings/{i}"));
+                    let full = format!("{}{pointer}", config.pointer);
+                    out.push(
+                        Diagnostic::error(
+                            &config.file,
+                            config.pos_of(&pointer),
+                            &full,
+                            format!("`{key}` is forbidden"),
+                        )
+                        .with_help(format!(
+                            "policy `{}` ({}:{}:{})",
+                            policy.doc.metadata.name, policy.file, at.line, at.column
+                        )),
+                    );
+                }
+            }
+        }
+    }
+    out
 }

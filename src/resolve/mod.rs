@@ -3,6 +3,7 @@
 //! and the policy guardrails it must satisfy. Pure and deterministic.
 
 mod env;
+pub mod executor;
 mod guardrails;
 pub mod pattern;
 
@@ -32,6 +33,10 @@ pub struct ResolvedWorkspace {
     pub spec: WorkspaceSpec,
     /// The file that declares the workspace.
     pub file: String,
+    /// Whether the project's executor defaults file is mounted (K8S_DEFAULT_CONFIG_PATH).
+    pub executor_defaults: bool,
+    /// Lifecycle scripts from the repository, by their key in the scripts ConfigMap.
+    pub scripts: BTreeMap<String, String>,
 }
 
 /// One project as the cluster sees it.
@@ -48,12 +53,21 @@ pub struct ResolvedProject {
 pub struct Resolved {
     pub projects: Vec<ResolvedProject>,
     pub workspaces: Vec<ResolvedWorkspace>,
+    /// The effective executor config of every k8s block.
+    pub executors: Vec<executor::BlockExecutor>,
+    /// The executor-defaults policy of each project that has one.
+    pub executor_policies: Vec<executor::ProjectPolicy>,
 }
+
+/// Where workspaces find Mage's default executor config file (K8S_DEFAULT_CONFIG_PATH).
+pub const EXECUTOR_DEFAULTS_DIR: &str = "/etc/mage/k8s-executor";
+pub const EXECUTOR_DEFAULTS_FILE: &str = "default_config.yaml";
 
 /// Resolve a repository that loaded without errors. Guardrail violations come back as
 /// diagnostics (errors), pointing at the workspace field that breaks the policy.
 pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     let mut resolved = Resolved::default();
+    let (policies, mut diagnostics) = executor::project_policies(repo);
     for p in &repo.projects {
         resolved.projects.push(ResolvedProject {
             name: p.doc.metadata.name.clone(),
@@ -76,6 +90,9 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
         labels.extend(w.doc.metadata.labels.clone());
         let mut annotations = project.doc.metadata.annotations.clone();
         annotations.extend(w.doc.metadata.annotations.clone());
+        let executor_defaults = policies
+            .iter()
+            .any(|p| p.project == project.doc.metadata.name);
         resolved.workspaces.push(ResolvedWorkspace {
             name: w.doc.metadata.name.clone(),
             project: project.doc.metadata.name.clone(),
@@ -86,7 +103,12 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
                 .clone()
                 .or_else(|| pspec.image.clone())
                 .unwrap_or_default(),
-            env: effective_env(pspec, wspec, &user_code_path),
+            env: with_executor_defaults(
+                effective_env(pspec, wspec, &user_code_path),
+                executor_defaults,
+            ),
+            executor_defaults,
+            scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
             user_code_path,
             labels,
             annotations,
@@ -100,6 +122,25 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     resolved
         .workspaces
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let diagnostics = guardrails::check(repo, &resolved);
+    let (executors, findings) = executor::resolve(repo, &policies);
+    resolved.executors = executors;
+    resolved.executor_policies = policies;
+    diagnostics.extend(findings);
+    diagnostics.extend(guardrails::check(repo, &resolved));
     (resolved, diagnostics)
+}
+
+/// Workspaces of a project with executor defaults read them from a mounted file, as Mage's
+/// Helm chart arranges it.
+fn with_executor_defaults(mut env: Vec<EffectiveVar>, has_policy: bool) -> Vec<EffectiveVar> {
+    if has_policy {
+        env.retain(|v| v.name != "K8S_DEFAULT_CONFIG_PATH");
+        env.push(EffectiveVar {
+            name: "K8S_DEFAULT_CONFIG_PATH".into(),
+            value: VarValue::Literal(format!("{EXECUTOR_DEFAULTS_DIR}/{EXECUTOR_DEFAULTS_FILE}")),
+            source: Source::BuiltIn,
+        });
+        env.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    env
 }

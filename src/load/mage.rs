@@ -1,0 +1,270 @@
+//! Mage project folders: a Project's `mageProject` names a folder holding Mage's own files —
+//! `metadata.yaml` (the project-level `k8s_executor_config`) and `pipelines/*/metadata.yaml`
+//! (blocks with `executor_type: k8s` and their `executor_config`) — and a project env
+//! variable K8S_CONFIG_FILE may name a full job template. Mage's files carry many keys berth
+//! does not care about; only the executor configuration in them is validated.
+
+use super::schema::{self, Kind};
+use super::yaml::{self, Spans};
+use super::{Diagnostic, Loaded, Located};
+use crate::model::ProjectDocument;
+use serde_json::Value;
+
+/// One layer of executor configuration and where it is written.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub value: Value,
+    pub file: String,
+    /// Pointer of `value` inside its document.
+    pub pointer: String,
+    pub spans: Spans,
+}
+
+impl ConfigSource {
+    /// Line of a key inside this configuration (`/resource_limits/memory`).
+    pub fn line_of(&self, pointer: &str) -> usize {
+        self.pos_of(pointer).line
+    }
+
+    /// Position of a key inside this configuration.
+    pub fn pos_of(&self, pointer: &str) -> yaml::Pos {
+        self.spans.key(&format!("{}{pointer}", self.pointer))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub uuid: String,
+    /// The block's own `executor_config`, if any.
+    pub config: Option<ConfigSource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub uuid: String,
+    pub file: String,
+    /// Blocks with `executor_type: k8s`, in file order.
+    pub blocks: Vec<Block>,
+}
+
+/// Everything that configures the Kubernetes executor of one project.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorSources {
+    pub project: String,
+    /// Project-level config: the Project's inline `k8sExecutor` or the Mage project's
+    /// `k8s_executor_config`.
+    pub project_config: Option<ConfigSource>,
+    /// The full job template named by K8S_CONFIG_FILE.
+    pub template: Option<ConfigSource>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// Normalise a repository-relative folder path.
+pub fn folder(path: &str) -> String {
+    path.trim_start_matches("./").trim_matches('/').to_string()
+}
+
+/// Read the executor configuration of every project.
+pub fn load(loaded: &mut Loaded) {
+    let mut all = Vec::new();
+    for project in &loaded.repo.projects {
+        let sources = load_project(project, &loaded.repo.files, &mut loaded.diagnostics);
+        if sources.project_config.is_some()
+            || sources.template.is_some()
+            || !sources.pipelines.is_empty()
+        {
+            all.push(sources);
+        }
+    }
+    loaded.repo.executor = all;
+}
+
+fn load_project(
+    project: &Located<ProjectDocument>,
+    files: &std::collections::BTreeMap<String, String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ExecutorSources {
+    let spec = &project.doc.spec;
+    let mut sources = ExecutorSources {
+        project: project.doc.metadata.name.clone(),
+        ..Default::default()
+    };
+    if let Some(inline) = &spec.k8s_executor {
+        sources.project_config = Some(ConfigSource {
+            value: serde_json::to_value(inline).unwrap_or_default(),
+            file: project.file.clone(),
+            pointer: "/spec/k8sExecutor".into(),
+            spans: project.spans.clone(),
+        });
+    }
+
+    if let Some(root) = spec.mage_project.as_deref().map(folder) {
+        let metadata = format!("{root}/metadata.yaml");
+        match files.get(&metadata) {
+            None => diagnostics.push(Diagnostic::error(
+                &project.file,
+                project.pos("/spec/mageProject"),
+                "/spec/mageProject",
+                format!("`{metadata}` does not exist: not a Mage project folder"),
+            )),
+            Some(text) => {
+                if let Some(doc) = parse_one(&metadata, text, diagnostics)
+                    && let Some(config) =
+                        config_at(&doc, &metadata, "/k8s_executor_config", diagnostics)
+                {
+                    if sources.project_config.is_some() {
+                        diagnostics.push(Diagnostic::error(
+                            &project.file,
+                            project.pos("/spec/k8sExecutor"),
+                            "/spec/k8sExecutor",
+                            format!(
+                                "the project config is set twice: here and in {metadata}; keep one"
+                            ),
+                        ));
+                    } else {
+                        sources.project_config = Some(config);
+                    }
+                }
+            }
+        }
+        let prefix = format!("{root}/pipelines/");
+        for (path, text) in files.range(prefix.clone()..) {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                break;
+            };
+            let Some((pipeline_dir, "metadata.yaml")) = rest.split_once('/') else {
+                continue;
+            };
+            if let Some(doc) = parse_one(path, text, diagnostics) {
+                sources
+                    .pipelines
+                    .push(pipeline(path, pipeline_dir, &doc, diagnostics));
+            }
+        }
+    }
+
+    let template_path = spec
+        .env
+        .iter()
+        .find(|v| v.name == "K8S_CONFIG_FILE")
+        .and_then(|v| v.value.as_deref().map(|value| (v, value)));
+    if let Some((var, path)) = template_path {
+        let index = spec
+            .env
+            .iter()
+            .position(|v| std::ptr::eq(v, var))
+            .unwrap_or(0);
+        let candidates = [
+            folder(path),
+            spec.mage_project
+                .as_deref()
+                .map(|root| format!("{}/{}", folder(root), folder(path)))
+                .unwrap_or_default(),
+        ];
+        match candidates.iter().find(|c| files.contains_key(*c)) {
+            Some(found) => {
+                if let Some(doc) = parse_one(found, &files[found], diagnostics) {
+                    sources.template = config_at(&doc, found, "", diagnostics);
+                }
+            }
+            None => diagnostics.push(Diagnostic::error(
+                &project.file,
+                project.pos(&format!("/spec/env/{index}/value")),
+                &format!("/spec/env/{index}/value"),
+                format!("K8S_CONFIG_FILE `{path}` does not exist in the repository (nor in the Mage project folder)"),
+            )),
+        }
+    }
+    sources
+}
+
+fn parse_one(file: &str, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<yaml::YamlDoc> {
+    match yaml::parse(text) {
+        Ok(mut docs) if !docs.is_empty() => Some(docs.remove(0)),
+        Ok(_) => None,
+        Err(err) => {
+            diagnostics.push(Diagnostic::error(
+                file,
+                err.pos,
+                "",
+                format!("invalid YAML: {}", err.message),
+            ));
+            None
+        }
+    }
+}
+
+/// The executor config at `pointer` of a document, validated against its schema.
+fn config_at(
+    doc: &yaml::YamlDoc,
+    file: &str,
+    pointer: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ConfigSource> {
+    let value = doc.value.pointer(pointer)?.clone();
+    if value.is_null() {
+        return None;
+    }
+    let errors = schema::validate_at(Kind::ExecutorConfig, &value, &doc.spans, file, pointer);
+    if !errors.is_empty() {
+        diagnostics.extend(errors.into_iter().map(|e| e.diagnostic));
+        return None;
+    }
+    Some(ConfigSource {
+        value,
+        file: file.to_string(),
+        pointer: pointer.to_string(),
+        spans: doc.spans.clone(),
+    })
+}
+
+fn pipeline(
+    file: &str,
+    dir: &str,
+    doc: &yaml::YamlDoc,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Pipeline {
+    let uuid = doc
+        .value
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or(dir)
+        .to_string();
+    let mut blocks = Vec::new();
+    for (i, block) in doc
+        .value
+        .get("blocks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if block.get("executor_type").and_then(Value::as_str) != Some("k8s") {
+            continue;
+        }
+        let pointer = format!("/blocks/{i}");
+        let Some(uuid) = block.get("uuid").and_then(Value::as_str) else {
+            diagnostics.push(Diagnostic::error(
+                file,
+                doc.spans.value(&pointer),
+                &pointer,
+                "a k8s block needs a `uuid`",
+            ));
+            continue;
+        };
+        blocks.push(Block {
+            uuid: uuid.to_string(),
+            config: config_at(
+                doc,
+                file,
+                &format!("{pointer}/executor_config"),
+                diagnostics,
+            ),
+        });
+    }
+    Pipeline {
+        uuid,
+        file: file.to_string(),
+        blocks,
+    }
+}

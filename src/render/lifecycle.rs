@@ -1,0 +1,206 @@
+//! Workspace lifecycle policies (Mage Pro's pre-start and post-start scripts, idle
+//! termination) as Kubernetes sees them.
+//!
+//! The pre-start contract: the script (Python, from the repository) defines
+//! `get_custom_configs()` returning a dict. An init container with the workspace's image,
+//! environment and volumes runs it and writes the dict to a shared volume as shell exports;
+//! the workspace container loads them into its environment before starting Mage. So the
+//! dict's keys become environment variables of the workspace (non-string values as JSON).
+
+use super::workspace::{labels_of, meta_of};
+use crate::resolve::ResolvedWorkspace;
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, Lifecycle,
+    LifecycleHandler, Volume, VolumeMount,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+pub const SCRIPTS_DIR: &str = "/etc/berth/scripts";
+pub const PRE_START_DIR: &str = "/etc/berth/pre-start";
+/// Mage's image starts with this when no command is given.
+pub const DEFAULT_COMMAND: &str = "/app/run_app.sh";
+
+/// Runs the pre-start script and writes what `get_custom_configs()` returns.
+const PRE_START_RUNNER: &str = r#"import importlib.util, json, re, shlex, sys
+spec = importlib.util.spec_from_file_location("pre_start", "/etc/berth/scripts/pre_start.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+configs = module.get_custom_configs()
+if not isinstance(configs, dict):
+    sys.exit("berth pre-start: get_custom_configs() must return a dict, not %s" % type(configs).__name__)
+with open("/etc/berth/pre-start/custom.env", "w") as out:
+    for key, value in sorted(configs.items()):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+            print("berth pre-start: skipping %r: not an environment variable name" % key, file=sys.stderr)
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        out.write("export %s=%s\n" % (key, shlex.quote(text)))
+with open("/etc/berth/pre-start/custom.json", "w") as out:
+    json.dump(configs, out, default=str)
+print("berth pre-start: %d configuration value(s)" % len(configs))
+"#;
+
+/// The name of the ConfigMap with a workspace's scripts.
+pub fn scripts_config_map_name(workspace: &str) -> String {
+    format!("{workspace}-scripts")
+}
+
+fn post_start_key(script: &str) -> &'static str {
+    if script.ends_with(".py") {
+        "post_start.py"
+    } else {
+        "post_start.sh"
+    }
+}
+
+/// The scripts of a workspace, by the key they have in its scripts ConfigMap.
+pub fn scripts(
+    ws: &crate::model::WorkspaceSpec,
+    files: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let lifecycle = &ws.lifecycle;
+    let mut data = BTreeMap::new();
+    let read = |path: &str| {
+        files
+            .get(path.trim_start_matches("./"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    if let Some(pre) = &lifecycle.pre_start {
+        data.insert("pre_start.py".to_string(), read(&pre.script));
+    }
+    if let Some(script) = lifecycle
+        .post_start
+        .as_ref()
+        .and_then(|p| p.script.as_deref())
+    {
+        data.insert(post_start_key(script).to_string(), read(script));
+    }
+    data
+}
+
+/// The ConfigMap holding a workspace's lifecycle scripts, if it has any.
+pub fn scripts_config_map(ws: &ResolvedWorkspace) -> Option<Value> {
+    let data = &ws.scripts;
+    if data.is_empty() {
+        return None;
+    }
+    let mut cm = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta_of(ws, scripts_config_map_name(&ws.name)),
+        "data": data,
+    });
+    cm["metadata"]["labels"] = json!(labels_of(ws));
+    Some(cm)
+}
+
+/// The activity Lease a workspace renews while in use, when it has an idle timeout. berth
+/// creates it and never sets `renewTime`: that field is the workspace's.
+pub fn activity_lease(ws: &ResolvedWorkspace) -> Option<Value> {
+    let idle = ws.spec.lifecycle.termination.as_ref()?.idle_seconds;
+    Some(json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta_of(ws, format!("{}-activity", ws.name)),
+        "spec": {"holderIdentity": ws.name, "leaseDurationSeconds": idle.min(i32::MAX as u64)},
+    }))
+}
+
+/// What lifecycle policies add to the workspace pod.
+#[derive(Default)]
+pub struct PodParts {
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+    pub post_start: Option<Lifecycle>,
+    /// The workspace container's command, when pre-start configuration must be loaded first.
+    pub command: Option<Vec<String>>,
+    /// The init container's command (it is otherwise the workspace container).
+    pub pre_start: Option<Vec<String>>,
+}
+
+pub fn pod_parts(ws: &ResolvedWorkspace) -> PodParts {
+    let lifecycle = &ws.spec.lifecycle;
+    let mut parts = PodParts::default();
+    let scripts = lifecycle.pre_start.is_some()
+        || lifecycle
+            .post_start
+            .as_ref()
+            .is_some_and(|p| p.script.is_some());
+    if scripts {
+        parts.volumes.push(Volume {
+            name: "berth-scripts".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: scripts_config_map_name(&ws.name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        parts.mounts.push(VolumeMount {
+            name: "berth-scripts".into(),
+            mount_path: SCRIPTS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(post) = &lifecycle.post_start {
+        let command = match &post.script {
+            Some(script) if script.ends_with(".py") => {
+                vec!["python3".into(), format!("{SCRIPTS_DIR}/post_start.py")]
+            }
+            Some(_) => vec!["sh".into(), format!("{SCRIPTS_DIR}/post_start.sh")],
+            None => post.command.clone(),
+        };
+        parts.post_start = Some(Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(command),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(pre) = &lifecycle.pre_start {
+        parts.volumes.push(Volume {
+            name: "berth-pre-start".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        parts.mounts.push(VolumeMount {
+            name: "berth-pre-start".into(),
+            mount_path: PRE_START_DIR.into(),
+            ..Default::default()
+        });
+        let start = pre
+            .container
+            .as_ref()
+            .map(|c| c.command.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| vec![DEFAULT_COMMAND.to_string()]);
+        let mut command = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!(". {PRE_START_DIR}/custom.env && exec \"$@\""),
+            "berth-pre-start".to_string(),
+        ];
+        command.extend(start);
+        parts.command = Some(command);
+        parts.pre_start = Some(vec!["python3".into(), "-c".into(), PRE_START_RUNNER.into()]);
+    }
+    parts
+}
+
+/// The init container that runs the pre-start script: the workspace container's image,
+/// environment and volumes, with the runner as its command.
+pub fn pre_start_container(workspace: &Container, command: Vec<String>) -> Container {
+    Container {
+        name: "pre-start".into(),
+        command: Some(command),
+        args: None,
+        ports: None,
+        lifecycle: None,
+        ..workspace.clone()
+    }
+}
