@@ -300,7 +300,10 @@ async fn http(
     headers: &[(&str, String)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Not listening (yet, or any more): no answer.
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -971,12 +974,20 @@ async fn the_berth_watch_binary_follows_a_folder_and_stops_on_sigterm() {
     let took = saved.elapsed();
     eprintln!("measured: folder save live in {took:?}");
     assert!(took < Duration::from_millis(1500), "live after {took:?}");
+    // The cycle is counted once its apply has finished.
+    eventually(
+        Duration::from_secs(3),
+        "the second applied cycle",
+        || async {
+            http(&addr, "GET", "/metrics", &[], "")
+                .await
+                .1
+                .contains("berth_reconciles_total{result=\"applied\"} 2")
+        },
+    )
+    .await;
     let metrics = http(&addr, "GET", "/metrics", &[], "").await.1;
-    assert!(
-        metrics.contains("berth_reconciles_total{result=\"applied\"} 2"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("berth_leader 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "berth_leader 1"), "{metrics}");
     assert!(metrics.contains("client=\"election\""), "{metrics}");
 
     // SIGTERM: a clean exit that releases the leader Lease.
@@ -1127,4 +1138,87 @@ async fn deploy_manifests_are_accepted_and_their_rbac_is_enough() {
     assert!(writes(&requests) > 0);
     stop.cancel();
     running.wait().await.unwrap();
+}
+
+/// Two `berth watch` processes on one folder: the leader is killed outright (no release),
+/// and the standby takes over once the Lease has gone unrenewed for its duration.
+#[tokio::test]
+async fn a_killed_leader_is_replaced_after_the_lease_duration() {
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let client = cp.client().await;
+    let prefix = support::unique_name("kill");
+    let ns = format!("{prefix}-ws");
+    let set_ns = format!("{prefix}-berth");
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("repo.yaml"), repository(&ns, "hello")).unwrap();
+    let lease_duration = Duration::from_secs(2);
+    let spawn = |identity: &str, port: u16| {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+            .arg("watch")
+            .arg(folder.path())
+            .args(["--applyset", "berth-kill", "--applyset-namespace", &set_ns])
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--interval",
+                "300ms",
+                "--lease-duration",
+                "2s",
+                "--identity",
+                identity,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (Child(child), format!("127.0.0.1:{port}"))
+    };
+    let leading = |addr: String| async move {
+        http(&addr, "GET", "/metrics", &[], "")
+            .await
+            .1
+            .lines()
+            .any(|l| l == "berth_leader 1")
+    };
+    let (a, a_addr) = spawn("a", free_port());
+    eventually(Duration::from_secs(20), "a to lead and apply", || async {
+        leading(a_addr.clone()).await && greeting(&client, &ns).await.as_deref() == Some("hello")
+    })
+    .await;
+    let (_b, b_addr) = spawn("b", free_port());
+    eventually(Duration::from_secs(10), "b to be ready", || async {
+        http(&b_addr, "GET", "/readyz", &[], "").await.0 == 200
+    })
+    .await;
+    assert!(!leading(b_addr.clone()).await);
+
+    let mut a = a;
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let killed = Instant::now();
+    let took = eventually(lease_duration * 3, "b to take over", || async {
+        leading(b_addr.clone()).await
+    })
+    .await;
+    eprintln!(
+        "measured: handover after the leader was killed in {took:?} (lease duration {lease_duration:?})"
+    );
+    // Taken over once the record went unrenewed for a lease duration, as seen by b: at
+    // most a lease duration plus two retry periods (lease/5 each) after the kill.
+    assert!(took >= lease_duration / 2, "taken over too early: {took:?}");
+    assert!(
+        took <= lease_duration + lease_duration * 2 / 5 + Duration::from_millis(500),
+        "{took:?}"
+    );
+    std::fs::write(folder.path().join("repo.yaml"), repository(&ns, "after")).unwrap();
+    eventually(Duration::from_secs(5), "b to apply", || async {
+        greeting(&client, &ns).await.as_deref() == Some("after")
+    })
+    .await;
+    let _ = killed;
 }

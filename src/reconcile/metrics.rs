@@ -107,7 +107,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "berth_leader",
-            "1 while this instance holds the leader Lease and writes, else 0",
+            "Whether this instance holds the leader Lease and writes (1) or stands by (0)",
             leader.clone(),
         );
         let suspended = Gauge::default();
