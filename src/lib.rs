@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod explain;
 pub mod load;
 pub mod model;
+mod par;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;
@@ -47,6 +48,16 @@ impl Desired {
 /// Load → resolve → render. An invalid repository renders nothing, so nothing invalid can
 /// reach a cluster.
 pub fn desired(files: Vec<SourceFile>, ctx: &RenderContext) -> Desired {
+    let mut desired = validated(files);
+    if !desired.has_errors() {
+        desired.objects = render::render(&desired.resolved, ctx);
+    }
+    desired
+}
+
+/// Load → resolve, rendering nothing (`objects` is empty): for callers that render later
+/// with facts of their own, such as a live plan with the cluster's Secret versions.
+pub fn validated(files: Vec<SourceFile>) -> Desired {
     let loaded = load::load(files);
     let mut diagnostics = loaded.diagnostics.clone();
     // Resolve even a repository with errors: guardrails still check the documents that did
@@ -54,15 +65,10 @@ pub fn desired(files: Vec<SourceFile>, ctx: &RenderContext) -> Desired {
     let (resolved, findings) = resolve::resolve(&loaded.repo);
     diagnostics.extend(findings);
     load::sort_diagnostics(&mut diagnostics);
-    let objects = if diagnostics.iter().any(Diagnostic::is_error) {
-        Vec::new()
-    } else {
-        render::render(&resolved, ctx)
-    };
     Desired {
         loaded,
         resolved,
-        objects,
+        objects: Vec::new(),
         diagnostics,
     }
 }

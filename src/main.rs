@@ -281,8 +281,7 @@ fn main() -> ExitCode {
 fn run(command: Command, color: bool) -> Result<ExitCode> {
     match command {
         Command::Validate { path } => {
-            let desired =
-                berth::desired(berth::source::read_dir(&path)?, &RenderContext::default());
+            let desired = berth::validated(berth::source::read_dir(&path)?);
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
             if desired.has_errors() {
                 return Ok(ExitCode::from(1));
@@ -298,15 +297,20 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { path, executor } => {
-            let Some(resolved) = resolved(&path, color)? else {
+            let desired =
+                berth::desired(berth::source::read_dir(&path)?, &RenderContext::default());
+            report(&desired.diagnostics, &desired.loaded.repo.files, color);
+            if desired.has_errors() {
                 return Ok(ExitCode::from(1));
-            };
-            let objects = if executor {
-                berth::render::executor::jobs(&resolved)
+            }
+            let yaml = if executor {
+                berth::render::to_yaml(&berth::render::executor::jobs(&desired.resolved))
             } else {
-                berth::render::render(&resolved, &RenderContext::default())
+                berth::render::to_yaml(&desired.objects)
             };
-            print!("{}", berth::render::to_yaml(&objects));
+            print!("{yaml}");
+            // The process ends here: freeing thousands of objects one by one only costs time.
+            std::mem::forget(desired);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { target, path } => {
@@ -486,11 +490,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The resolved repository, or `None` after printing why it is invalid.
+/// The resolved repository, or `None` after printing why it is invalid. Not rendered: the
+/// callers render with what they learn from the cluster.
 fn resolved(path: &Path, color: bool) -> Result<Option<berth::resolve::Resolved>> {
-    let desired = berth::desired(berth::source::read_dir(path)?, &RenderContext::default());
+    let desired = berth::validated(berth::source::read_dir(path)?);
     report(&desired.diagnostics, &desired.loaded.repo.files, color);
-    Ok((!desired.has_errors()).then_some(desired.resolved))
+    if desired.has_errors() {
+        return Ok(None);
+    }
+    // The command ends soon: skip freeing the parsed documents one by one.
+    std::mem::forget(desired.loaded);
+    Ok(Some(desired.resolved))
 }
 
 async fn live_plan(

@@ -8,13 +8,14 @@ use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::{Action, Plan};
-use crate::render::{RenderContext, key_of};
+use crate::render::{ObjectKey, RenderContext, key_of};
 use crate::resolve::{Resolved, VarValue};
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
+use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Dry-runs in flight at once.
 const CONCURRENCY: usize = 16;
@@ -64,30 +65,48 @@ pub async fn plan_with_context(
         .filter(|w| w.env.iter().any(|v| matches!(v.value, VarValue::Secret(_))))
         .map(|w| w.namespace.clone())
         .collect();
-    // Render once with no versions to learn the kinds, then read the cluster.
-    let kinds: BTreeSet<String> = crate::render::render(resolved, &RenderContext::default())
-        .iter()
-        .filter_map(key_of)
-        .filter_map(|k| kind_of(&k.api_version, &k.kind))
-        .map(|k| k.group_kind())
-        .collect();
-    let inventory = inventory::read(cluster, &options.applyset, &kinds, &secret_namespaces).await?;
+    // The parent and the referenced Secrets' versions first (one round trip), so the
+    // repository is rendered once, with them; then the members of the rendered kinds.
+    let mut inventory =
+        inventory::read_parent_and_secrets(cluster, &options.applyset, &secret_namespaces).await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions.clone(),
         ..base
     };
     let mut desired = crate::render::render(resolved, &ctx);
+    let kinds: BTreeSet<String> = desired
+        .iter()
+        .filter_map(key_of)
+        .filter_map(|k| kind_of(&k.api_version, &k.kind))
+        .map(|k| k.group_kind())
+        .collect();
+    // The LISTs run while the desired objects are decorated.
+    let members = {
+        let (cluster, set, parent_kinds) = (
+            cluster.clone(),
+            options.applyset.clone(),
+            inventory.parent_group_kinds(),
+        );
+        tokio::spawn(
+            async move { inventory::read_members(&cluster, &set, parent_kinds, &kinds).await },
+        )
+    };
     options.applyset.decorate(&mut desired);
-    let mut plan = crate::plan::compute(&desired, &inventory.members);
+    inventory.members = members
+        .await
+        .map_err(|e| anyhow!("listing berth's objects: {e}"))??;
+    // Updates get their diff from the server's dry-run below, not from the local compare.
+    let mut plan = crate::plan::compute_without_diffs(&desired, &inventory.members);
 
     // Confirm each update with a dry-run; drop those the server says change nothing.
-    let live_of = |change: &crate::plan::Change| {
-        inventory
-            .members
-            .iter()
-            .find(|m| key_of(m).as_ref() == Some(&change.object))
-            .cloned()
-    };
+    // Live objects by key: one lookup per change, not a scan of every member.
+    let live_by_key: BTreeMap<ObjectKey, &Value> = inventory
+        .members
+        .iter()
+        .filter_map(|m| Some((key_of(m)?, m)))
+        .collect();
+    let live_of =
+        |change: &crate::plan::Change| live_by_key.get(&change.object).map(|v| (*v).clone());
     let checks = plan
         .changes
         .iter()
@@ -96,10 +115,11 @@ pub async fn plan_with_context(
         .filter_map(|(i, c)| Some((i, c.desired.clone()?, live_of(c)?)))
         .collect::<Vec<_>>()
         .into_iter()
-        // Each future owns what it needs, so the plan's future stays `Send`.
+        // Each dry-run is a task of its own: the runtime's worker threads parse and diff
+        // the answers in parallel.
         .map(|(i, desired, live)| {
             let cluster = cluster.clone();
-            async move { (i, dry_run(&cluster, &desired, &live).await) }
+            tokio::spawn(async move { (i, dry_run(&cluster, &desired, live).await) })
         });
     let results: Vec<_> = futures::stream::iter(checks)
         .buffer_unordered(CONCURRENCY)
@@ -107,7 +127,8 @@ pub async fn plan_with_context(
         .await;
     let mut settled = BTreeSet::new();
     let mut conflicts = Vec::new();
-    for (i, result) in results {
+    for joined in results {
+        let (i, result) = joined.map_err(|e| anyhow!("a dry-run failed to run: {e}"))?;
         let outcome = result?;
         let change = &mut plan.changes[i];
         if outcome.fields.is_empty() {
@@ -147,25 +168,29 @@ struct DryRun {
 
 /// Server-side dry-run apply of `desired`; the fields it would change in `live`. A conflict
 /// with another manager is noted, and the forced result is shown.
-async fn dry_run(cluster: &Cluster, desired: &Value, live: &Value) -> Result<DryRun> {
-    let api = api_for(cluster, desired)?;
+async fn dry_run(cluster: &Cluster, desired: &Value, live: Value) -> Result<DryRun> {
+    let request = request_for(desired)?;
     let name = desired
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // The answer as plain JSON: it is compared as such, no typed round trip needed.
+    let send = |params: &PatchParams| -> Result<_> {
+        let request = request.patch(name, params, &Patch::Apply(desired))?;
+        Ok(cluster.client.request::<Value>(request))
+    };
     let params = PatchParams::apply(FIELD_MANAGER).dry_run();
-    let (result, conflict) = match api.patch(name, &params, &Patch::Apply(desired)).await {
+    let (result, conflict) = match send(&params)?.await {
         Ok(result) => (result, None),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            let forced = api
-                .patch(name, &params.clone().force(), &Patch::Apply(desired))
+            let forced = send(&params.clone().force())?
                 .await
                 .map_err(|e| anyhow!("dry-run of {name}: {e}"))?;
             (forced, Some(status.message.clone()))
         }
         Err(err) => return Err(anyhow!("dry-run apply of {name}: {err}")),
     };
-    let (after, before) = (strip(serde_json::to_value(result)?), strip(live.clone()));
+    let (after, before) = (strip(result), strip(live));
     let fields = crate::plan::compare::all_changed_fields(&after, &before);
     let diff = if fields.is_empty() {
         String::new()
@@ -177,6 +202,18 @@ async fn dry_run(cluster: &Cluster, desired: &Value, live: &Value) -> Result<Dry
         diff,
         conflict,
     })
+}
+
+/// Requests for `object`'s kind, in its namespace when it has one.
+fn request_for(object: &Value) -> Result<kube::core::Request> {
+    let key = key_of(object).ok_or_else(|| anyhow!("object without apiVersion, kind or name"))?;
+    let kind = kind_of(&key.api_version, &key.kind)
+        .ok_or_else(|| anyhow!("berth does not manage {}/{}", key.api_version, key.kind))?;
+    let namespace = key.namespace.as_deref().filter(|_| kind.namespaced);
+    Ok(kube::core::Request::new(DynamicObject::url_path(
+        &kind.resource,
+        namespace,
+    )))
 }
 
 pub(super) fn api_for(cluster: &Cluster, object: &Value) -> Result<Api<DynamicObject>> {

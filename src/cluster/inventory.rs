@@ -4,7 +4,9 @@ use super::Cluster;
 use super::applyset::{ApplySet, GROUP_KINDS, split_list};
 use super::kinds::{ManagedKind, by_group_kind};
 use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Resource;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,51 +35,75 @@ impl Inventory {
     }
 }
 
-/// Read the parent (one GET), the Secrets' versions (metadata only: one LIST per namespace
-/// that references Secrets; their data is never read), and the members (one LIST per kind).
-pub async fn read(
+/// Read the parent (one GET) and the Secrets' versions (metadata only: one LIST per
+/// namespace that references Secrets; their data is never read), all requests at once.
+/// `members` stays empty: [`read_members`] fills it.
+pub async fn read_parent_and_secrets(
     cluster: &Cluster,
     set: &ApplySet,
-    desired_kinds: &BTreeSet<String>,
     secret_namespaces: &BTreeSet<String>,
 ) -> Result<Inventory> {
     let client = cluster.client.clone();
-    let parent = Api::<ConfigMap>::namespaced(client.clone(), &set.namespace)
-        .get_opt(&set.name)
-        .await
-        .with_context(|| format!("reading ApplySet parent {}/{}", set.namespace, set.name))?
-        .map(|cm| serde_json::to_value(cm).unwrap_or_default());
-    let mut inventory = Inventory {
-        parent,
-        ..Default::default()
+    let parent = async {
+        Api::<ConfigMap>::namespaced(client.clone(), &set.namespace)
+            .get_opt(&set.name)
+            .await
+            .with_context(|| format!("reading ApplySet parent {}/{}", set.namespace, set.name))
     };
-
-    for namespace in secret_namespaces {
-        let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
+    // Each future owns what it needs, so the plan's future stays `Send`.
+    let secrets: Vec<_> = secret_namespaces
+        .iter()
+        .map(|namespace| (client.clone(), namespace.clone()))
+        .collect();
+    let secrets = secrets.into_iter().map(|(client, namespace)| async move {
+        let namespace = namespace.as_str();
+        let list = Api::<Secret>::namespaced(client, namespace)
             .list_metadata(&ListParams::default())
             .await
             .with_context(|| format!("listing Secrets (metadata only) in {namespace}"))?;
-        for secret in secrets {
-            if let (Some(name), Some(version)) =
-                (secret.metadata.name, secret.metadata.resource_version)
-            {
-                inventory
-                    .secret_versions
-                    .insert(format!("{namespace}/{name}"), version);
-            }
-        }
-    }
+        Ok::<_, anyhow::Error>(
+            list.into_iter()
+                .filter_map(|s| {
+                    Some((
+                        format!("{namespace}/{}", s.metadata.name?),
+                        s.metadata.resource_version?,
+                    ))
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    // At most 16 Secret LISTs in flight, like dry-runs and applies.
+    let secrets = futures::stream::iter(secrets)
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>();
+    let (parent, secrets) = futures::try_join!(parent, secrets)?;
+    Ok(Inventory {
+        parent: parent.map(|cm| serde_json::to_value(cm).unwrap_or_default()),
+        members: Vec::new(),
+        secret_versions: secrets.into_iter().flatten().collect(),
+    })
+}
 
-    let mut kinds: BTreeSet<String> = inventory.parent_group_kinds();
+/// The members (one label-selected LIST per kind, all at once) of the kinds berth renders
+/// and those the parent records, in the order of their group-kinds.
+pub async fn read_members(
+    cluster: &Cluster,
+    set: &ApplySet,
+    parent_kinds: BTreeSet<String>,
+    desired_kinds: &BTreeSet<String>,
+) -> Result<Vec<Value>> {
+    let mut kinds = parent_kinds;
     kinds.extend(desired_kinds.iter().cloned());
     let selector = ListParams::default().labels(&set.selector());
     let lists = kinds.iter().filter_map(|gk| by_group_kind(gk)).map(|kind| {
         let selector = selector.clone();
-        let client = client.clone();
+        let client = cluster.client.clone();
         async move {
-            let api: Api<DynamicObject> = Api::all_with(client, &kind.resource);
-            let list = api
-                .list(&selector)
+            // Items as plain JSON: no round trip through typed metadata.
+            let request = kube::core::Request::new(DynamicObject::url_path(&kind.resource, None))
+                .list(&selector)?;
+            let list: RawList = client
+                .request(request)
                 .await
                 .with_context(|| format!("listing {} owned by berth", kind.group_kind()))?;
             Ok::<_, anyhow::Error>(
@@ -88,15 +114,21 @@ pub async fn read(
             )
         }
     });
-    for items in futures::future::try_join_all(lists).await? {
-        inventory.members.extend(items);
-    }
-    Ok(inventory)
+    Ok(futures::future::try_join_all(lists)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+#[derive(serde::Deserialize)]
+struct RawList {
+    #[serde(default)]
+    items: Vec<Value>,
 }
 
 /// List items come without apiVersion and kind; put them back.
-fn typed_value(object: DynamicObject, kind: &ManagedKind) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
+fn typed_value(mut value: Value, kind: &ManagedKind) -> Value {
     if let Some(map) = value.as_object_mut() {
         map.insert(
             "apiVersion".into(),

@@ -125,10 +125,14 @@ pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     let mut loaded = Loaded::default();
     // Parse first: Mage project folders named by Projects hold Mage's files, not berth
     // documents, and are left to the Mage loader.
-    let parsed: Vec<(&SourceFile, ParsedFile)> = files
+    let documents: Vec<&SourceFile> = files
         .iter()
         .filter(|f| is_document_file(&f.path, &ignored))
-        .map(|f| (f, parse_file(f)))
+        .collect();
+    let parsed: Vec<(&SourceFile, ParsedFile)> = documents
+        .iter()
+        .copied()
+        .zip(crate::par::map(&documents, |f| parse_file(f)))
         .collect();
     for (_, docs) in &parsed {
         for doc in docs.iter().flatten() {

@@ -80,8 +80,8 @@ pub fn diff(desired: &Value, live: &Value) -> String {
 /// Unified diff of two objects as YAML, `live` → `desired`. Keys are sorted on both sides
 /// (apiVersion, kind, metadata, spec…), so the order a server returns them in is no change.
 pub fn unified(before: &Value, after: &Value) -> String {
-    let before = serde_yaml::to_string(&sorted(before)).unwrap_or_default();
-    let after = serde_yaml::to_string(&sorted(after)).unwrap_or_default();
+    let before = crate::render::emit::to_string(&sorted(before));
+    let after = crate::render::emit::to_string(&sorted(after));
     similar::TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(2)

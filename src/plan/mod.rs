@@ -88,9 +88,22 @@ fn is_managed(object: &Value) -> bool {
 
 /// Compare desired with live objects. Live objects berth does not manage are never deleted.
 pub fn compute(desired: &[Value], live: &[Value]) -> Plan {
+    compute_with(desired, live, true)
+}
+
+/// [`compute`] without the diffs of updates, for a caller that asks the server for them.
+pub fn compute_without_diffs(desired: &[Value], live: &[Value]) -> Plan {
+    compute_with(desired, live, false)
+}
+
+fn compute_with(desired: &[Value], live: &[Value], diffs: bool) -> Plan {
     let live: BTreeMap<ObjectKey, &Value> =
         live.iter().filter_map(|o| Some((key_of(o)?, o))).collect();
-    let desired_keys: BTreeSet<ObjectKey> = desired.iter().filter_map(key_of).collect();
+    // Desired objects by key: restarts look up env ConfigMaps by key, not by a scan.
+    let desired_by_key: BTreeMap<ObjectKey, &Value> = desired
+        .iter()
+        .filter_map(|o| Some((key_of(o)?, o)))
+        .collect();
     let mut plan = Plan::default();
 
     for object in desired {
@@ -108,7 +121,7 @@ pub fn compute(desired: &[Value], live: &[Value]) -> Plan {
         };
         let mut object = object.clone();
         if key.kind == "StatefulSet"
-            && let Some(restart) = restart_of(&key, &mut object, current, desired, &live)
+            && let Some(restart) = restart_of(&key, &mut object, current, &desired_by_key, &live)
         {
             plan.restarts.push(restart);
         }
@@ -119,7 +132,11 @@ pub fn compute(desired: &[Value], live: &[Value]) -> Plan {
         }
         plan.changes.push(Change {
             action: Action::Update,
-            diff: compare::diff(&object, current),
+            diff: if diffs {
+                compare::diff(&object, current)
+            } else {
+                String::new()
+            },
             object: key,
             reason: "changed in git".into(),
             fields,
@@ -128,7 +145,7 @@ pub fn compute(desired: &[Value], live: &[Value]) -> Plan {
     }
 
     for (key, object) in &live {
-        if !desired_keys.contains(key) && is_managed(object) {
+        if !desired_by_key.contains_key(key) && is_managed(object) {
             plan.changes.push(Change {
                 action: Action::Delete,
                 object: key.clone(),
@@ -163,7 +180,7 @@ fn restart_of(
     key: &ObjectKey,
     desired: &mut Value,
     live: &Value,
-    all_desired: &[Value],
+    all_desired: &BTreeMap<ObjectKey, &Value>,
     all_live: &BTreeMap<ObjectKey, &Value>,
 ) -> Option<Restart> {
     let (new_hash, old_hash) = (template_hash(desired)?, template_hash(live)?);
@@ -176,9 +193,7 @@ fn restart_of(
         namespace: key.namespace.clone(),
         name: crate::render::env_config_map_name(&key.name),
     };
-    let new_env = all_desired
-        .iter()
-        .find(|o| key_of(o).as_ref() == Some(&env_key));
+    let new_env = all_desired.get(&env_key).copied();
     let old_env = all_live.get(&env_key).copied();
     let mut variables = env_changes(new_env, old_env);
     if variables.is_empty() {

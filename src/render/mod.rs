@@ -14,6 +14,7 @@
 //! - ConfigMap `<ws>-scripts` and an init container for lifecycle scripts, a Lease
 //!   `<ws>-activity` for idle termination, Roles and RoleBindings of its workspace roles.
 
+pub mod emit;
 pub mod executor;
 pub mod lifecycle;
 mod object;
@@ -73,9 +74,8 @@ pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
         }
     }
     objects.extend(executor::config_maps(resolved));
-    for ws in &resolved.workspaces {
-        objects.extend(workspace::render(ws, ctx));
-    }
+    let workspaces = crate::par::map(&resolved.workspaces, |ws| workspace::render(ws, ctx));
+    objects.extend(workspaces.into_iter().flatten());
     // Projects may share a namespace: each object once, the first rendering wins.
     let unique: BTreeMap<(u8, ObjectKey), Value> = objects
         .into_iter()
@@ -87,11 +87,11 @@ pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
 
 /// Objects as multi-document YAML that `kubectl apply -f -` accepts.
 pub fn to_yaml(objects: &[Value]) -> String {
-    let mut out = String::new();
-    for object in objects {
+    let documents = crate::par::map(objects, emit::to_string);
+    let mut out = String::with_capacity(documents.iter().map(|d| d.len() + 4).sum());
+    for document in documents {
         out.push_str("---\n");
-        // Serializing a JSON value to YAML cannot fail.
-        out.push_str(&serde_yaml::to_string(object).unwrap_or_default());
+        out.push_str(&document);
     }
     out
 }
