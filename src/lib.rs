@@ -15,7 +15,6 @@ pub mod cluster;
 pub mod explain;
 pub mod load;
 pub mod model;
-mod par;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;

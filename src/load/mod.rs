@@ -14,6 +14,7 @@ pub mod yaml;
 pub use diagnostic::{Diagnostic, Severity};
 
 use crate::model::{API_VERSION, PolicyDocument, ProjectDocument, WorkspaceDocument};
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use yaml::{Pos, Spans};
@@ -132,7 +133,12 @@ pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     let parsed: Vec<(&SourceFile, ParsedFile)> = documents
         .iter()
         .copied()
-        .zip(crate::par::map(&documents, |f| parse_file(f)))
+        .zip(
+            documents
+                .par_iter()
+                .map(|f| parse_file(f))
+                .collect::<Vec<_>>(),
+        )
         .collect();
     for (_, docs) in &parsed {
         for doc in docs.iter().flatten() {

@@ -26,6 +26,7 @@ pub use object::{ObjectKey, key_of, kind_rank};
 pub use workspace::env_config_map_name;
 
 use crate::resolve::Resolved;
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -74,7 +75,11 @@ pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
         }
     }
     objects.extend(executor::config_maps(resolved));
-    let workspaces = crate::par::map(&resolved.workspaces, |ws| workspace::render(ws, ctx));
+    let workspaces: Vec<Vec<Value>> = resolved
+        .workspaces
+        .par_iter()
+        .map(|ws| workspace::render(ws, ctx))
+        .collect();
     objects.extend(workspaces.into_iter().flatten());
     // Projects may share a namespace: each object once, the first rendering wins.
     let unique: BTreeMap<(u8, ObjectKey), Value> = objects
@@ -87,7 +92,7 @@ pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
 
 /// Objects as multi-document YAML that `kubectl apply -f -` accepts.
 pub fn to_yaml(objects: &[Value]) -> String {
-    let documents = crate::par::map(objects, emit::to_string);
+    let documents: Vec<String> = objects.par_iter().map(emit::to_string).collect();
     let mut out = String::with_capacity(documents.iter().map(|d| d.len() + 4).sum());
     for document in documents {
         out.push_str("---\n");
