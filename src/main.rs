@@ -405,11 +405,9 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             path,
             cluster,
         } => runtime()?.block_on(async {
-            let Some(resolved) = resolved(&path, color)? else {
+            let Some((resolved, connection, set)) = connected(&path, &cluster, color).await? else {
                 return Ok(ExitCode::from(1));
             };
-            let connection = cluster.connect().await?;
-            let set = cluster.applyset(&path);
             let live = berth::cluster::plan(&connection, &resolved, &PlanOptions { applyset: set })
                 .await?;
             let now = humantime_now();
@@ -463,11 +461,9 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             path,
             cluster,
         } => runtime()?.block_on(async {
-            let Some(resolved) = resolved(&path, color)? else {
+            let Some((resolved, connection, set)) = connected(&path, &cluster, color).await? else {
                 return Ok(ExitCode::from(1));
             };
-            let connection = cluster.connect().await?;
-            let set = cluster.applyset(&path);
             let message =
                 berth::reconcile::idle::wake(&connection, &resolved, &set, &workspace).await?;
             println!("{message}");
@@ -486,6 +482,23 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The resolved repository, a connection and the repository's ApplySet; `None` after
+/// printing why the repository is invalid.
+async fn connected(
+    path: &Path,
+    cluster: &ClusterArgs,
+    color: bool,
+) -> Result<Option<(berth::resolve::Resolved, Cluster, ApplySet)>> {
+    let Some(resolved) = resolved(path, color)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        resolved,
+        cluster.connect().await?,
+        cluster.applyset(path),
+    )))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
