@@ -11,11 +11,11 @@ WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --bin berth \
     && rm -rf src
 COPY src ./src
 COPY schemas ./schemas
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin berth \
     && strip target/release/berth
 
 FROM debian:bookworm-slim

@@ -8,12 +8,13 @@ use crate::model::{PolicyDocument, WorkspaceDocument};
 
 pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
     let mut out = forbidden_executor_settings(repo);
+    let by_name: std::collections::HashMap<&str, &Located<WorkspaceDocument>> = repo
+        .workspaces
+        .iter()
+        .map(|w| (w.doc.metadata.name.as_str(), w))
+        .collect();
     for ws in &resolved.workspaces {
-        let Some(located) = repo
-            .workspaces
-            .iter()
-            .find(|w| w.doc.metadata.name == ws.name)
-        else {
+        let Some(located) = by_name.get(ws.name.as_str()).copied() else {
             continue;
         };
         for policy in repo.policies.iter().filter(|p| selects(&p.doc, ws)) {
