@@ -408,11 +408,12 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             let Some((resolved, connection, set)) = connected(&path, &cluster, color).await? else {
                 return Ok(ExitCode::from(1));
             };
-            let live = berth::cluster::plan(&connection, &resolved, &PlanOptions { applyset: set })
-                .await?;
+            // Only the objects to apply: a restart needs no inventory and no dry-runs.
+            let desired =
+                berth::cluster::desired(&connection, &resolved, &PlanOptions { applyset: set })
+                    .await?;
             let now = humantime_now();
-            let message =
-                berth::cluster::restart(&connection, &live.desired, &workspace, &now).await?;
+            let message = berth::cluster::restart(&connection, &desired, &workspace, &now).await?;
             println!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)

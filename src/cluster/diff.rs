@@ -43,6 +43,38 @@ impl LivePlan {
     }
 }
 
+/// Namespaces whose workspaces reference Secrets: where Secret versions are read.
+fn secret_namespaces(resolved: &Resolved) -> BTreeSet<String> {
+    resolved
+        .workspaces
+        .iter()
+        .filter(|w| w.env.iter().any(|v| matches!(v.value, VarValue::Secret(_))))
+        .map(|w| w.namespace.clone())
+        .collect()
+}
+
+/// The objects a plan would apply — rendered with the referenced Secrets' versions and
+/// decorated as ApplySet members — without listing members or dry-running anything.
+pub async fn desired(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    options: &PlanOptions,
+) -> Result<Vec<Value>> {
+    let inventory = inventory::read_parent_and_secrets(
+        cluster,
+        &options.applyset,
+        &secret_namespaces(resolved),
+    )
+    .await?;
+    let ctx = RenderContext {
+        secret_versions: inventory.secret_versions,
+        ..RenderContext::default()
+    };
+    let mut desired = crate::render::render(resolved, &ctx);
+    options.applyset.decorate(&mut desired);
+    Ok(desired)
+}
+
 pub async fn plan(
     cluster: &Cluster,
     resolved: &Resolved,
@@ -59,16 +91,14 @@ pub async fn plan_with_context(
     options: &PlanOptions,
     base: RenderContext,
 ) -> Result<LivePlan> {
-    let secret_namespaces: BTreeSet<String> = resolved
-        .workspaces
-        .iter()
-        .filter(|w| w.env.iter().any(|v| matches!(v.value, VarValue::Secret(_))))
-        .map(|w| w.namespace.clone())
-        .collect();
     // The parent and the referenced Secrets' versions first (one round trip), so the
     // repository is rendered once, with them; then the members of the rendered kinds.
-    let mut inventory =
-        inventory::read_parent_and_secrets(cluster, &options.applyset, &secret_namespaces).await?;
+    let mut inventory = inventory::read_parent_and_secrets(
+        cluster,
+        &options.applyset,
+        &secret_namespaces(resolved),
+    )
+    .await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions.clone(),
         ..base

@@ -13,7 +13,7 @@ mod wait;
 
 pub use apply::{ApplyOptions, ApplyReport, apply, restart};
 pub use counter::RequestCounter;
-pub use diff::{LivePlan, PlanOptions, plan, plan_with_context};
+pub use diff::{LivePlan, PlanOptions, desired, plan, plan_with_context};
 pub use inventory::Inventory;
 pub use kinds::{ManagedKind, kind_of};
 pub use wait::{rolled_out, wait_for_rollouts};
