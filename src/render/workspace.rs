@@ -171,6 +171,18 @@ fn resources(resources: &Resources) -> ResourceRequirements {
     }
 }
 
+/// A variable's value taken from a key of a Secret.
+fn secret_source(secret: &crate::model::SecretKeyRef) -> EnvVarSource {
+    EnvVarSource {
+        secret_key_ref: Some(SecretKeySelector {
+            name: secret.name.clone(),
+            key: secret.key.clone(),
+            optional: None,
+        }),
+        ..Default::default()
+    }
+}
+
 fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) -> Value {
     let spec = &ws.spec;
     let secret_env: Vec<EnvVar> = ws
@@ -179,14 +191,7 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         .filter_map(|v| match &v.value {
             VarValue::Secret(s) => Some(EnvVar {
                 name: v.name.clone(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: s.name.clone(),
-                        key: s.key.clone(),
-                        optional: None,
-                    }),
-                    ..Default::default()
-                }),
+                value_from: Some(secret_source(s)),
                 ..Default::default()
             }),
             VarValue::Literal(_) => None,
@@ -234,14 +239,7 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
     env.extend(overrides.env.iter().map(|v| EnvVar {
         name: v.name.clone(),
         value: v.value.clone(),
-        value_from: v.secret_ref.as_ref().map(|s| EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: s.name.clone(),
-                key: s.key.clone(),
-                optional: None,
-            }),
-            ..Default::default()
-        }),
+        value_from: v.secret_ref.as_ref().map(secret_source),
     }));
     let container = Container {
         name: "workspace".into(),
