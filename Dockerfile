@@ -10,12 +10,16 @@ RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev pkg-
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY crates/berth-load/Cargo.toml crates/berth-load/
+RUN mkdir -p src crates/berth-load/src && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs crates/berth-load/src/lib.rs \
     && cargo build --release --locked --bin berth \
-    && rm -rf src
+    && rm -rf src crates/berth-load/src
 COPY src ./src
+COPY crates ./crates
 COPY schemas ./schemas
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin berth \
+RUN touch src/main.rs src/lib.rs crates/berth-load/src/lib.rs \
+    && cargo build --release --locked --bin berth \
     && strip target/release/berth
 
 FROM debian:bookworm-slim

@@ -8,19 +8,21 @@
 //!            docs)     env, rules)  objects)    changes, reasons)
 //! ```
 //!
+//! `model` and `load` (with `quantity` and the name patterns) live in the `berth-load`
+//! crate, which knows nothing of clusters or git remotes; they are re-exported here.
+//!
 //! `load`, `resolve`, `render` and `plan` are pure: no network, no clock, deterministic
 //! output. `source` is the I/O edge that produces files.
 
 pub mod cluster;
 pub mod explain;
-pub mod load;
-pub mod model;
 pub mod plan;
-pub mod quantity;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod source;
+
+pub use berth_load::{load, model, quantity};
 
 use load::{Diagnostic, Loaded, SourceFile};
 use render::RenderContext;
@@ -63,11 +65,57 @@ pub fn validated(files: Vec<SourceFile>) -> Desired {
     // load, so one run reports every problem.
     let (resolved, findings) = resolve::resolve(&loaded.repo);
     diagnostics.extend(findings);
-    load::sort_diagnostics(&mut diagnostics);
+    load::cap_warnings(&mut diagnostics);
     Desired {
         loaded,
         resolved,
         objects: Vec::new(),
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{Loaded, SourceFile, load};
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = include_str!("../sample-repo/workspaces/analytics/etl-prod.yaml");
+    const PROJECT: &str = include_str!("../sample-repo/projects/analytics.yaml");
+
+    fn run(text: String) -> Loaded {
+        let loaded = load(vec![
+            SourceFile::new("projects/analytics.yaml", PROJECT),
+            SourceFile::new("ws.yaml", text),
+        ]);
+        // Whatever the input, resolving and rendering what loaded must not panic either.
+        let (resolved, _) = crate::resolve::resolve(&loaded.repo);
+        let _ = crate::render::render(&resolved, &Default::default());
+        loaded
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text: diagnostics or documents, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\\\PC{0,400}") {
+            run(text);
+        }
+
+        /// A real document with one line removed or replaced by noise still gives a clean
+        /// answer: either it loads, or every error names a line inside the file.
+        #[test]
+        fn damaged_documents_get_positioned_errors(line in 0usize..60, noise in "[ -~]{0,20}", drop in any::<bool>()) {
+            let mut lines: Vec<String> = SAMPLE.lines().map(str::to_string).collect();
+            let at = line % lines.len();
+            if drop { lines.remove(at); } else { lines[at] = noise; }
+            let text = lines.join("\n");
+            let total = text.lines().count().max(1);
+            let loaded = run(text);
+            for d in loaded.diagnostics.iter().filter(|d| d.file == "ws.yaml") {
+                prop_assert!(d.line >= 1 && d.line <= total + 1, "{} outside 1..={}", d, total);
+                prop_assert!(d.column >= 1);
+            }
+        }
     }
 }

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, bail};
 use berth::cluster::applyset::ApplySet;
 use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
-use berth::load::diagnostic::render_with_source;
-use berth::load::{Diagnostic, SourceFile};
+use berth::load::diagnostic::render_report;
+use berth::load::{Diagnostic, Files, SourceFile};
 use berth::plan::output::Format;
 use berth::render::RenderContext;
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +13,45 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Standard output and error that may close early (`berth render | head -1`): the rest of
+/// that stream's output is dropped and the command goes on to its normal end and exit
+/// code, as `head` users expect; Rust's `print!` would panic instead.
+fn write_to(stderr: bool, args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    let closed = &CLOSED[usize::from(stderr)];
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = if stderr {
+        let mut err = std::io::stderr().lock();
+        err.write_fmt(args).and_then(|()| err.flush())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_fmt(args).and_then(|()| out.flush())
+    };
+    if result.is_err() {
+        closed.store(true, Ordering::Relaxed);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { write_to(false, format_args!($($arg)*)) };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => { write_to(false, format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+macro_rules! err {
+    ($($arg:tt)*) => { write_to(true, format_args!($($arg)*)) };
+}
+
+macro_rules! errln {
+    ($($arg:tt)*) => { write_to(true, format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 /// mimalloc instead of glibc's malloc: berth builds and drops many small JSON nodes, and
 /// this alone takes a quarter off rendering and planning 1,000 workspaces (BENCHMARKS.md).
@@ -243,7 +282,7 @@ impl ClusterArgs {
     fn print_stats(&self, cluster: &Cluster) {
         if self.api_stats {
             let stats = cluster.requests.snapshot();
-            eprintln!(
+            errln!(
                 "api requests: {}",
                 serde_json::to_string(&stats).unwrap_or_default()
             );
@@ -277,7 +316,7 @@ fn main() -> ExitCode {
     match run(cli.command, color) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            errln!("error: {err:#}");
             ExitCode::from(1)
         }
     }
@@ -292,7 +331,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             let repo = &desired.loaded.repo;
-            println!(
+            outln!(
                 "{}: valid — {} projects, {} workspaces, {} policies",
                 path.display(),
                 repo.projects.len(),
@@ -313,7 +352,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             } else {
                 berth::render::to_yaml(&desired.objects)
             };
-            print!("{yaml}");
+            out!("{yaml}");
             // The process ends here: freeing thousands of objects one by one only costs time.
             std::mem::forget(desired);
             Ok(ExitCode::SUCCESS)
@@ -322,7 +361,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             let Some(resolved) = resolved(&path, color)? else {
                 return Ok(ExitCode::from(1));
             };
-            print!("{}", berth::explain::explain(&resolved, &target)?);
+            out!("{}", berth::explain::explain(&resolved, &target)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
@@ -343,7 +382,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             let plan = berth::plan::compute(&objects, &live);
-            print!(
+            out!(
                 "{}",
                 berth::plan::output::render(&plan, format, "berth plan", color)
             );
@@ -369,7 +408,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 &base_rev.commit[..12.min(base_rev.commit.len())],
                 &head_rev.commit[..12.min(head_rev.commit.len())]
             );
-            print!(
+            out!(
                 "{}",
                 berth::plan::output::render(&plan, format, &title, color)
             );
@@ -414,7 +453,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                     .await?;
             let now = humantime_now();
             let message = berth::cluster::restart(&connection, &desired, &workspace, &now).await?;
-            println!("{message}");
+            outln!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
         }),
@@ -451,9 +490,9 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 );
             };
             if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", status.to_text());
+                out!("{}", status.to_text());
             }
             Ok(ExitCode::SUCCESS)
         }),
@@ -467,7 +506,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             };
             let message =
                 berth::reconcile::idle::wake(&connection, &resolved, &set, &workspace).await?;
-            println!("{message}");
+            outln!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
         }),
@@ -478,7 +517,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 let text = serde_json::to_string_pretty(&schema)? + "\n";
                 std::fs::write(&file, text)
                     .with_context(|| format!("writing {}", file.display()))?;
-                println!("wrote {}", file.display());
+                outln!("wrote {}", file.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -536,7 +575,7 @@ async fn live_plan(
         applyset: cluster.applyset(path),
     };
     let live = berth::cluster::plan(&connection, &resolved, &options).await?;
-    print!(
+    out!(
         "{}",
         berth::plan::output::render(&live.plan, format, "berth plan", color)
     );
@@ -549,7 +588,7 @@ async fn live_plan(
         quiet: false,
     };
     if let Err(err) = berth::cluster::apply::check_mass_prune(&live, &mass) {
-        eprintln!("warning: apply would refuse: {err}");
+        errln!("warning: apply would refuse: {err}");
     }
     cluster.print_stats(&connection);
     Ok(plan_exit(&live.plan))
@@ -563,7 +602,7 @@ async fn apply(
     color: bool,
 ) -> Result<ExitCode> {
     let Some(resolved) = resolved(path, color)? else {
-        eprintln!("nothing was applied");
+        errln!("nothing was applied");
         return Ok(ExitCode::from(1));
     };
     let connection = cluster.connect().await?;
@@ -571,21 +610,21 @@ async fn apply(
         applyset: options.applyset.clone(),
     };
     let live = berth::cluster::plan(&connection, &resolved, &plan_options).await?;
-    print!(
+    out!(
         "{}",
         berth::plan::output::render(&live.plan, Format::Text, "berth apply", color)
     );
     let report = berth::cluster::apply(&connection, &live, &options).await?;
     let count = |verb: &str| report.done.iter().filter(|(_, v)| *v == verb).count();
-    println!(
+    outln!(
         "applied: {} created, {} updated, {} deleted",
         count("created"),
         count("updated"),
         count("deleted")
     );
     if let Some((object, message)) = &report.failed {
-        eprintln!("error: applying {object} failed: {message}");
-        eprintln!("nothing was applied after it");
+        errln!("error: applying {object} failed: {message}");
+        errln!("nothing was applied after it");
         cluster.print_stats(&connection);
         return Ok(ExitCode::from(1));
     }
@@ -594,7 +633,7 @@ async fn apply(
             berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, timeout).await;
         if !late.is_empty() {
             for (ns, name) in &late {
-                eprintln!(
+                errln!(
                     "error: StatefulSet {ns}/{name} did not roll out within {}s",
                     timeout.as_secs()
                 );
@@ -602,7 +641,7 @@ async fn apply(
             cluster.print_stats(&connection);
             return Ok(ExitCode::from(1));
         }
-        println!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
+        outln!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
     }
     cluster.print_stats(&connection);
     Ok(ExitCode::SUCCESS)
@@ -635,20 +674,13 @@ fn desired_objects(files: Vec<SourceFile>, color: bool) -> Option<Vec<Value>> {
 }
 
 /// Print diagnostics to stderr, each with its source line, then a count.
-fn report(
-    diagnostics: &[Diagnostic],
-    files: &std::collections::BTreeMap<String, String>,
-    color: bool,
-) {
+fn report(diagnostics: &[Diagnostic], files: &Files, color: bool) {
     let color = color && std::io::stderr().is_terminal();
-    for d in diagnostics {
-        let source = files.get(&d.file).map(String::as_str);
-        eprint!("{}", render_with_source(d, source, color));
-    }
+    err!("{}", render_report(diagnostics, files, color));
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     if errors > 0 || warnings > 0 {
-        eprintln!("{errors} error(s), {warnings} warning(s)");
+        errln!("{errors} error(s), {warnings} warning(s)");
     }
 }
 
@@ -659,7 +691,10 @@ fn read_live(dir: &Path) -> Result<Vec<Value>> {
         if !(file.path.ends_with(".yaml") || file.path.ends_with(".yml")) {
             continue;
         }
-        let docs = berth::load::yaml::parse(&file.text).map_err(|e| {
+        let text = file
+            .content
+            .map_err(|why| anyhow::anyhow!("{}: {why}", dir.join(&file.path).display()))?;
+        let docs = berth::load::yaml::parse(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{}:{}: {}",
                 dir.join(&file.path).display(),

@@ -28,7 +28,8 @@ impl Repo {
             let target = dir.path().join(&file.path);
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             let text = file
-                .text
+                .text()
+                .unwrap()
                 .replace("namespace: analytics", &format!("namespace: {prefix}-a"))
                 .replace("namespace: ml-platform", &format!("namespace: {prefix}-m"))
                 .replace(

@@ -6,7 +6,9 @@
 //! - `manifests`: the objects `berth apply` would send (rendered and decorated as ApplySet
 //!   members), as YAML for `kubectl diff|apply --server-side -f`;
 //! - `latency`: edit one workspace file, then wait until the API server holds the change
-//!   (a watch on the workspace's StatefulSet); prints the milliseconds in between.
+//!   (a watch on the workspace's StatefulSet); prints the milliseconds in between;
+//! - `shapes`: adversarial inputs for `scripts/bench-input`, one repository per shape, to
+//!   show that validating costs linear time whatever the input's shape.
 
 use anyhow::{Context, Result, bail};
 use berth::cluster::applyset::ApplySet;
@@ -62,6 +64,14 @@ enum Command {
         repo: PathBuf,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// Write one repository per adversarial input shape into OUT/<shape>.
+    Shapes {
+        #[arg(long)]
+        out: PathBuf,
+        /// Size of the one-file shapes, in bytes (the loader's limit is 2 MiB).
+        #[arg(long, default_value_t = 2 * 1024 * 1024 - 1024)]
+        bytes: usize,
     },
     /// Edit a workspace's BENCH_TOKEN and time until its StatefulSet carries the new env.
     Latency {
@@ -133,6 +143,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Stages { repo, runs } => stages(&repo, runs),
+        Command::Shapes { out, bytes } => shapes(&out, bytes),
         Command::Latency {
             file,
             value,
@@ -156,6 +167,134 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+// ---- shapes ------------------------------------------------------------------------------
+
+const SHAPE_PROJECT: &str = "apiVersion: berth/v1alpha1
+kind: Project
+metadata: {name: p}
+spec: {namespace: p, image: mageai/mageai:0.9.76}
+";
+
+/// `unit` repeated until `bytes` (or `count` times), after `head`.
+fn repeat_to(head: &str, unit: impl Fn(usize) -> String, bytes: usize, count: usize) -> String {
+    let mut text = head.to_string();
+    for i in 0..count {
+        let next = unit(i);
+        if text.len() + next.len() > bytes {
+            break;
+        }
+        text.push_str(&next);
+    }
+    text
+}
+
+fn shapes(out: &Path, bytes: usize) -> Result<()> {
+    let workspace = |i: usize, project: &str| {
+        format!(
+            "---\napiVersion: berth/v1alpha1\nkind: Workspace\nmetadata: {{name: w{i}}}\nspec: {{project: {project}, environment: dev}}\n"
+        )
+    };
+    let mut shapes: Vec<(&str, Vec<(String, String)>)> = vec![
+        // Every document is a warning ("not a berth document").
+        (
+            "empty-documents",
+            vec![(
+                "a.yaml".into(),
+                repeat_to("", |_| "---\n{}\n".into(), bytes, usize::MAX),
+            )],
+        ),
+        // Every document is an error ("must be a mapping").
+        (
+            "scalar-documents",
+            vec![(
+                "a.yaml".into(),
+                repeat_to("", |i| format!("--- s{i}\n"), bytes, 50_000),
+            )],
+        ),
+        // 10,000 errors with help text, in one file.
+        (
+            "missing-project-one-file",
+            vec![(
+                "a.yaml".into(),
+                repeat_to("", |i| workspace(i, "nowhere"), usize::MAX, 10_000),
+            )],
+        ),
+        // The same over 10,000 files.
+        (
+            "missing-project-many-files",
+            (0..10_000)
+                .map(|i| (format!("w/{i}.yaml"), workspace(i, "nowhere")))
+                .collect(),
+        ),
+        // One line of 2 MiB holding thousands of unknown fields: errors on one long line.
+        (
+            "long-line",
+            vec![
+                (
+                    "a.yaml".into(),
+                    format!(
+                        "apiVersion: berth/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec: {{project: p, environment: dev, {}}}\n",
+                        repeat_to("", |i| format!("x{i}: 1, "), bytes - 200, usize::MAX)
+                    ),
+                ),
+                ("p.yaml".into(), SHAPE_PROJECT.into()),
+            ],
+        ),
+        // Nesting up to the limit, over and over.
+        (
+            "deep-nesting",
+            vec![(
+                "a.yaml".into(),
+                repeat_to(
+                    "",
+                    |_| format!("--- {}{}\n", "[".repeat(60), "]".repeat(60)),
+                    bytes,
+                    usize::MAX,
+                ),
+            )],
+        ),
+        // A mapping with as many keys as fit.
+        (
+            "many-keys",
+            vec![(
+                "a.yaml".into(),
+                repeat_to("", |i| format!("k{i}: v\n"), bytes, usize::MAX),
+            )],
+        ),
+        // One long string value.
+        (
+            "long-value",
+            vec![(
+                "a.yaml".into(),
+                format!(
+                    "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  namespace: p\n  image: i\n  env: [{{name: A, value: \"{}\"}}]\n",
+                    "v".repeat(bytes - 200)
+                ),
+            )],
+        ),
+        // 100,000 aliases of one small anchor.
+        (
+            "aliases",
+            vec![(
+                "a.yaml".into(),
+                repeat_to("a: &a [1, 2]\nb: [", |_| "*a, ".into(), bytes - 2, 100_000) + "]\n",
+            )],
+        ),
+    ];
+    for (_, files) in &mut shapes {
+        if !files.iter().any(|(p, _)| p == "p.yaml") {
+            files.push(("p.yaml".into(), SHAPE_PROJECT.into()));
+        }
+    }
+    for (name, files) in shapes {
+        let dir = out.join(name);
+        write_repo(&dir, &files)?;
+        let size: usize = files.iter().map(|(_, t)| t.len()).sum();
+        eprintln!("berth-bench: {name}: {} file(s), {size} bytes", files.len());
+    }
+    Ok(())
 }
 
 // ---- stages ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::io::Write as _;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -424,7 +425,10 @@ impl Progress {
                 bar.inc(1);
             }
             None if self.quiet => tracing::info!(%object, "{verb}"),
-            None => eprintln!("{verb:>8}  {object}"),
+            None => {
+                // A closed stderr must not stop an apply half-way.
+                let _ = writeln!(std::io::stderr().lock(), "{verb:>8}  {object}");
+            }
         }
     }
 

@@ -55,18 +55,16 @@ fn post_start_key(script: &str) -> &'static str {
 }
 
 /// The scripts of a workspace, by the key they have in its scripts ConfigMap.
+///
+/// Validation has made sure each script exists and is readable; render only runs on a
+/// valid repository, so a missing text cannot occur here.
 pub fn scripts(
     ws: &crate::model::WorkspaceSpec,
-    files: &BTreeMap<String, String>,
+    files: &crate::load::Files,
 ) -> BTreeMap<String, String> {
     let lifecycle = &ws.lifecycle;
     let mut data = BTreeMap::new();
-    let read = |path: &str| {
-        files
-            .get(path.trim_start_matches("./"))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let read = |path: &str| files.text(path).unwrap_or_default().to_string();
     if let Some(pre) = &lifecycle.pre_start {
         data.insert("pre_start.py".to_string(), read(&pre.script));
     }

@@ -5,7 +5,7 @@
 mod env;
 pub mod executor;
 mod guardrails;
-pub mod pattern;
+pub use berth_load::pattern;
 
 pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash};
 

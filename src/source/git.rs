@@ -1,6 +1,6 @@
-use crate::load::SourceFile;
+use crate::load::files::{self, IGNORE_FILE, SourceFile, Unreadable};
 use anyhow::{Context, Result, anyhow};
-use git2::{Commit, ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{Commit, ObjectType, Repository, Tree, TreeWalkMode, TreeWalkResult};
 use std::path::Path;
 
 /// A revision read from git: its commit and the files of the berth repository in it.
@@ -53,41 +53,7 @@ pub fn read_commit(repo: &Repository, commit: &Commit<'_>, prefix: &str) -> Resu
             .with_context(|| format!("`{prefix}` is not a folder at revision `{rev}`"))?;
     }
 
-    let mut files = Vec::new();
-    let mut failure = None;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() != Some(ObjectType::Blob) {
-            return TreeWalkResult::Ok;
-        }
-        let name = entry.name().unwrap_or_default();
-        let path = format!("{dir}{name}");
-        match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
-            Ok(blob) => {
-                let text = if blob.size() as u64 > super::MAX_READ_BYTES {
-                    String::new()
-                } else {
-                    match std::str::from_utf8(blob.content()) {
-                        Ok(text) => text.to_string(),
-                        Err(_) => return TreeWalkResult::Ok,
-                    }
-                };
-                files.push(SourceFile {
-                    path,
-                    text,
-                    bytes: blob.size() as u64,
-                });
-            }
-            Err(err) => {
-                failure = Some(anyhow!(err).context(format!("reading {path} at `{rev}`")));
-                return TreeWalkResult::Abort;
-            }
-        }
-        TreeWalkResult::Ok
-    })
-    .context("walking the git tree")?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    let files = read_tree(repo, &tree).with_context(|| format!("reading revision `{rev}`"))?;
     Ok(Revision {
         commit: commit.id().to_string(),
         summary: commit
@@ -98,4 +64,89 @@ pub fn read_commit(repo: &Repository, commit: &Commit<'_>, prefix: &str) -> Resu
             .to_string(),
         files,
     })
+}
+
+/// A symbolic link's mode in a git tree.
+const SYMLINK_MODE: i32 = 0o120000;
+
+/// The input files of a tree, by the rules of [`crate::load::files`] (the same as for a
+/// folder): only input names, nothing hidden or under a `.berthignore` prefix; links and
+/// submodules are returned as unreadable entries. Blobs that are not input are never
+/// loaded, and an oversized one is measured from its header, not read.
+fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
+    let odb = repo.odb().context("opening the object database")?;
+    let read_blob = |path: String, id: git2::Oid| -> SourceFile {
+        match odb.read_header(id) {
+            Ok((size, _)) if size as u64 > files::MAX_FILE_BYTES => {
+                SourceFile::unreadable(path, Unreadable::TooLarge { bytes: size as u64 })
+            }
+            Ok(_) => match repo.find_blob(id) {
+                Ok(blob) => SourceFile::from_bytes(path, blob.content().to_vec()),
+                Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
+            },
+            Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
+        }
+    };
+
+    let mut out = Vec::new();
+    let symlink = |id: git2::Oid| Unreadable::Symlink {
+        target: repo
+            .find_blob(id)
+            .map(|b| String::from_utf8_lossy(b.content()).into_owned())
+            .unwrap_or_default(),
+    };
+    let ignore_entry =
+        tree.get_name(IGNORE_FILE)
+            .map(|entry| match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Blob), SYMLINK_MODE) => {
+                    SourceFile::unreadable(IGNORE_FILE, symlink(entry.id()))
+                }
+                (Some(ObjectType::Blob), _) => read_blob(IGNORE_FILE.to_string(), entry.id()),
+                (Some(ObjectType::Commit), _) => {
+                    SourceFile::unreadable(IGNORE_FILE, Unreadable::Submodule)
+                }
+                _ => SourceFile::unreadable(IGNORE_FILE, Unreadable::Folder),
+            });
+    let ignored = ignore_entry
+        .as_ref()
+        .and_then(SourceFile::text)
+        .map(files::ignore_list)
+        .unwrap_or_default();
+    out.extend(ignore_entry);
+
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let Ok(name) = entry.name() else {
+            // Not UTF-8: a name berth could never refer to; say so rather than drop it.
+            let path = format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes()));
+            out.push(SourceFile::unreadable(
+                path,
+                Unreadable::Io("its name is not UTF-8".into()),
+            ));
+            return TreeWalkResult::Skip;
+        };
+        let path = format!("{dir}{name}");
+        if path == IGNORE_FILE {
+            return TreeWalkResult::Skip; // read above
+        }
+        if files::is_skipped(&path, &ignored) {
+            return TreeWalkResult::Skip;
+        }
+        match entry.kind() {
+            Some(ObjectType::Tree) => {}
+            Some(ObjectType::Commit) => {
+                out.push(SourceFile::unreadable(path, Unreadable::Submodule));
+            }
+            Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => {
+                out.push(SourceFile::unreadable(path, symlink(entry.id())));
+            }
+            Some(ObjectType::Blob) if files::is_input_name(&path) => {
+                out.push(read_blob(path, entry.id()));
+            }
+            _ => {}
+        }
+        TreeWalkResult::Ok
+    })
+    .context("walking the git tree")?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }

@@ -118,7 +118,10 @@ impl Tracker {
                     for file in &files {
                         digest.update(file.path.as_bytes());
                         digest.update([0]);
-                        digest.update(file.text.as_bytes());
+                        match &file.content {
+                            Ok(text) => digest.update(text.as_bytes()),
+                            Err(why) => digest.update(format!("unreadable: {why}").as_bytes()),
+                        }
                         digest.update([0]);
                     }
                     let hash: String = digest.finalize()[..8]

@@ -206,7 +206,28 @@ pub fn resolve(
                         Diagnostic::warning(&file, pos, &pointer, message)
                     });
                 }
-                let config = serde_json::from_value(value.clone()).unwrap_or_default();
+                // Each layer passed the schema, so this only fails on a combination of
+                // layers; say so at the block instead of dropping its settings.
+                let config = match serde_json::from_value(value.clone()) {
+                    Ok(config) => config,
+                    Err(err) => {
+                        let pos = block
+                            .config
+                            .as_ref()
+                            .map(|c| c.pos_of(""))
+                            .unwrap_or_default();
+                        diagnostics.push(Diagnostic::error(
+                            &pipeline.file,
+                            pos,
+                            "",
+                            format!(
+                                "the merged executor config of block `{}` is not valid: {err}",
+                                block.uuid
+                            ),
+                        ));
+                        continue;
+                    }
+                };
                 out.push(BlockExecutor {
                     project: sources.project.clone(),
                     pipeline: pipeline.uuid.clone(),

@@ -84,11 +84,17 @@ pub struct ExecutorContainer {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutorJob {
+    /// Seconds a block's Job may run (Kubernetes: at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
+    /// Retries before the Job fails (Kubernetes: not negative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub backoff_limit: Option<i32>,
+    /// Seconds a finished Job is kept (Kubernetes: not negative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
 }
 
@@ -151,18 +157,21 @@ pub struct WorkloadManager {
     pub pod_resources: Option<super::Resources>,
     /// Seconds before finished jobs are cleaned up (default: 2 days).
     #[serde(default = "two_days")]
+    #[schemars(range(max = 2147483647))]
     pub ttl_seconds_after_finished: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<super::Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub job_backoff_limit: Option<u32>,
     /// A Kubernetes Job `podFailurePolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_failure_policy: Option<serde_json::Map<String, serde_json::Value>>,
     /// Concurrent snapshot runs per pod (default: 2).
     #[serde(default = "two")]
+    #[schemars(range(min = 1))]
     pub max_concurrent_runs: u32,
     /// Store runner logs externally (AWS only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

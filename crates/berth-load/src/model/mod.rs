@@ -159,8 +159,38 @@ pub enum TaintEffect {
 /// The schema of each kind, generated from the types above (what `schemas/*.json` hold).
 /// `apiVersion` and `kind` are pinned to constants so editors complete and check them.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
-    fn finish(kind: &str, schema: schemars::Schema) -> serde_json::Value {
+    /// Every integer gets the bounds of its Rust type, so a value that would not fit is a
+    /// schema error at its line instead of a failed (or wrapped) conversion later.
+    fn bounded(schema: schemars::Schema) -> serde_json::Value {
         let mut value = schema.to_value();
+        let mut todo = vec![&mut value];
+        while let Some(node) = todo.pop() {
+            match node {
+                serde_json::Value::Object(object) => {
+                    let range = match object.get("format").and_then(|f| f.as_str()) {
+                        Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                        Some("int64") => Some((i64::MIN, i64::MAX)),
+                        Some("uint32") => Some((0, i64::from(u32::MAX))),
+                        Some("uint64" | "uint") => Some((0, i64::MAX)),
+                        Some("uint16") => Some((0, i64::from(u16::MAX))),
+                        Some("uint8") => Some((0, i64::from(u8::MAX))),
+                        _ => None,
+                    };
+                    if let Some((min, max)) = range {
+                        object.entry("minimum").or_insert(min.into());
+                        object.entry("maximum").or_insert(max.into());
+                    }
+                    todo.extend(object.values_mut());
+                }
+                serde_json::Value::Array(items) => todo.extend(items.iter_mut()),
+                _ => {}
+            }
+        }
+        value
+    }
+
+    fn finish(kind: &str, schema: schemars::Schema) -> serde_json::Value {
+        let mut value = bounded(schema);
         if let Some(object) = value.as_object_mut() {
             object.insert("title".into(), format!("berth {kind}").into());
             if let Some(props) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
@@ -188,7 +218,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "mage-executor-config",
-            schemars::schema_for!(ExecutorConfig).to_value(),
+            bounded(schemars::schema_for!(ExecutorConfig)),
         ),
     ]
 }

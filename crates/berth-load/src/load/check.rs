@@ -1,11 +1,11 @@
 //! Checks that need more than one field or document: names, references, duplicates,
 //! patterns, quantities and scripts. Every finding points at the offending field.
 
-use super::{Diagnostic, Loaded, Located};
+use super::{Diagnostic, Files, Loaded, Located};
 use crate::model::{
     EnvVar, InheritanceMode, Quantity, Resources, RoleBinding, WorkloadManager, WorkloadManagerKind,
 };
-use crate::resolve::pattern::Pattern;
+use crate::pattern::Pattern;
 use std::collections::{BTreeMap, HashMap};
 
 /// Variables berth sets itself; a workspace sets them through dedicated fields instead.
@@ -22,6 +22,7 @@ pub fn check(loaded: &mut Loaded) {
     for p in &repo.projects {
         let spec = &p.doc.spec;
         check_name(p, &mut out);
+        check_metadata(p, &mut out);
         if let Err(why) = dns_label(&spec.namespace) {
             out.push(err(
                 p,
@@ -58,6 +59,13 @@ pub fn check(loaded: &mut Loaded) {
             }
         }
         if let Some(wm) = &spec.workload_manager {
+            check_map(
+                p,
+                "/spec/workloadManager/nodeSelector",
+                &wm.node_selector,
+                true,
+                &mut out,
+            );
             check_workload_manager(p, wm, &mut out);
         }
         for (environment, patterns) in &inheritance.by_environment {
@@ -77,6 +85,14 @@ pub fn check(loaded: &mut Loaded) {
     for w in &repo.workspaces {
         let spec = &w.doc.spec;
         check_name(w, &mut out);
+        check_metadata(w, &mut out);
+        check_map(
+            w,
+            "/spec/kubernetes/nodeSelector",
+            &spec.kubernetes.node_selector,
+            true,
+            &mut out,
+        );
         let name = &w.doc.metadata.name;
         // A workspace names a Service (DNS-1035: starts with a letter) and a StatefulSet
         // whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
@@ -173,11 +189,13 @@ pub fn check(loaded: &mut Loaded) {
                 "idle termination below 60 seconds would stop a workspace while it starts",
             ));
         }
+        let mut scripts_bytes = 0;
         if let Some(pre) = &lifecycle.pre_start {
-            check_script(
+            scripts_bytes += check_script(
                 w,
                 "/spec/lifecycle/preStart/script",
                 &pre.script,
+                &["py"],
                 &loaded.repo.files,
                 &mut out,
             );
@@ -200,13 +218,16 @@ pub fn check(loaded: &mut Loaded) {
         }
         if let Some(post) = &lifecycle.post_start {
             match (&post.script, post.command.is_empty()) {
-                (Some(script), true) => check_script(
-                    w,
-                    "/spec/lifecycle/postStart/script",
-                    script,
-                    &loaded.repo.files,
-                    &mut out,
-                ),
+                (Some(script), true) => {
+                    scripts_bytes += check_script(
+                        w,
+                        "/spec/lifecycle/postStart/script",
+                        script,
+                        &["sh", "py"],
+                        &loaded.repo.files,
+                        &mut out,
+                    )
+                }
                 (None, false) => {}
                 _ => out.push(err(
                     w,
@@ -215,11 +236,32 @@ pub fn check(loaded: &mut Loaded) {
                 )),
             }
         }
+        if scripts_bytes > MAX_SCRIPTS_BYTES {
+            out.push(err(
+                w,
+                "/spec/lifecycle",
+                format!(
+                    "the lifecycle scripts total {scripts_bytes} bytes; they travel in one ConfigMap, which holds at most {MAX_SCRIPTS_BYTES}"
+                ),
+            ));
+        }
         check_roles(w, "/spec/roles", &spec.roles, &mut out);
     }
 
     for p in &repo.policies {
         check_name(p, &mut out);
+        check_metadata(p, &mut out);
+        if let Some(defaults) = &p.doc.spec.k8s_executor_defaults
+            && let Ok(value) = serde_json::to_value(&defaults.config)
+        {
+            super::mage::check_values(
+                &value,
+                &p.file,
+                &p.spans,
+                "/spec/k8sExecutorDefaults/config",
+                &mut out,
+            );
+        }
         let guardrails = &p.doc.spec.guardrails;
         if let Some(max) = &guardrails.max_resources {
             check_resources(p, "/spec/guardrails/maxResources", max, &mut out);
@@ -372,6 +414,119 @@ pub fn dns_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A name segment of a label key or a label value: at most 63 characters, alphanumerics,
+/// `-`, `_` and `.`, starting and ending with an alphanumeric.
+fn label_name(name: &str) -> Result<(), String> {
+    if name.len() > 63 {
+        return Err(format!("is {} characters; at most 63", name.len()));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err("only letters, digits, `-`, `_` and `.` are allowed".into());
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// A label or annotation key: an optional DNS subdomain prefix (at most 253 characters)
+/// and `/`, then a name as [`label_name`] (not empty).
+pub fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if name.is_empty() {
+        return Err("the name part must not be empty".into());
+    }
+    label_name(name)?;
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() || prefix.len() > 253 {
+            return Err(
+                "the prefix before `/` must be a DNS subdomain of 1 to 253 characters".into(),
+            );
+        }
+        for part in prefix.split('.') {
+            dns_label(part).map_err(|why| format!("prefix `{prefix}`: `{part}` {why}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A label value: empty, or a name as [`label_name`].
+pub fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        label_name(value)
+    }
+}
+
+/// Annotations on one object may total 256 KiB.
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// What the API server would refuse in a map of labels (`labels: true`: keys and values)
+/// or annotations (keys, and the total size): `(key, message)` pairs, the key empty for
+/// a problem of the whole map.
+pub fn map_problems<'a>(
+    map: impl IntoIterator<Item = (&'a str, &'a str)>,
+    labels: bool,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut total = 0;
+    for (key, value) in map {
+        total += key.len() + value.len();
+        if let Err(why) = qualified_name(key) {
+            problems.push((key.to_string(), format!("invalid key `{key}`: {why}")));
+        } else if labels && let Err(why) = label_value(value) {
+            problems.push((
+                key.to_string(),
+                format!("invalid label value `{value}`: {why}"),
+            ));
+        }
+    }
+    if !labels && total > MAX_ANNOTATIONS_BYTES {
+        problems.push((
+            String::new(),
+            format!("annotations total {total} bytes; Kubernetes allows {MAX_ANNOTATIONS_BYTES}"),
+        ));
+    }
+    problems
+}
+
+fn check_map<T>(
+    doc: &Located<T>,
+    pointer: &str,
+    map: &BTreeMap<String, String>,
+    labels: bool,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (key, message) in map_problems(map.iter().map(|(k, v)| (k.as_str(), v.as_str())), labels) {
+        let at = if key.is_empty() {
+            pointer.to_string()
+        } else {
+            format!("{pointer}/{}", super::yaml::escape_segment(&key))
+        };
+        out.push(err(doc, &at, message));
+    }
+}
+
+fn check_metadata<S>(doc: &Located<crate::model::Document<S>>, out: &mut Vec<Diagnostic>) {
+    check_map(doc, "/metadata/labels", &doc.doc.metadata.labels, true, out);
+    check_map(
+        doc,
+        "/metadata/annotations",
+        &doc.doc.metadata.annotations,
+        false,
+        out,
+    );
+}
+
 /// Kubernetes accepts `[-._a-zA-Z][-._a-zA-Z0-9]*` as an environment variable name.
 fn env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -499,29 +654,78 @@ fn check_resources<T>(
     }
 }
 
+/// A ConfigMap's data may total 1 MiB; leave room for its keys and metadata.
+const MAX_SCRIPTS_BYTES: usize = 1_000_000;
+
+/// A lifecycle script: it must exist, be readable, and have one of `extensions` (the
+/// interpreter berth runs it with). Returns its size.
 fn check_script<T>(
     doc: &Located<T>,
     pointer: &str,
     path: &str,
-    files: &BTreeMap<String, String>,
+    extensions: &[&str],
+    files: &Files,
     out: &mut Vec<Diagnostic>,
-) {
-    let normalized = path.trim_start_matches("./");
-    if !files.contains_key(normalized) {
-        out.push(
-            err(
-                doc,
-                pointer,
-                format!("script `{path}` does not exist in the repository"),
-            )
-            .with_help("paths are relative to the repository root"),
-        );
+) -> usize {
+    let wanted = extensions
+        .iter()
+        .map(|e| format!(".{e}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    if !extensions.iter().any(|e| path.ends_with(&format!(".{e}"))) {
+        out.push(err(
+            doc,
+            pointer,
+            format!("script `{path}` must end in {wanted}"),
+        ));
+        return 0;
+    }
+    match files.get(path) {
+        Some(Ok(text)) => text.len(),
+        Some(Err(why)) => {
+            out.push(err(doc, pointer, format!("script `{path}` {why}")));
+            0
+        }
+        None => {
+            out.push(
+                err(
+                    doc,
+                    pointer,
+                    format!("script `{path}` does not exist in the repository"),
+                )
+                .with_help("paths are relative to the repository root"),
+            );
+            0
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_and_values() {
+        assert!(qualified_name("app.kubernetes.io/name").is_ok());
+        assert!(qualified_name("team").is_ok());
+        assert!(qualified_name("Team_1.x").is_ok());
+        assert!(qualified_name("a/b/c").is_err());
+        assert!(qualified_name("/b").is_err());
+        assert!(qualified_name("Example.com/b").is_err());
+        assert!(qualified_name(&"a".repeat(64)).is_err());
+        assert!(label_value("").is_ok());
+        assert!(label_value(&"v".repeat(63)).is_ok());
+        assert!(label_value(&"v".repeat(64)).is_err());
+        assert!(label_value("-v").is_err());
+        assert!(label_value("a b").is_err());
+        let big = "x".repeat(300 * 1024);
+        assert_eq!(map_problems([("a", big.as_str())], false).len(), 1);
+        assert!(
+            map_problems([("a", big.as_str())], true)[0]
+                .1
+                .contains("label value")
+        );
+    }
 
     #[test]
     fn dns_labels() {

@@ -10,6 +10,41 @@ use super::{Diagnostic, Loaded, Located};
 use crate::model::ProjectDocument;
 use serde_json::Value;
 
+/// Values of an executor config (at `pointer` of a document) that the API server would
+/// refuse when Mage creates the Job: label and annotation keys, label values.
+pub fn check_values(
+    value: &Value,
+    file: &str,
+    spans: &Spans,
+    pointer: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (at, labels) in [
+        ("/metadata/labels", true),
+        ("/metadata/annotations", false),
+        ("/pod/node_selector", true),
+    ] {
+        let Some(map) = value.pointer(at).and_then(Value::as_object) else {
+            continue;
+        };
+        let entries = map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()));
+        for (key, message) in super::check::map_problems(entries, labels) {
+            let mut field = format!("{pointer}{at}");
+            if !key.is_empty() {
+                field = format!("{field}/{}", yaml::escape_segment(&key));
+            }
+            diagnostics.push(Diagnostic::error(
+                file,
+                spans.value(&field),
+                &field,
+                message,
+            ));
+        }
+    }
+}
+
 /// One layer of executor configuration and where it is written.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -69,6 +104,24 @@ pub fn load(loaded: &mut Loaded) {
     let mut all = Vec::new();
     for project in &loaded.repo.projects {
         let sources = load_project(project, &loaded.repo.files, &mut loaded.diagnostics);
+        let blocks = sources
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.blocks)
+            .filter_map(|b| b.config.as_ref());
+        for config in [&sources.project_config, &sources.template]
+            .into_iter()
+            .flatten()
+            .chain(blocks)
+        {
+            check_values(
+                &config.value,
+                &config.file,
+                &config.spans,
+                &config.pointer,
+                &mut loaded.diagnostics,
+            );
+        }
         if sources.project_config.is_some()
             || sources.template.is_some()
             || !sources.pipelines.is_empty()
@@ -81,7 +134,7 @@ pub fn load(loaded: &mut Loaded) {
 
 fn load_project(
     project: &Located<ProjectDocument>,
-    files: &std::collections::BTreeMap<String, String>,
+    files: &super::Files,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ExecutorSources {
     let spec = &project.doc.spec;
@@ -107,7 +160,10 @@ fn load_project(
                 "/spec/mageProject",
                 format!("`{metadata}` does not exist: not a Mage project folder"),
             )),
-            Some(text) => {
+            Some(Err(why)) => {
+                diagnostics.push(super::unreadable_file(&metadata, why, "this Mage file"))
+            }
+            Some(Ok(text)) => {
                 if let Some(doc) = parse_one(&metadata, text, diagnostics)
                     && let Some(config) =
                         config_at(&doc, &metadata, "/k8s_executor_config", diagnostics)
@@ -128,12 +184,16 @@ fn load_project(
             }
         }
         let prefix = format!("{root}/pipelines/");
-        for (path, text) in files.range(prefix.clone()..) {
-            let Some(rest) = path.strip_prefix(&prefix) else {
-                break;
-            };
-            let Some((pipeline_dir, "metadata.yaml")) = rest.split_once('/') else {
+        for (path, content) in files.under(&prefix) {
+            let Some((pipeline_dir, "metadata.yaml")) = path[prefix.len()..].split_once('/') else {
                 continue;
+            };
+            let text = match content {
+                Ok(text) => text,
+                Err(why) => {
+                    diagnostics.push(super::unreadable_file(path, why, "this Mage file"));
+                    continue;
+                }
             };
             if let Some(doc) = parse_one(path, text, diagnostics) {
                 sources
@@ -161,12 +221,17 @@ fn load_project(
                 .map(|root| format!("{}/{}", folder(root), folder(path)))
                 .unwrap_or_default(),
         ];
-        match candidates.iter().find(|c| files.contains_key(*c)) {
-            Some(found) => {
-                if let Some(doc) = parse_one(found, &files[found], diagnostics) {
+        match candidates.iter().find_map(|c| Some((c, files.get(c)?))) {
+            Some((found, Ok(text))) => {
+                if let Some(doc) = parse_one(found, text, diagnostics) {
                     sources.template = config_at(&doc, found, "", diagnostics);
                 }
             }
+            Some((found, Err(why))) => diagnostics.push(super::unreadable_file(
+                found,
+                why,
+                "this K8S_CONFIG_FILE template",
+            )),
             None => diagnostics.push(Diagnostic::error(
                 &project.file,
                 project.pos(&format!("/spec/env/{index}/value")),

@@ -9,27 +9,62 @@ use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Files larger than this are refused before parsing.
-pub const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_FILE_BYTES: usize = super::files::MAX_FILE_BYTES as usize;
 /// Deepest nesting of mappings and sequences accepted.
 pub const MAX_DEPTH: usize = 64;
-/// Most values (after expanding aliases) one file may produce.
+/// Most values that aliases may expand to in one file. Values written out are bounded by
+/// the file's size; aliases are not, hence this limit (alias bombs).
 pub const MAX_NODES: usize = 250_000;
 
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
     pub line: usize,
+    /// In characters.
     pub column: usize,
-    /// Offset in characters from the start of the file (yaml-rust2 counts characters).
+    /// Offset in bytes from the start of the file.
     pub offset: usize,
 }
 
 impl Pos {
-    fn from_marker(mark: &Marker) -> Pos {
+    /// The start of a file.
+    pub const START: Pos = Pos {
+        line: 1,
+        column: 1,
+        offset: 0,
+    };
+}
+
+/// Turns yaml-rust2's markers (which count characters) into positions with byte offsets.
+/// Markers arrive nearly in order, so a cursor that walks from the previous one keeps the
+/// whole file's conversion linear.
+struct Positions<'a> {
+    text: &'a str,
+    chars: usize,
+    bytes: usize,
+}
+
+impl Positions<'_> {
+    fn pos(&mut self, mark: &Marker) -> Pos {
+        let target = mark.index();
+        while self.chars < target {
+            let Some(c) = self.text[self.bytes..].chars().next() else {
+                break;
+            };
+            self.bytes += c.len_utf8();
+            self.chars += 1;
+        }
+        while self.chars > target {
+            let Some(c) = self.text[..self.bytes].chars().next_back() else {
+                break;
+            };
+            self.bytes -= c.len_utf8();
+            self.chars -= 1;
+        }
         Pos {
             line: mark.line(),
             column: mark.col() + 1,
-            offset: mark.index(),
+            offset: self.bytes,
         }
     }
 }
@@ -86,11 +121,7 @@ pub struct YamlError {
 /// The error for a file over [`MAX_FILE_BYTES`].
 pub fn too_large(bytes: u64) -> YamlError {
     YamlError {
-        pos: Pos {
-            line: 1,
-            column: 1,
-            offset: 0,
-        },
+        pos: Pos::START,
         message: format!(
             "file is {bytes} bytes; berth reads YAML files of at most {MAX_FILE_BYTES} bytes"
         ),
@@ -116,22 +147,67 @@ enum Frame {
     },
 }
 
-/// Parse every document of `text`.
+/// What a file holds: every document read before a syntax error stopped the reader, and
+/// the errors (at most one that stopped it, plus values that could not be represented).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub docs: Vec<YamlDoc>,
+    pub errors: Vec<YamlError>,
+}
+
+/// Parse every document of `text`; the first error fails the whole text.
 pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
+    let parsed = parse_all(text);
+    match parsed.errors.into_iter().next() {
+        Some(err) => Err(err),
+        None => Ok(parsed.docs),
+    }
+}
+
+/// Parse every document of `text`, keeping the documents before a syntax error so that
+/// their own problems can be reported too.
+pub fn parse_all(text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    if let Err(err) = parse_into(text, &mut parsed) {
+        parsed.errors.push(err);
+    }
+    parsed.errors.sort_by_key(|e| e.pos);
+    parsed
+}
+
+fn parse_into(text: &str, out: &mut Parsed) -> Result<(), YamlError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(text.len() as u64));
     }
+    // YAML readers stop at a NUL byte as if the file ended there: refuse it instead.
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].bytes().filter(|&b| b == b'\n').count() + 1;
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        return Err(YamlError {
+            pos: Pos {
+                line,
+                column: text[line_start..at].chars().count() + 1,
+                offset: at,
+            },
+            message: "a NUL byte; YAML text cannot hold one".into(),
+        });
+    }
     let mut parser = Parser::new_from_str(text);
-    let mut docs = Vec::new();
+    let mut positions = Positions {
+        text,
+        chars: 0,
+        bytes: 0,
+    };
+    let docs = &mut out.docs;
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Value> = HashMap::new();
     let mut spans = Spans::default();
-    let mut nodes = 0usize;
+    let mut expanded = 0usize;
     let mut root: Option<Value> = None;
 
     loop {
         let (event, mark) = parser.next_token().map_err(|e| YamlError {
-            pos: Pos::from_marker(e.marker()),
+            pos: positions.pos(e.marker()),
             message: match e.info() {
                 // yaml-rust2's scanner has its own, lower, limit for flow collections.
                 "recursion limit exceeded" => {
@@ -140,7 +216,7 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 info => info.to_string(),
             },
         })?;
-        let pos = Pos::from_marker(&mark);
+        let pos = positions.pos(&mark);
         let fail = |message: String| Err(YamlError { pos, message });
         match event {
             Event::StreamEnd => break,
@@ -188,7 +264,6 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                     Some(Frame::Map { map, anchor, .. }) => (Value::Object(map), anchor),
                     None => return fail("unbalanced YAML collection".to_string()),
                 };
-                nodes += 1;
                 if anchor != 0 {
                     anchors.insert(anchor, value.clone());
                 }
@@ -215,8 +290,13 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 }
                 let pointer = child_pointer(&stack, &mut spans, pos)?;
                 spans.values.insert(pointer, pos);
-                let value = resolve_scalar(&text_value, style, tag.as_ref());
-                nodes += 1;
+                let value = match resolve_scalar(&text_value, style, tag.as_ref()) {
+                    Ok(value) => value,
+                    Err(message) => {
+                        out.errors.push(YamlError { pos, message });
+                        Value::String(text_value)
+                    }
+                };
                 if anchor != 0 {
                     anchors.insert(anchor, value.clone());
                 }
@@ -232,8 +312,8 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 let Some(value) = anchors.get(&id).cloned() else {
                     return fail("alias refers to an unknown anchor".to_string());
                 };
-                nodes += count_nodes(&value);
-                if nodes > MAX_NODES {
+                expanded += count_nodes(&value);
+                if expanded > MAX_NODES {
                     return fail(format!(
                         "YAML aliases expand to more than {MAX_NODES} values; refusing to expand further"
                     ));
@@ -243,11 +323,8 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
                 attach(&mut stack, &mut root, value, pos)?;
             }
         }
-        if nodes > MAX_NODES {
-            return fail(format!("file holds more than {MAX_NODES} YAML values"));
-        }
     }
-    Ok(docs)
+    Ok(())
 }
 
 /// The pointer of the value about to be added to the innermost open collection. Records the
@@ -321,50 +398,78 @@ fn count_nodes(value: &Value) -> usize {
     count
 }
 
-/// YAML 1.2 core schema resolution of a scalar.
-fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
+/// YAML 1.2 core schema resolution of a scalar. An integer that does not fit 64 bits is
+/// an error, never a wrapped or rounded number.
+fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag
         && tag.handle == "tag:yaml.org,2002:"
         && tag.suffix == "str"
     {
-        return Value::String(text.to_string());
+        return Ok(Value::String(text.to_string()));
     }
     if style != TScalarStyle::Plain {
-        return Value::String(text.to_string());
+        return Ok(Value::String(text.to_string()));
     }
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
+        "true" | "True" | "TRUE" => return Ok(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
         _ => {}
     }
-    if let Some(n) = parse_int(text) {
-        return Value::Number(n.into());
+    match parse_int(text) {
+        Int::Fits(n) => return Ok(Value::Number(n.into())),
+        Int::OutOfRange => {
+            return Err(format!(
+                "integer `{text}` is out of range ({} to {}); quote it if it is text",
+                i64::MIN,
+                i64::MAX
+            ));
+        }
+        Int::NotAnInteger => {}
     }
     if looks_like_float(text)
         && let Ok(f) = text.parse::<f64>()
         && let Some(n) = Number::from_f64(f)
     {
-        return Value::Number(n);
+        return Ok(Value::Number(n));
     }
-    Value::String(text.to_string())
+    Ok(Value::String(text.to_string()))
 }
 
-fn parse_int(text: &str) -> Option<i64> {
-    let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => (-1, rest),
-        None => (1, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let parsed = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()
-    } else if let Some(oct) = digits.strip_prefix("0o") {
-        i64::from_str_radix(oct, 8).ok()
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<i64>().ok()
+enum Int {
+    Fits(i64),
+    OutOfRange,
+    NotAnInteger,
+}
+
+/// The YAML 1.2 core schema's integers: `[-+]?[0-9]+`, `0o[0-7]+`, `0x[0-9a-fA-F]+` (no
+/// sign on the last two).
+fn parse_int(text: &str) -> Int {
+    let (radix, digits, negative) = if let Some(hex) = text.strip_prefix("0x") {
+        (16, hex, false)
+    } else if let Some(oct) = text.strip_prefix("0o") {
+        (8, oct, false)
+    } else if let Some(rest) = text.strip_prefix('-') {
+        (10, rest, true)
     } else {
-        None
+        (10, text.strip_prefix('+').unwrap_or(text), false)
     };
-    parsed.map(|n| sign * n)
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Int::NotAnInteger;
+    }
+    // Digits only, so the one failure left is overflow.
+    let Ok(magnitude) = u128::from_str_radix(digits, radix) else {
+        return Int::OutOfRange;
+    };
+    let value = if negative {
+        0i128.checked_sub_unsigned(magnitude)
+    } else {
+        i128::try_from(magnitude).ok()
+    };
+    match value.and_then(|v| i64::try_from(v).ok()) {
+        Some(n) => Int::Fits(n),
+        None => Int::OutOfRange,
+    }
 }
 
 fn looks_like_float(text: &str) -> bool {
@@ -422,6 +527,62 @@ mod tests {
             docs[0].value,
             serde_json::json!({"a": "1", "b": 1.5, "c": "yes", "d": null, "e": 16, "f": "1Gi"})
         );
+    }
+
+    #[test]
+    fn integers_never_wrap() {
+        let docs = parse(&format!(
+            "a: {}\nb: -0x10\nc: 0o17\nd: {}\n",
+            i64::MAX,
+            i64::MIN
+        ))
+        .unwrap();
+        assert_eq!(
+            docs[0].value,
+            serde_json::json!({"a": i64::MAX, "b": "-0x10", "c": 15, "d": i64::MIN})
+        );
+        for text in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "0x8000000000000000",
+            "99999999999999999999999999999999999999999",
+        ] {
+            let err = parse(&format!("a: 1\nb: {text}\n")).unwrap_err();
+            assert_eq!(err.pos.line, 2, "{text}");
+            assert!(
+                err.message.contains("out of range"),
+                "{text}: {}",
+                err.message
+            );
+        }
+        // Signs inside hex or octal are not numbers at all (they used to wrap).
+        let docs = parse("a: -0x-8000000000000000\nb: -0x-1\nc: 0x-1\n").unwrap();
+        assert_eq!(
+            docs[0].value,
+            serde_json::json!({"a": "-0x-8000000000000000", "b": "-0x-1", "c": "0x-1"})
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_refused_where_they_are() {
+        let err = parse("a: 1\nbb: x\0y\nc: 3\n").unwrap_err();
+        assert_eq!((err.pos.line, err.pos.column, err.pos.offset), (2, 6, 10));
+    }
+
+    #[test]
+    fn documents_before_a_syntax_error_are_kept() {
+        let parsed = parse_all("a: 1\n---\nb: 2\n---\nc: [1, 2\n");
+        assert_eq!(parsed.docs.len(), 2);
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(parsed.errors[0].pos.line >= 5);
+    }
+
+    #[test]
+    fn byte_offsets_follow_multibyte_text() {
+        let text = "é: ü\nkey: válue\n";
+        let docs = parse(text).unwrap();
+        let pos = docs[0].spans.value("/key");
+        assert_eq!(&text[pos.offset..pos.offset + 6], "válue");
     }
 
     #[test]

@@ -7,37 +7,18 @@
 mod check;
 pub use check::dns_label as check_dns_label;
 pub mod diagnostic;
+pub mod files;
 pub mod mage;
 mod schema;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use files::{Files, SourceFile, Unreadable};
 
 use crate::model::{API_VERSION, PolicyDocument, ProjectDocument, WorkspaceDocument};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
 use yaml::{Pos, Spans};
-
-/// One file of the repository: its path relative to the root, and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    pub path: String,
-    pub text: String,
-    /// Size on disk. Files over the reader's limit arrive with empty text and are refused.
-    pub bytes: u64,
-}
-
-impl SourceFile {
-    pub fn new(path: impl Into<String>, text: impl Into<String>) -> SourceFile {
-        let text = text.into();
-        SourceFile {
-            path: path.into(),
-            bytes: text.len() as u64,
-            text,
-        }
-    }
-}
 
 /// A document together with where it came from, so later stages can point at it.
 #[derive(Debug, Clone)]
@@ -60,8 +41,9 @@ pub struct Repository {
     pub projects: Vec<Located<ProjectDocument>>,
     pub workspaces: Vec<Located<WorkspaceDocument>>,
     pub policies: Vec<Located<PolicyDocument>>,
-    /// Every file's text by path: scripts referenced by workspaces, sources for diagnostics.
-    pub files: BTreeMap<String, String>,
+    /// Every input file by path: scripts referenced by workspaces, Mage files, templates,
+    /// and the sources shown under diagnostics.
+    pub files: Files,
     /// Kubernetes executor configuration per project (inline, Mage project folder, template).
     pub executor: Vec<mage::ExecutorSources>,
 }
@@ -94,41 +76,27 @@ pub fn sort_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
 }
 
 /// Whether a path holds berth documents: YAML files outside hidden folders and outside
-/// folders listed in `.berthignore` (one path prefix per line; `#` starts a comment).
-fn is_document_file(path: &str, ignored: &[String]) -> bool {
-    let yaml = path.ends_with(".yaml") || path.ends_with(".yml");
-    let hidden = path.split('/').any(|part| part.starts_with('.'));
-    let ignored = ignored
-        .iter()
-        .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")));
-    yaml && !hidden && !ignored
-}
-
-fn ignore_list(files: &[SourceFile]) -> Vec<String> {
-    files
-        .iter()
-        .find(|f| f.path == ".berthignore")
-        .map(|f| {
-            f.text
-                .lines()
-                .map(|line| line.split('#').next().unwrap_or("").trim())
-                .filter(|line| !line.is_empty())
-                .map(|line| line.trim_matches('/').to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+/// skipped prefixes (`.berthignore`'s, and the Mage project folders, which hold Mage's own
+/// files and are read by the Mage loader).
+fn is_document_file(path: &str, skipped: &[String]) -> bool {
+    (path.ends_with(".yaml") || path.ends_with(".yml")) && !files::is_skipped(path, skipped)
 }
 
 /// Load and validate every document of the repository.
 pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut ignored = ignore_list(&files);
+    let mut skipped = files
+        .iter()
+        .find(|f| f.path == files::IGNORE_FILE)
+        .and_then(SourceFile::text)
+        .map(files::ignore_list)
+        .unwrap_or_default();
     let mut loaded = Loaded::default();
     // Parse first: Mage project folders named by Projects hold Mage's files, not berth
     // documents, and are left to the Mage loader.
     let documents: Vec<&SourceFile> = files
         .iter()
-        .filter(|f| is_document_file(&f.path, &ignored))
+        .filter(|f| is_document_file(&f.path, &skipped))
         .collect();
     let parsed: Vec<(&SourceFile, ParsedFile)> = documents
         .iter()
@@ -141,48 +109,131 @@ pub fn load(mut files: Vec<SourceFile>) -> Loaded {
         )
         .collect();
     for (_, docs) in &parsed {
-        for doc in docs.iter().flatten() {
+        for doc in docs.iter().flat_map(|parsed| &parsed.docs) {
             if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Project")
                 && let Some(root) = doc
                     .value
                     .pointer("/spec/mageProject")
                     .and_then(|v| v.as_str())
             {
-                ignored.push(mage::folder(root));
+                skipped.push(mage::folder(root));
             }
         }
     }
     for (file, docs) in parsed {
-        if is_document_file(&file.path, &ignored) {
+        if is_document_file(&file.path, &skipped) {
             load_file(file, docs, &mut loaded);
         }
     }
-    loaded.repo.files = files.into_iter().map(|f| (f.path, f.text)).collect();
+    report_unread(&files, &skipped, &mut loaded.diagnostics);
+    loaded.repo.files = Files::new(files);
     mage::load(&mut loaded);
     check::check(&mut loaded);
     sort_diagnostics(&mut loaded.diagnostics);
     loaded
 }
 
-type ParsedFile = Result<Vec<yaml::YamlDoc>, yaml::YamlError>;
+/// Files that are not documents but cannot be read either. A submodule or an unreadable
+/// `.berthignore` may hide input, so they are errors; a link that is not input by name is
+/// not followed, which is said once. Scripts, templates and Mage files are reported where
+/// they are used (an unused one is not input).
+fn report_unread(files: &[SourceFile], skipped: &[String], out: &mut Vec<Diagnostic>) {
+    let start = Pos::START;
+    for file in files {
+        let Err(why) = &file.content else { continue };
+        if is_document_file(&file.path, skipped) {
+            continue; // reported by load_file, at the document
+        }
+        let message = format!("`{}` {why}", file.path);
+        match why {
+            Unreadable::Submodule => out.push(
+                Diagnostic::error(&file.path, start, "", message)
+                    .with_help("list it in .berthignore if it holds no berth input"),
+            ),
+            _ if file.path == files::IGNORE_FILE => {
+                out.push(Diagnostic::error(&file.path, start, "", message))
+            }
+            Unreadable::Symlink { .. } if !files::is_skipped(&file.path, skipped) => out.push(
+                Diagnostic::warning(&file.path, start, "", format!("{message}; not read"))
+                    .with_help("list it in .berthignore to silence this"),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// At most this many warnings per file are kept; the rest are counted in one more.
+pub const MAX_WARNINGS_PER_FILE: usize = 20;
+
+/// Keep the first [`MAX_WARNINGS_PER_FILE`] warnings of each file and replace the rest by
+/// one warning, at the first one left out, that counts them. Errors are all kept: validate
+/// promises every one.
+pub fn cap_warnings(diagnostics: &mut Vec<Diagnostic>) {
+    sort_diagnostics(diagnostics);
+    let mut kept: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
+    // The file being counted, its warnings so far, and where its summary sits in `kept`.
+    let mut file = String::new();
+    let mut seen = 0usize;
+    let mut summary: Option<usize> = None;
+    for d in diagnostics.drain(..) {
+        if d.file != file {
+            file = d.file.clone();
+            seen = 0;
+            summary = None;
+        }
+        if d.is_error() {
+            kept.push(d);
+            continue;
+        }
+        seen += 1;
+        if seen <= MAX_WARNINGS_PER_FILE {
+            kept.push(d);
+        } else if summary.is_none() {
+            summary = Some(kept.len());
+            kept.push(Diagnostic {
+                field: String::new(),
+                help: None,
+                ..d
+            });
+        }
+        if let Some(at) = summary {
+            kept[at].message = format!(
+                "{} more warning(s) in this file, from here on, not shown",
+                seen - MAX_WARNINGS_PER_FILE
+            );
+        }
+    }
+    *diagnostics = kept;
+}
+
+type ParsedFile = Result<yaml::Parsed, Unreadable>;
 
 fn parse_file(file: &SourceFile) -> ParsedFile {
-    if file.bytes > yaml::MAX_FILE_BYTES as u64 {
-        return Err(yaml::too_large(file.bytes));
+    match &file.content {
+        Ok(text) => Ok(yaml::parse_all(text)),
+        Err(why) => Err(why.clone()),
     }
-    yaml::parse(&file.text)
 }
 
 fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
     let docs = match docs {
-        Ok(docs) => docs,
-        Err(err) => {
-            loaded.diagnostics.push(Diagnostic::error(
-                &file.path,
-                err.pos,
-                "",
-                format!("invalid YAML: {}", err.message),
-            ));
+        Ok(parsed) => {
+            loaded
+                .diagnostics
+                .extend(parsed.errors.into_iter().map(|err| {
+                    Diagnostic::error(
+                        &file.path,
+                        err.pos,
+                        "",
+                        format!("invalid YAML: {}", err.message),
+                    )
+                }));
+            parsed.docs
+        }
+        Err(why) => {
+            loaded
+                .diagnostics
+                .push(unreadable_file(&file.path, &why, "this file"));
             return;
         }
     };
@@ -281,6 +332,27 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
     }
 }
 
+/// The error for a file berth needs but cannot read, at the fault's position when known.
+pub fn unreadable_file(path: &str, why: &Unreadable, what: &str) -> Diagnostic {
+    let (line, column) = match why {
+        Unreadable::NotUtf8 { line, column, .. } | Unreadable::NulByte { line, column } => {
+            (*line, *column)
+        }
+        _ => (1, 1),
+    };
+    let pos = Pos {
+        line,
+        column,
+        offset: 0,
+    };
+    Diagnostic::error(
+        path,
+        pos,
+        "",
+        format!("{what} {why}; nothing in it was read"),
+    )
+}
+
 fn remove_pointer(value: &mut serde_json::Value, pointer: &str) {
     let Some((parent, key)) = pointer.rsplit_once('/') else {
         return;
@@ -319,45 +391,25 @@ fn push_typed<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    const SAMPLE: &str = include_str!("../../sample-repo/workspaces/analytics/etl-prod.yaml");
-    const PROJECT: &str = include_str!("../../sample-repo/projects/analytics.yaml");
-
-    fn run(text: String) -> Loaded {
-        let loaded = load(vec![
-            SourceFile::new("projects/analytics.yaml", PROJECT),
-            SourceFile::new("ws.yaml", text),
-        ]);
-        // Whatever the input, resolving and rendering what loaded must not panic either.
-        let (resolved, _) = crate::resolve::resolve(&loaded.repo);
-        let _ = crate::render::render(&resolved, &Default::default());
-        loaded
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
-        /// Arbitrary text: diagnostics or documents, never a panic.
-        #[test]
-        fn arbitrary_text_never_panics(text in "\\\\PC{0,400}") {
-            run(text);
+    #[test]
+    fn warnings_are_capped_per_file_and_counted() {
+        let mut text = String::new();
+        for _ in 0..30 {
+            text.push_str("---\n{}\n");
         }
-
-        /// A real document with one line removed or replaced by noise still gives a clean
-        /// answer: either it loads, or every error names a line inside the file.
-        #[test]
-        fn damaged_documents_get_positioned_errors(line in 0usize..60, noise in "[ -~]{0,20}", drop in any::<bool>()) {
-            let mut lines: Vec<String> = SAMPLE.lines().map(str::to_string).collect();
-            let at = line % lines.len();
-            if drop { lines.remove(at); } else { lines[at] = noise; }
-            let text = lines.join("\n");
-            let total = text.lines().count().max(1);
-            let loaded = run(text);
-            for d in loaded.diagnostics.iter().filter(|d| d.file == "ws.yaml") {
-                prop_assert!(d.line >= 1 && d.line <= total + 1, "{} outside 1..={}", d, total);
-                prop_assert!(d.column >= 1);
-            }
+        let mut diagnostics = load(vec![
+            SourceFile::new("a.yaml", text.clone()),
+            SourceFile::new("b.yaml", text),
+        ])
+        .diagnostics;
+        cap_warnings(&mut diagnostics);
+        for file in ["a.yaml", "b.yaml"] {
+            let of_file: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.file == file).collect();
+            assert_eq!(of_file.len(), MAX_WARNINGS_PER_FILE + 1);
+            let last = of_file[MAX_WARNINGS_PER_FILE];
+            assert_eq!(last.line, 2 * MAX_WARNINGS_PER_FILE + 2);
+            assert!(last.message.starts_with("10 more warning(s)"), "{last}");
         }
     }
 }
