@@ -2,7 +2,10 @@
 //! field and the layer (block, project, template, policy, env var, hardcoded default) with
 //! file and line; for a workspace, each environment variable and its source.
 
-use crate::resolve::executor::{BlockExecutor, job_name};
+use crate::resolve::executor::{
+    BlockExecutor, DEFAULT_JOB_NAME_PREFIX, LONGEST_BLOCK_RUN_ID, MAX_JOB_NAME, Origin,
+    TRIGGER_NAME, job_name, precedence_text,
+};
 use crate::resolve::{Resolved, VarValue};
 use anyhow::{Result, bail};
 use serde_json::Value;
@@ -39,43 +42,61 @@ pub fn explain(resolved: &Resolved, target: &str) -> Result<String> {
     }
 }
 
+/// One effective executor setting of a block: what `berth explain` prints, and what
+/// render puts in the block's Job (a test checks they agree for every key and layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// JSON pointer of the setting in the canonical config (`/resource_limits/cpu`).
+    pub pointer: String,
+    /// The same as a dotted path (`resource_limits.cpu`).
+    pub field: String,
+    pub value: Value,
+    pub origin: Origin,
+}
+
+/// Every effective executor setting of a block, by field.
+pub fn block_rows(block: &BlockExecutor) -> Vec<Row> {
+    block
+        .origins
+        .iter()
+        .map(|(pointer, origin)| Row {
+            pointer: pointer.clone(),
+            field: crate::load::diagnostic::field_path(pointer),
+            value: block.value.pointer(pointer).cloned().unwrap_or(Value::Null),
+            origin: origin.clone(),
+        })
+        .collect()
+}
+
 fn block_text(block: &BlockExecutor, resolved: &Resolved) -> String {
     let mut out = format!(
         "k8s executor config of block `{}` in pipeline `{}` of project `{}`\n",
         block.block, block.pipeline, block.project
     );
-    match resolved
+    let policy = resolved
         .executor_policies
         .iter()
-        .find(|p| p.project == block.project)
-    {
+        .find(|p| p.project == block.project);
+    match policy {
         Some(p) => {
-            let _ = writeln!(
-                out,
-                "policy `{}`: enforce {} ({})",
-                p.policy,
-                p.defaults.enforce,
-                if p.defaults.enforce {
-                    "policy → block → project → env vars → hardcoded"
-                } else {
-                    "block → project → policy → env vars → hardcoded"
-                }
-            );
+            let _ = writeln!(out, "policy `{}`: enforce {}", p.policy, p.defaults.enforce);
         }
-        None => out.push_str("no executor policy: block → project → env vars → hardcoded\n"),
+        None => out.push_str("no executor policy\n"),
     }
+    let _ = writeln!(
+        out,
+        "precedence (highest first): {}",
+        precedence_text(policy.map(|p| p.defaults.enforce))
+    );
     out.push('\n');
-    let rows: Vec<(String, String, String)> = block
-        .origins
-        .iter()
-        .map(|(pointer, origin)| {
-            let field = crate::load::diagnostic::field_path(pointer);
-            let value = match block.value.pointer(pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
+    let rows: Vec<(String, String, String)> = block_rows(block)
+        .into_iter()
+        .map(|row| {
+            let value = match row.value {
+                Value::String(s) => s,
+                other => other.to_string(),
             };
-            (field, value, origin.to_string())
+            (row.field, value, row.origin.to_string())
         })
         .collect();
     let width = |f: fn(&(String, String, String)) -> usize| rows.iter().map(f).max().unwrap_or(0);
@@ -92,11 +113,34 @@ fn block_text(block: &BlockExecutor, resolved: &Resolved) -> String {
         .config
         .job_name_prefix
         .as_deref()
-        .unwrap_or("data-prep");
+        .unwrap_or(DEFAULT_JOB_NAME_PREFIX);
+    let _ = writeln!(out, "\njob name: mage-{prefix}-block-{{block_run_id}}");
+    // The longest name Mage can make from it, which is what validate checked.
+    let (longest, trigger) = if prefix.contains(TRIGGER_NAME) && !block.triggers.is_empty() {
+        block
+            .triggers
+            .iter()
+            .map(|t| {
+                (
+                    job_name(prefix, t, LONGEST_BLOCK_RUN_ID),
+                    format!("trigger `{t}`"),
+                )
+            })
+            .max_by_key(|(name, _)| name.len())
+            .unwrap_or_default()
+    } else if prefix.contains(TRIGGER_NAME) {
+        (
+            job_name(prefix, "", LONGEST_BLOCK_RUN_ID),
+            "the pipeline declares no triggers, so {trigger_name} is empty".to_string(),
+        )
+    } else {
+        (job_name(prefix, "", LONGEST_BLOCK_RUN_ID), String::new())
+    };
     let _ = writeln!(
         out,
-        "\njob name: mage-{prefix}-block-{{block_run_id}}, e.g. {} for trigger `nightly`, block run 42",
-        job_name(prefix, "nightly", "42")
+        "  longest: {longest} ({} of at most {MAX_JOB_NAME} characters{}{trigger})",
+        longest.len(),
+        if trigger.is_empty() { "" } else { "; " }
     );
     out
 }
@@ -150,7 +194,9 @@ fn workspace_text(resolved: &Resolved, name: &str) -> Result<String> {
             .iter()
             .filter(|v| !ws.env.iter().any(|e| e.name == v.name))
             .map(|v| {
-                let why = if v.secret_ref.is_some() && !spec.share_secrets_across_workspaces {
+                let why = if crate::resolve::is_project_setting(&v.name) {
+                    "a setting of the project, not a variable to inherit".to_string()
+                } else if v.secret_ref.is_some() && !spec.shares_secrets() {
                     "a secret, and the project does not share secrets (shareSecretsAcrossWorkspaces)".to_string()
                 } else {
                     let environment = ws.environment.as_deref().unwrap_or("-");

@@ -14,6 +14,7 @@
 //! `load`, `resolve`, `render` and `plan` are pure: no network, no clock, deterministic
 //! output. `source` is the I/O edge that produces files.
 
+pub mod activity;
 pub mod cluster;
 pub mod explain;
 pub mod plan;

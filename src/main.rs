@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, bail};
 use berth::cluster::applyset::ApplySet;
 use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
-use berth::load::diagnostic::render_report;
-use berth::load::{Diagnostic, Files, SourceFile};
+use berth::load::diagnostic::{self, render_report};
+use berth::load::{Diagnostic, Files, Severity, SourceFile};
 use berth::plan::output::Format;
 use berth::render::RenderContext;
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +12,9 @@ use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Standard output and error that may close early (`berth render | head -1`): the rest of
 /// that stream's output is dropped and the command goes on to its normal end and exit
@@ -55,6 +57,7 @@ macro_rules! errln {
 
 /// mimalloc instead of glibc's malloc: berth builds and drops many small JSON nodes, and
 /// this alone takes a quarter off rendering and planning 1,000 workspaces (BENCHMARKS.md).
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -86,6 +89,11 @@ enum Command {
         /// The repository folder (default: the current folder).
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Output format: text (on stderr, with the source line), json, github (GitHub
+        /// Actions annotations on the lines) or sarif (code scanning). Paths in github and
+        /// sarif start at the git repository's root. Text goes to stderr in every format.
+        #[arg(long, default_value = "text", value_parser = diagnostic::Format::NAMES)]
+        format: String,
     },
     /// Print the Kubernetes objects the repository means, as YAML for `kubectl apply -f -`.
     Render {
@@ -144,12 +152,14 @@ enum Command {
         /// Allow deleting more than half of what berth owns (e.g. removing most workspaces).
         #[arg(long)]
         allow_mass_prune: bool,
-        /// Wait until changed StatefulSets have rolled out.
+        /// Re-create StatefulSets whose immutable fields changed (other than a growing
+        /// `storage.size`, which needs no flag): deleted without their pods and claims,
+        /// then created again.
+        #[arg(long)]
+        allow_replace: bool,
+        /// Wait until changed StatefulSets have rolled out (within --timeout).
         #[arg(long)]
         wait: bool,
-        /// How long --wait waits, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -228,6 +238,34 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Report a workspace's activity (runs as a sidecar of workspaces with an idle timeout;
+    /// berth renders it). Renews the workspace's activity Lease while the workspace is in
+    /// use: sessions on the UI port that last a sampling interval, or CPU use of the pod's
+    /// processes at or above --busy-cpu. Writes a heartbeat every sample, so the reconciler
+    /// knows the signal works. Runs until SIGTERM or SIGINT.
+    #[command(name = "activity-agent")]
+    ActivityAgent {
+        /// The activity Lease (`<workspace>-activity`).
+        #[arg(long)]
+        lease: String,
+        /// Namespace of the Lease (default: $POD_NAMESPACE, else the pod's namespace).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
+        /// Port whose established connections are sessions (Mage's UI).
+        #[arg(long, default_value_t = 6789)]
+        port: u16,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// CPU of the pod's processes that counts as activity (a Kubernetes quantity).
+        #[arg(long, default_value = "100m")]
+        busy_cpu: String,
+        /// Where the pod's processes and sockets are seen.
+        #[arg(long, default_value = "/proc")]
+        proc: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Write the JSON Schemas of Project, Workspace and Policy (for editors and CI).
     Schemas {
         /// Folder to write project.json, workspace.json and policy.json into.
@@ -250,11 +288,16 @@ struct ClusterArgs {
     #[arg(long, global = true)]
     applyset: Option<String>,
     /// Namespace of the ApplySet parent.
-    #[arg(long, global = true, default_value = "berth-system")]
+    #[arg(long, global = true, default_value = berth::render::DEFAULT_APPLYSET_NAMESPACE)]
     applyset_namespace: String,
     /// Print the API requests made, by verb, to stderr.
     #[arg(long, global = true)]
     api_stats: bool,
+    /// Give up after this long (e.g. `90s`, `10m`; a bare number is seconds). Default: 10m
+    /// for apply (its --wait included), 5m for plan, 2m for the other commands. Each
+    /// request also has its own timeout and a few retries.
+    #[arg(long, global = true, value_parser = berth::reconcile::cli::parse_duration)]
+    timeout: Option<Duration>,
 }
 
 impl ClusterArgs {
@@ -279,6 +322,11 @@ impl ClusterArgs {
         Cluster::connect(&self.connect_options()).await
     }
 
+    /// The command's deadline: `--timeout`, else `default`.
+    fn deadline(&self, default: Duration) -> Duration {
+        self.timeout.unwrap_or(default)
+    }
+
     fn print_stats(&self, cluster: &Cluster) {
         if self.api_stats {
             let stats = cluster.requests.snapshot();
@@ -293,13 +341,19 @@ impl ClusterArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr, filtered by RUST_LOG (default: warnings only).
-    let default_level = if matches!(cli.command, Command::Watch { .. }) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Watch { .. } | Command::ActivityAgent { .. }
+    ) {
         "info"
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The client library logs every failed request at ERROR, in its own words; berth says
+    // what failed itself, once, so those lines stay off unless RUST_LOG asks for them.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},kube_client=off"))
+    });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -316,7 +370,7 @@ fn main() -> ExitCode {
     match run(cli.command, color) {
         Ok(code) => code,
         Err(err) => {
-            errln!("error: {err:#}");
+            errln!("error: {}", berth::cluster::error::chain(&err));
             ExitCode::from(1)
         }
     }
@@ -324,20 +378,45 @@ fn main() -> ExitCode {
 
 fn run(command: Command, color: bool) -> Result<ExitCode> {
     match command {
-        Command::Validate { path } => {
+        Command::Validate { path, format } => {
+            let format: diagnostic::Format = format.parse().map_err(anyhow::Error::msg)?;
             let desired = berth::validated(berth::source::read_dir(&path)?);
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
-            if desired.has_errors() {
-                return Ok(ExitCode::from(1));
-            }
             let repo = &desired.loaded.repo;
-            outln!(
-                "{}: valid — {} projects, {} workspaces, {} policies",
-                path.display(),
+            let counts = format!(
+                "{} projects, {} workspaces, {} policies",
                 repo.projects.len(),
                 repo.workspaces.len(),
                 repo.policies.len()
             );
+            if format != diagnostic::Format::Text {
+                let prefix = git_prefix(&path);
+                let mut ctx = diagnostic::Context {
+                    prefix: &prefix,
+                    version: env!("CARGO_PKG_VERSION"),
+                    ..Default::default()
+                };
+                if !desired.has_errors() {
+                    ctx.summary = Some(("berth validate", format!("valid — {counts}")));
+                }
+                for (key, n) in [
+                    ("projects", repo.projects.len()),
+                    ("workspaces", repo.workspaces.len()),
+                    ("policies", repo.policies.len()),
+                ] {
+                    ctx.properties.insert(key.into(), n.into());
+                }
+                out!(
+                    "{}",
+                    diagnostic::render(format, &desired.diagnostics, &repo.files, &ctx)
+                );
+            }
+            if desired.has_errors() {
+                return Ok(ExitCode::from(1));
+            }
+            if format == diagnostic::Format::Text {
+                outln!("{}: valid — {counts}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { path, executor } => {
@@ -358,10 +437,10 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { target, path } => {
-            let Some(resolved) = resolved(&path, color)? else {
+            let Some(repo) = validated(&path, color)? else {
                 return Ok(ExitCode::from(1));
             };
-            out!("{}", berth::explain::explain(&resolved, &target)?);
+            out!("{}", berth::explain::explain(&repo.resolved, &target)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
@@ -375,18 +454,20 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 (_, Some(dir)) => read_live(&dir)?,
                 (true, None) => Vec::new(),
                 (false, None) => {
-                    return runtime()?.block_on(live_plan(&path, format, &cluster, color));
+                    let deadline = cluster.deadline(Duration::from_secs(300));
+                    return runtime()?
+                        .block_on(within(deadline, live_plan(&path, format, &cluster, color)));
                 }
             };
-            let Some(objects) = desired_objects(berth::source::read_dir(&path)?, color) else {
+            let desired = desired_objects(berth::source::read_dir(&path)?, color);
+            let prefix = git_prefix(&path);
+            if desired.has_errors() {
+                print_invalid(&desired, format, "berth plan", &prefix);
                 return Ok(ExitCode::from(1));
-            };
-            let plan = berth::plan::compute(&objects, &live);
-            out!(
-                "{}",
-                berth::plan::output::render(&plan, format, "berth plan", color)
-            );
-            Ok(plan_exit(&plan))
+            }
+            let plan = berth::plan::compute(&desired.objects, &live);
+            print_plan(&plan, &desired, format, "berth plan", &prefix, color, Vec::new());
+            Ok(plan_exit(&plan, &desired, color))
         }
         Command::Diff {
             path,
@@ -396,31 +477,33 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
         } => {
             let base_rev = berth::source::read_revision(&path, &base)?;
             let head_rev = berth::source::read_revision(&path, &head)?;
-            let Some(before) = desired_objects(base_rev.files, color) else {
+            let before = desired_objects(base_rev.files, color);
+            if before.has_errors() {
                 bail!("the base revision `{base}` is not a valid berth repository (errors above)");
-            };
-            let Some(after) = desired_objects(head_rev.files, color) else {
-                return Ok(ExitCode::from(1));
-            };
-            let plan = berth::plan::compute(&after, &before);
+            }
             let title = format!(
                 "berth diff {}..{}",
                 &base_rev.commit[..12.min(base_rev.commit.len())],
                 &head_rev.commit[..12.min(head_rev.commit.len())]
             );
-            out!(
-                "{}",
-                berth::plan::output::render(&plan, format, &title, color)
-            );
-            Ok(plan_exit(&plan))
+            // Only the head's findings are annotated: they are the pull request's lines.
+            let after = desired_objects(head_rev.files, color);
+            let prefix = git_prefix(&path);
+            if after.has_errors() {
+                print_invalid(&after, format, &title, &prefix);
+                return Ok(ExitCode::from(1));
+            }
+            let plan = berth::plan::compute(&after.objects, &before.objects);
+            print_plan(&plan, &after, format, &title, &prefix, color, Vec::new());
+            Ok(plan_exit(&plan, &after, color))
         }
         Command::Apply {
             path,
             force_conflicts,
             no_prune,
             allow_mass_prune,
+            allow_replace,
             wait,
-            timeout,
             cluster,
         } => {
             let options = ApplyOptions {
@@ -428,35 +511,34 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 force_conflicts,
                 prune: !no_prune,
                 allow_mass_prune,
+                allow_replace,
                 progress_bar: std::io::stderr().is_terminal(),
                 quiet: false,
+                stop: CancellationToken::new(),
             };
-            runtime()?.block_on(apply(
-                &path,
-                options,
-                wait.then(|| Duration::from_secs(timeout)),
-                &cluster,
-                color,
-            ))
+            runtime()?.block_on(apply(&path, options, wait, &cluster, color))
         }
         Command::Restart {
             workspace,
             path,
             cluster,
-        } => runtime()?.block_on(async {
-            let Some((resolved, connection, set)) = connected(&path, &cluster, color).await? else {
+        } => runtime()?.block_on(within(cluster.deadline(Duration::from_secs(120)), async {
+            let Some((repo, connection, set)) = connected(&path, &cluster, color).await? else {
                 return Ok(ExitCode::from(1));
             };
             // Only the objects to apply: a restart needs no inventory and no dry-runs.
-            let desired =
-                berth::cluster::desired(&connection, &resolved, &PlanOptions { applyset: set })
-                    .await?;
+            let desired = berth::cluster::desired(
+                &connection,
+                &repo.resolved,
+                &PlanOptions { applyset: set },
+            )
+            .await?;
             let now = humantime_now();
             let message = berth::cluster::restart(&connection, &desired, &workspace, &now).await?;
             outln!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
-        }),
+        })),
         Command::Watch { watch, cluster } => runtime()?.block_on(async {
             let kube_config = cluster.connect_options().kube_config().await?;
             berth::reconcile::cli::watch(
@@ -472,7 +554,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             source,
             format,
             cluster,
-        } => runtime()?.block_on(async {
+        } => runtime()?.block_on(within(cluster.deadline(Duration::from_secs(120)), async {
             let set = ApplySet {
                 name: match &cluster.applyset {
                     Some(name) => name.clone(),
@@ -495,21 +577,66 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 out!("{}", status.to_text());
             }
             Ok(ExitCode::SUCCESS)
-        }),
+        })),
         Command::Wake {
             workspace,
             path,
             cluster,
-        } => runtime()?.block_on(async {
-            let Some((resolved, connection, set)) = connected(&path, &cluster, color).await? else {
+        } => runtime()?.block_on(within(cluster.deadline(Duration::from_secs(120)), async {
+            let Some((repo, connection, set)) = connected(&path, &cluster, color).await? else {
                 return Ok(ExitCode::from(1));
             };
             let message =
-                berth::reconcile::idle::wake(&connection, &resolved, &set, &workspace).await?;
+                berth::reconcile::idle::wake(&connection, &repo.resolved, &set, &workspace).await?;
             outln!("{message}");
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
-        }),
+        })),
+        Command::ActivityAgent {
+            lease,
+            namespace,
+            port,
+            interval,
+            busy_cpu,
+            proc,
+            cluster,
+        } => {
+            let namespace = match namespace {
+                Some(ns) => ns,
+                None => std::fs::read_to_string(
+                    "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                )
+                .map(|s| s.trim().to_string())
+                .context("no --namespace, no $POD_NAMESPACE, and not running in a pod")?,
+            };
+            let cores = berth::quantity::parse(&busy_cpu)
+                .with_context(|| format!("--busy-cpu `{busy_cpu}` is not a quantity"))?;
+            let options = berth::activity::AgentOptions {
+                namespace,
+                lease,
+                port,
+                interval: Duration::from_secs(interval.max(1)),
+                busy_millicores: (cores * 1000.0).round() as u64,
+                proc_root: proc,
+            };
+            runtime()?.block_on(async {
+                let connection = cluster.connect().await?;
+                let stop = async {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(term) => term,
+                        Err(_) => return std::future::pending().await,
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                berth::activity::run(connection, options, stop).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::model::schemas() {
@@ -524,18 +651,18 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
     }
 }
 
-/// The resolved repository, a connection and the repository's ApplySet; `None` after
+/// The validated repository, a connection and the repository's ApplySet; `None` after
 /// printing why the repository is invalid.
 async fn connected(
     path: &Path,
     cluster: &ClusterArgs,
     color: bool,
-) -> Result<Option<(berth::resolve::Resolved, Cluster, ApplySet)>> {
-    let Some(resolved) = resolved(path, color)? else {
+) -> Result<Option<(berth::Desired, Cluster, ApplySet)>> {
+    let Some(desired) = validated(path, color)? else {
         return Ok(None);
     };
     Ok(Some((
-        resolved,
+        desired,
         cluster.connect().await?,
         cluster.applyset(path),
     )))
@@ -548,17 +675,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The resolved repository, or `None` after printing why it is invalid. Not rendered: the
-/// callers render with what they learn from the cluster.
-fn resolved(path: &Path, color: bool) -> Result<Option<berth::resolve::Resolved>> {
+/// The validated (not rendered) repository, or `None` after printing why it is invalid:
+/// the callers render with what they learn from the cluster.
+fn validated(path: &Path, color: bool) -> Result<Option<berth::Desired>> {
     let desired = berth::validated(berth::source::read_dir(path)?);
     report(&desired.diagnostics, &desired.loaded.repo.files, color);
-    if desired.has_errors() {
-        return Ok(None);
-    }
-    // The command ends soon: skip freeing the parsed documents one by one.
-    std::mem::forget(desired.loaded);
-    Ok(Some(desired.resolved))
+    Ok((!desired.has_errors()).then_some(desired))
 }
 
 async fn live_plan(
@@ -567,41 +689,107 @@ async fn live_plan(
     cluster: &ClusterArgs,
     color: bool,
 ) -> Result<ExitCode> {
-    let Some(resolved) = resolved(path, color)? else {
+    let repo = berth::validated(berth::source::read_dir(path)?);
+    report(&repo.diagnostics, &repo.loaded.repo.files, color);
+    let prefix = git_prefix(path);
+    if repo.has_errors() {
+        print_invalid(&repo, format, "berth plan", &prefix);
         return Ok(ExitCode::from(1));
-    };
+    }
     let connection = cluster.connect().await?;
     let options = PlanOptions {
         applyset: cluster.applyset(path),
     };
-    let live = berth::cluster::plan(&connection, &resolved, &options).await?;
-    out!(
-        "{}",
-        berth::plan::output::render(&live.plan, format, "berth plan", color)
-    );
+    let live = berth::cluster::plan(&connection, &repo.resolved, &options).await?;
     let mass = ApplyOptions {
         applyset: options.applyset.clone(),
         force_conflicts: false,
         prune: true,
         allow_mass_prune: false,
+        allow_replace: false,
         progress_bar: false,
         quiet: false,
+        stop: CancellationToken::new(),
     };
+    let mut refusals = Vec::new();
     if let Err(err) = berth::cluster::apply::check_mass_prune(&live, &mass) {
         errln!("warning: apply would refuse: {err}");
+        refusals.push(
+            Diagnostic::general(Severity::Warning, format!("apply would refuse: {err}"))
+                .with_rule("mass-prune"),
+        );
     }
+    print_plan(&live.plan, &repo, format, "berth plan", &prefix, color, refusals);
     cluster.print_stats(&connection);
-    Ok(plan_exit(&live.plan))
+    Ok(plan_exit(&live.plan, &repo, color))
+}
+
+/// Why an apply stopped early, and the exit code that says so.
+#[derive(Clone, Copy)]
+enum Stopped {
+    Signal(&'static str, u8),
+    Deadline(Duration),
+}
+
+impl Stopped {
+    fn code(self) -> ExitCode {
+        match self {
+            Stopped::Signal(_, code) => ExitCode::from(code),
+            Stopped::Deadline(_) => ExitCode::from(1),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Stopped::Signal(name, _) => format!("stopped by {name}"),
+            Stopped::Deadline(after) => format!("gave up after {}s (--timeout)", after.as_secs()),
+        }
+    }
+}
+
+/// Cancel `stop` on SIGTERM, SIGINT or at `deadline`, and remember which.
+fn stop_on_signal_or_deadline(
+    stop: CancellationToken,
+    deadline: Duration,
+) -> Arc<Mutex<Option<Stopped>>> {
+    let why = Arc::new(Mutex::new(None));
+    let record = why.clone();
+    tokio::spawn(async move {
+        let stopped = async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => Stopped::Signal("SIGTERM", 143),
+                _ = tokio::signal::ctrl_c() => Stopped::Signal("SIGINT", 130),
+            }
+        };
+        let stopped = tokio::select! {
+            stopped = stopped => stopped,
+            _ = tokio::time::sleep(deadline) => Stopped::Deadline(deadline),
+            _ = stop.cancelled() => return,
+        };
+        if let Ok(mut why) = record.lock() {
+            *why = Some(stopped);
+        }
+        stop.cancel();
+    });
+    why
 }
 
 async fn apply(
     path: &Path,
     options: ApplyOptions,
-    wait: Option<Duration>,
+    wait: bool,
     cluster: &ClusterArgs,
     color: bool,
 ) -> Result<ExitCode> {
-    let Some(resolved) = resolved(path, color)? else {
+    let stop = options.stop.clone();
+    let why = stop_on_signal_or_deadline(stop.clone(), cluster.deadline(Duration::from_secs(600)));
+    let stopped = || why.lock().ok().and_then(|w| *w);
+    let Some(repo) = validated(path, color)? else {
         errln!("nothing was applied");
         return Ok(ExitCode::from(1));
     };
@@ -609,42 +797,78 @@ async fn apply(
     let plan_options = PlanOptions {
         applyset: options.applyset.clone(),
     };
-    let live = berth::cluster::plan(&connection, &resolved, &plan_options).await?;
+    let live = tokio::select! {
+        live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => live?,
+        _ = stop.cancelled() => {
+            let why = stopped().map(Stopped::describe).unwrap_or_default();
+            errln!("error: {why} while planning (API server {}); nothing was applied", connection.server);
+            return Ok(stopped().map_or(ExitCode::from(1), Stopped::code));
+        }
+    };
     out!(
         "{}",
         berth::plan::output::render(&live.plan, Format::Text, "berth apply", color)
     );
+    report_problems(&live.plan, &repo, color);
     let report = berth::cluster::apply(&connection, &live, &options).await?;
-    let count = |verb: &str| report.done.iter().filter(|(_, v)| *v == verb).count();
-    outln!(
-        "applied: {} created, {} updated, {} deleted",
-        count("created"),
-        count("updated"),
-        count("deleted")
-    );
-    if let Some((object, message)) = &report.failed {
-        errln!("error: applying {object} failed: {message}");
-        errln!("nothing was applied after it");
+    outln!("{}", report.summary());
+    if report.stopped {
+        let why = stopped().map(Stopped::describe).unwrap_or_default();
+        errln!("error: {why}; the objects above were applied");
+        for object in &report.abandoned {
+            errln!("  in flight: {object} (applied whole, or not at all: the next apply tells)");
+        }
+        for object in &report.not_sent {
+            errln!("  not applied: {object}");
+        }
+        errln!("nothing was pruned; re-run `berth apply` to finish");
+        cluster.print_stats(&connection);
+        return Ok(stopped().map_or(ExitCode::from(1), Stopped::code));
+    }
+    if !report.failed.is_empty() {
+        // Each failure was named as it happened (`failed  Kind/ns/name: reason`).
+        if let Some(why) = &report.prune_skipped {
+            errln!("error: prune skipped: {why}");
+        }
+        errln!(
+            "error: {} object(s) failed (named above); the others were applied",
+            report.failed.len()
+        );
         cluster.print_stats(&connection);
         return Ok(ExitCode::from(1));
     }
-    if let Some(timeout) = wait {
-        let late =
-            berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, timeout).await;
+    if wait {
+        let late = tokio::select! {
+            late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, cluster.deadline(Duration::from_secs(600))) => late,
+            _ = stop.cancelled() => report.stateful_sets.clone(),
+        };
         if !late.is_empty() {
+            let why = stopped().map(Stopped::describe).unwrap_or_default();
             for (ns, name) in &late {
-                errln!(
-                    "error: StatefulSet {ns}/{name} did not roll out within {}s",
-                    timeout.as_secs()
-                );
+                errln!("error: StatefulSet {ns}/{name} did not roll out ({why})");
             }
             cluster.print_stats(&connection);
             return Ok(ExitCode::from(1));
         }
         outln!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
     }
+    stop.cancel();
     cluster.print_stats(&connection);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run a cluster command within its deadline; past it, one line says so.
+async fn within<T>(
+    deadline: Duration,
+    command: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(deadline, command).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "gave up after {}s (--timeout): the API server did not answer in time",
+            deadline.as_secs()
+        ),
+    }
 }
 
 /// The current time as RFC 3339 (UTC), for `berth/restarted-at`.
@@ -658,19 +882,126 @@ fn humantime_now() -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
-fn plan_exit(plan: &berth::plan::Plan) -> ExitCode {
-    if plan.has_changes() {
+/// 1 when some object cannot be applied (after saying which, at its file and line where it
+/// has one), else 2 when there are changes, 0 when there are none.
+fn plan_exit(plan: &berth::plan::Plan, repo: &berth::Desired, color: bool) -> ExitCode {
+    if report_problems(plan, repo, color) {
+        ExitCode::from(1)
+    } else if plan.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     }
 }
 
-/// The rendered objects, or `None` after printing why the repository is invalid.
-fn desired_objects(files: Vec<SourceFile>, color: bool) -> Option<Vec<Value>> {
+/// Print the objects of a plan that cannot be applied, each as a diagnostic: at the
+/// workspace field it is about (file:line:column) when there is one. True if any.
+fn report_problems(plan: &berth::plan::Plan, repo: &berth::Desired, color: bool) -> bool {
+    let problems: Vec<Diagnostic> =
+        berth::plan::output::findings(plan, Some(&repo.loaded.repo))
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect();
+    report(&problems, &repo.loaded.repo.files, color);
+    !problems.is_empty()
+}
+
+/// The rendered repository (nothing rendered when it is invalid), after printing its
+/// diagnostics.
+fn desired_objects(files: Vec<SourceFile>, color: bool) -> berth::Desired {
     let desired = berth::desired(files, &RenderContext::default());
     report(&desired.diagnostics, &desired.loaded.repo.files, color);
-    (!desired.has_errors()).then_some(desired.objects)
+    desired
+}
+
+/// A plan on stdout in `format`. For github and sarif: the repository's diagnostics, the
+/// plan's findings (placed at their workspaces) and `more`, with the plan's summary; for
+/// github also the markdown plan in the job summary ($GITHUB_STEP_SUMMARY), which has room
+/// for every change where annotations do not.
+fn print_plan(
+    plan: &berth::plan::Plan,
+    desired: &berth::Desired,
+    format: Format,
+    title: &str,
+    prefix: &str,
+    color: bool,
+    more: Vec<Diagnostic>,
+) {
+    use berth::plan::output;
+    if format.findings().is_none() {
+        out!("{}", output::render(plan, format, title, color));
+        return;
+    }
+    let repo = &desired.loaded.repo;
+    let mut found = desired.diagnostics.clone();
+    found.extend(output::findings(plan, Some(repo)));
+    found.extend(more);
+    out!(
+        "{}",
+        output::annotate(Some(plan), &found, format, title, &repo.files, prefix)
+    );
+    if format == Format::Github
+        && let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty())
+    {
+        use std::io::Write as _;
+        let markdown = output::render(plan, Format::Markdown, title, false);
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .and_then(|mut file| file.write_all(markdown.as_bytes()));
+        if let Err(err) = written {
+            errln!(
+                "warning: could not write the job summary {}: {err}",
+                Path::new(&summary).display()
+            );
+        }
+    }
+}
+
+/// For github and sarif: the findings of an invalid repository on stdout (text has them on
+/// stderr already).
+fn print_invalid(desired: &berth::Desired, format: Format, title: &str, prefix: &str) {
+    if format.findings().is_some() {
+        out!(
+            "{}",
+            berth::plan::output::annotate(
+                None,
+                &desired.diagnostics,
+                format,
+                title,
+                &desired.loaded.repo.files,
+                prefix
+            )
+        );
+    }
+}
+
+/// The folder of `path` inside its git repository, as CI tools want paths: from the git
+/// repository's root ("" at the root). Outside git: `path` itself when it is relative.
+fn git_prefix(path: &Path) -> String {
+    let inside = git2::Repository::discover(path).ok().and_then(|repo| {
+        let workdir = repo.workdir()?.canonicalize().ok()?;
+        let absolute = path.canonicalize().ok()?;
+        Some(
+            absolute
+                .strip_prefix(&workdir)
+                .ok()?
+                .to_string_lossy()
+                .replace('\\', "/"),
+        )
+    });
+    inside.unwrap_or_else(|| {
+        if path.is_relative() {
+            path.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        } else {
+            String::new()
+        }
+    })
 }
 
 /// Print diagnostics to stderr, each with its source line, then a count.

@@ -1,7 +1,7 @@
-//! `berth watch` against a real kube-apiserver (tests/support), following a local bare git
-//! repository that each test creates and commits to with the git CLI. Each test has its
-//! own namespaces and ApplySet. Most tests run the reconciler in-process (library API with
-//! a shutdown token); one runs the real binary.
+//! `berth watch` against a real cluster (the full control plane of tests/support: controllers,
+//! scheduler, kwok nodes), following a local bare git repository that each test creates and
+//! commits to with the git CLI. Each test has its own namespaces and ApplySet. Most tests run
+//! the reconciler in-process (library API with a shutdown token); one runs the real binary.
 
 mod support;
 
@@ -334,7 +334,7 @@ fn push_payload(commit: &str) -> String {
 
 #[tokio::test]
 async fn a_commit_is_live_within_one_poll_interval() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -396,7 +396,7 @@ async fn a_commit_is_live_within_one_poll_interval() {
 
 #[tokio::test]
 async fn a_signed_webhook_applies_at_once_and_an_unsigned_one_is_refused() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -483,7 +483,7 @@ async fn a_signed_webhook_applies_at_once_and_an_unsigned_one_is_refused() {
 
 #[tokio::test]
 async fn an_invalid_revision_changes_nothing_and_is_reported_until_fixed() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -491,6 +491,20 @@ async fn an_invalid_revision_changes_nothing_and_is_reported_until_fixed() {
     let good = git(&remote.work(), &["rev-parse", "HEAD"]);
     let watch = InProcess::start(&cp, remote.config("invalid", Duration::from_millis(300))).await;
     watch.applied(&good).await;
+    // The controllers roll the workspaces out (writing the StatefulSets' status) and the
+    // reconciler's status follows them to "ready" (one more status write): let that settle
+    // before taking the cluster's and the reconciler's measure.
+    support::wait_rolled_out(&client, &remote.ns, PODS).await;
+    eventually(
+        Duration::from_secs(20),
+        "the status to show every workspace ready",
+        || async {
+            let workspaces = watch.running().shared.status().workspaces;
+            !workspaces.is_empty() && workspaces.iter().all(|w| w.state == "ready")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &remote.ns);
     let versions = |list: Vec<StatefulSet>| {
         list.into_iter()
@@ -618,7 +632,7 @@ async fn an_invalid_revision_changes_nothing_and_is_reported_until_fixed() {
 
 #[tokio::test]
 async fn only_the_leader_writes_and_a_standby_takes_over() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -695,7 +709,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 
 #[tokio::test]
 async fn drift_is_healed_and_an_idle_workspace_is_suspended_until_woken() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -752,16 +766,21 @@ async fn drift_is_healed_and_an_idle_workspace_is_suspended_until_woken() {
         .unwrap();
         leases.create(&PostParams::default(), &lease).await.unwrap();
     }
-    // The workspace was last active two hours ago (idleSeconds is 60).
+    // The workspace's activity agent (its sidecar; the test writes what it would) reports,
+    // with a fresh heartbeat, that it was last active long ago (idleSeconds is 60).
     let past = "2020-01-01T00:00:00.000000Z";
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
     leases
         .patch(
             "etl-activity",
             &PatchParams {
-                field_manager: Some("mage-workspace".into()),
+                field_manager: Some("berth-activity-agent".into()),
                 ..Default::default()
             },
-            &Patch::Merge(json!({"spec": {"renewTime": past}})),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"berth/agent-heartbeat": now}},
+                "spec": {"renewTime": past},
+            })),
         )
         .await
         .unwrap();
@@ -826,7 +845,7 @@ async fn drift_is_healed_and_an_idle_workspace_is_suspended_until_woken() {
         })
         .filter_map(|m| m.manager)
         .collect();
-    assert_eq!(owners, ["mage-workspace"]);
+    assert_eq!(owners, ["berth-activity-agent"]);
 
     // A `when-idle` restart waits for idleness: etl is idle, so it is applied now.
     let hash = |s: StatefulSet| {
@@ -896,6 +915,246 @@ async fn drift_is_healed_and_an_idle_workspace_is_suspended_until_woken() {
     watch.stop().await;
 }
 
+/// The full control plane's deadline for pods to come and go.
+const PODS: Duration = Duration::from_secs(120);
+
+/// The pod UID and the StatefulSet generation of each workspace of `ns`, once everything
+/// there has rolled out.
+async fn running_workspaces(
+    client: &kube::Client,
+    ns: &str,
+) -> std::collections::BTreeMap<String, (String, i64)> {
+    let pods = support::wait_rolled_out(client, ns, PODS).await;
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let mut out = std::collections::BTreeMap::new();
+    for s in sts.list(&ListParams::default()).await.unwrap().items {
+        let name = s.metadata.name.clone().unwrap();
+        let uid = pods
+            .get(&format!("{name}-0"))
+            .map(support::uid)
+            .unwrap_or_default();
+        out.insert(name, (uid, s.metadata.generation.unwrap()));
+    }
+    out
+}
+
+/// The reconciler is the cluster's steady hand: stopping it and starting it again, and a
+/// leadership change to a standby, apply and heal as usual but replace no pod (every pod
+/// keeps its UID, every StatefulSet its generation).
+#[tokio::test]
+async fn a_reconciler_restart_or_leader_change_replaces_no_pod() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let client = cp.client().await;
+    let remote = Remote::new("steady");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": remote.set_ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let head = git(&remote.work(), &["rev-parse", "HEAD"]);
+    let config = |identity: &str| {
+        let mut config = remote.config(identity, Duration::from_millis(300));
+        config.drift_interval = Duration::from_secs(1);
+        config.leader = Some(LeaderConfig {
+            namespace: remote.set_ns.clone(),
+            name: "berth-watch-leader".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(2),
+        });
+        config
+    };
+    let a = InProcess::start(&cp, config("a")).await;
+    a.applied(&head).await;
+    let before = running_workspaces(&client, &remote.ns).await;
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["etl", "web"],
+        "{before:?}"
+    );
+    assert!(
+        before.values().all(|(uid, _)| !uid.is_empty()),
+        "{before:?}"
+    );
+
+    // A restart: the same reconciler stops and starts again (its git cache kept), plans the
+    // same revision against the cluster and runs a few drift checks.
+    a.stop().await;
+    let a = InProcess::start(&cp, config("a")).await;
+    a.applied(&head).await;
+    // It has looked at the cluster (planned), and had time for a few drift checks.
+    eventually(
+        Duration::from_secs(20),
+        "the restarted reconciler to plan",
+        || async {
+            a.running()
+                .shared
+                .api_requests()
+                .get("LIST")
+                .is_some_and(|n| *n > 0)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        running_workspaces(&client, &remote.ns).await,
+        before,
+        "a reconciler restart replaced a pod"
+    );
+
+    // A leader change: a standby takes over when the leader stops, and applies.
+    let b = InProcess::start(&cp, config("b")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!b.running().shared.is_leader());
+    a.stop().await;
+    eventually(Duration::from_secs(10), "b to take over", || async {
+        b.running().shared.is_leader()
+    })
+    .await;
+    b.applied(&head).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = b.running().shared.status();
+    assert!(status.error.is_none(), "{:?}", status.error);
+    assert_eq!(
+        running_workspaces(&client, &remote.ns).await,
+        before,
+        "a leader change replaced a pod"
+    );
+    b.stop().await;
+}
+
+/// Idle suspension where users feel it: the idle workspace's pod really goes away (the
+/// StatefulSet controller scales it to 0, kwok deletes the pod), its claim and data stay,
+/// the other workspace keeps its pod, and `berth wake` brings a new pod back on the same
+/// claim.
+///
+/// The activity signal is the workspace's Lease `<ws>-activity`: its activity agent renews
+/// `spec.renewTime` on activity and the annotation `berth/agent-heartbeat` on every sample
+/// (`berth::activity`); `berth wake` renews `renewTime`. Only the step marked ACTIVITY
+/// SIGNAL depends on how activity is reported.
+#[tokio::test]
+async fn an_idle_workspace_pod_goes_away_and_comes_back_on_wake() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let client = cp.client().await;
+    let remote = Remote::new("idlepod");
+    let mut config = remote.config("idlepod", Duration::from_millis(300));
+    config.drift_interval = Duration::from_secs(1);
+    let watch = InProcess::start(&cp, config).await;
+    watch
+        .applied(&git(&remote.work(), &["rev-parse", "HEAD"]))
+        .await;
+    let before = running_workspaces(&client, &remote.ns).await;
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &remote.ns);
+    let claim = claims.get("data-etl-0").await.unwrap().metadata.uid;
+    assert!(claim.is_some());
+
+    // ACTIVITY SIGNAL: the workspace's activity agent (a sidecar: kwok runs no containers,
+    // so the test writes what it would) reports, with a fresh heartbeat, that the last
+    // activity was long ago (idleSeconds is 60). tests/idle.rs runs the real agent.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &remote.ns);
+    eventually(
+        Duration::from_secs(10),
+        "berth's etl-activity Lease",
+        || async { leases.get_opt("etl-activity").await.unwrap().is_some() },
+    )
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    leases
+        .patch(
+            "etl-activity",
+            &PatchParams {
+                field_manager: Some("berth-activity-agent".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"berth/agent-heartbeat": now}},
+                "spec": {"renewTime": "2020-01-01T00:00:00.000000Z"},
+            })),
+        )
+        .await
+        .unwrap();
+
+    support::wait_for(PODS, "etl's pod to go away", || async {
+        let pods = support::pods(&client, &remote.ns).await;
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &remote.ns);
+        let etl = sts.get("etl").await.map_err(|e| e.to_string())?;
+        if !pods.contains_key("etl-0") && support::rolled_out(&etl) {
+            Ok(())
+        } else {
+            Err(format!(
+                "pods {:?}; {}",
+                pods.keys().collect::<Vec<_>>(),
+                support::rollout_state(&etl)
+            ))
+        }
+    })
+    .await;
+    assert_eq!(replicas(&client, &remote.ns, "etl").await, Some(0));
+    let pods = support::pods(&client, &remote.ns).await;
+    assert_eq!(
+        support::uid(&pods["web-0"]),
+        before["web"].0,
+        "web kept its pod"
+    );
+    assert_eq!(
+        claims.get("data-etl-0").await.unwrap().metadata.uid,
+        claim,
+        "the idle workspace keeps its claim"
+    );
+
+    // `berth wake` brings it back: a new pod, on the same claim.
+    let out = assert_cmd::Command::cargo_bin("berth")
+        .unwrap()
+        .args(["wake", "etl"])
+        .arg(remote.work())
+        .args(["--applyset", "berth-watch", "--applyset-namespace"])
+        .arg(&remote.set_ns)
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = support::wait_for(PODS, "etl's pod to come back", || async {
+        let pods = support::pods(&client, &remote.ns).await;
+        match pods.get("etl-0") {
+            Some(p) if support::is_ready(p) => Ok(p.clone()),
+            other => Err(format!("{:?}", other.map(|p| p.status.clone()))),
+        }
+    })
+    .await;
+    assert_ne!(support::uid(&after), before["etl"].0, "a new pod");
+    let volumes: Vec<String> = after
+        .spec
+        .clone()
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
+        .collect();
+    assert_eq!(volumes, ["data-etl-0"]);
+    assert_eq!(claims.get("data-etl-0").await.unwrap().metadata.uid, claim);
+    // The reconciler keeps it up (a drift cycle later it is still there), and web's pod
+    // was never touched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = running_workspaces(&client, &remote.ns).await;
+    assert_eq!(now["etl"].0, support::uid(&after));
+    assert_eq!(now["web"], before["web"]);
+    watch.stop().await;
+}
+
 /// The berth binary, killed if the test ends without stopping it.
 struct Child(std::process::Child);
 
@@ -916,7 +1175,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn the_berth_watch_binary_follows_a_folder_and_stops_on_sigterm() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;
@@ -1029,7 +1288,7 @@ async fn the_berth_watch_binary_follows_a_folder_and_stops_on_sigterm() {
 /// the ClusterRole is enough for a reconciler running as the ServiceAccount.
 #[tokio::test]
 async fn deploy_manifests_are_accepted_and_their_rbac_is_enough() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
@@ -1144,7 +1403,7 @@ async fn deploy_manifests_are_accepted_and_their_rbac_is_enough() {
 /// and the standby takes over once the Lease has gone unrenewed for its duration.
 #[tokio::test]
 async fn a_killed_leader_is_replaced_after_the_lease_duration() {
-    let Some(cp) = support::control_plane().await else {
+    let Some(cp) = support::full_control_plane().await else {
         return;
     };
     let client = cp.client().await;

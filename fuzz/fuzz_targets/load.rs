@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
         SourceFile::from_bytes("template.yaml", data.to_vec()),
         SourceFile::from_bytes("ws.yaml", data.to_vec()),
     ]);
-    let lines = data.split(|&b| b == b'\n').count();
+    // YAML's lines: `\n`, `\r\n` and a lone `\r` each end one.
+    let lines = berth_load::load::yaml::line_starts(&String::from_utf8_lossy(data)).len();
     for d in &loaded.diagnostics {
         assert!(d.line >= 1 && d.column >= 1, "{d}");
         if d.file == "ws.yaml" {

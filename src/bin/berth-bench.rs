@@ -21,6 +21,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The allocator berth itself uses, so `stages` measures what `berth render` does.
+#[cfg(not(feature = "heap-profile"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "berth-bench", about = "benchmark tooling for scripts/bench")]
 struct Cli {
@@ -59,7 +64,8 @@ enum Command {
         #[arg(long, default_value = "berth-system")]
         applyset_namespace: String,
     },
-    /// Time the offline stages of `berth render` one by one (ms), for profiling.
+    /// Time the offline stages of `berth render` one by one (ms), with the resident memory
+    /// after each (MB), for profiling.
     Stages {
         repo: PathBuf,
         #[arg(long, default_value_t = 5)]
@@ -304,7 +310,12 @@ fn stages(repo: &Path, runs: usize) -> Result<()> {
         let mut line = String::new();
         let mut lap = Instant::now();
         let mut mark = |name: &str| {
-            let _ = write!(line, "{name} {:.1}  ", lap.elapsed().as_secs_f64() * 1000.0);
+            let _ = write!(
+                line,
+                "{name} {:.1} ms {} MB  ",
+                lap.elapsed().as_secs_f64() * 1000.0,
+                resident_mb()
+            );
             lap = Instant::now();
         };
         let files = berth::source::read_dir(repo)?;
@@ -321,7 +332,34 @@ fn stages(repo: &Path, runs: usize) -> Result<()> {
         mark("drop");
         println!("{line}");
     }
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| status_mb(&s, "VmHWM:"));
+    if let Some(peak) = peak {
+        println!("peak resident memory: {peak} MB");
+    }
     Ok(())
+}
+
+/// The process's resident memory now, in MB (0 where /proc is not there).
+fn resident_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| status_mb(&s, "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// A `/proc/self/status` line such as `VmRSS:  1234 kB`, in MB.
+fn status_mb(status: &str, field: &str) -> Option<u64> {
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
 }
 
 // ---- gen ---------------------------------------------------------------------------------

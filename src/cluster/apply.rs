@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::Write as _;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -24,22 +25,70 @@ pub struct ApplyOptions {
     pub prune: bool,
     /// Allow a prune that deletes more than half of what berth owns.
     pub allow_mass_prune: bool,
+    /// Re-create StatefulSets whose immutable fields changed other than by claim growth.
+    pub allow_replace: bool,
     /// Show a progress bar (on a terminal) instead of a line per object.
     pub progress_bar: bool,
     /// Report each object through `tracing` (structured logs) instead of stderr lines: the
     /// reconciler's mode.
     pub quiet: bool,
+    /// Cancelled to stop early (a signal, a deadline): no new request is sent, those in
+    /// flight are abandoned, nothing is pruned, and the report says which is which.
+    pub stop: CancellationToken,
 }
 
 /// What an apply did.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
-    /// `(object, "created" | "updated" | "deleted")`, in order.
+    /// `(object, "created" | "updated" | "re-created" | "released" | "deleted")`, in order.
     pub done: Vec<(String, &'static str)>,
-    /// The first failure; nothing was applied after it.
-    pub failed: Option<(String, String)>,
+    /// Every object that failed, with the reason in one line. The others were applied.
+    pub failed: Vec<(String, String)>,
+    /// Why nothing was pruned although the plan had deletes (a failure above).
+    pub prune_skipped: Option<String>,
+    /// Set when the apply was stopped early ([`ApplyOptions::stop`]).
+    pub stopped: bool,
+    /// Objects never sent, because the apply was stopped first.
+    pub not_sent: Vec<String>,
+    /// Objects whose request was in flight when the apply stopped: server-side apply
+    /// writes an object whole or not at all, so each is either as planned or as before.
+    pub abandoned: Vec<String>,
     /// StatefulSets written, for waiting on their rollout.
     pub stateful_sets: Vec<(String, String)>,
+}
+
+impl ApplyReport {
+    pub fn count(&self, verb: &str) -> usize {
+        self.done.iter().filter(|(_, v)| *v == verb).count()
+    }
+
+    /// `applied: 3 created, 1 updated, 0 deleted` (plus re-created, released and failed
+    /// when there are any).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "applied: {} created, {} updated, {} deleted",
+            self.count("created"),
+            self.count("updated"),
+            self.count("deleted")
+        );
+        for verb in ["re-created", "released"] {
+            let n = self.count(verb);
+            if n > 0 {
+                s.push_str(&format!(", {n} {verb}"));
+            }
+        }
+        if !self.failed.is_empty() {
+            s.push_str(&format!("; {} failed", self.failed.len()));
+        }
+        if self.stopped {
+            s.push_str(&format!(
+                "; stopped early: {} not sent, {} in flight (each either applied whole or not at all)",
+                self.not_sent.len(),
+                self.abandoned.len()
+            ));
+        }
+        s
+    }
 }
 
 /// Refuse plans that would prune most of what berth owns: usually a wrong path or branch.
@@ -87,22 +136,30 @@ pub async fn apply(
         .collect();
 
     let mut report = ApplyReport::default();
+    // A change the plan could not make applicable fails here, and only it.
+    for (change, problem) in plan.plan.problems() {
+        report
+            .failed
+            .push((change.object.to_string(), problem.message.clone()));
+    }
     let writes: Vec<_> = plan
         .plan
         .changes
         .iter()
-        .filter(|c| c.action != Action::Delete)
+        .filter(|c| c.problem.is_none())
+        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Recreate))
         .collect();
-    let deletes: Vec<_> = if options.prune {
+    let removals: Vec<_> = if options.prune {
         plan.plan
             .changes
             .iter()
-            .filter(|c| c.action == Action::Delete)
+            .filter(|c| c.problem.is_none())
+            .filter(|c| matches!(c.action, Action::Delete | Action::Release))
             .collect()
     } else {
         Vec::new()
     };
-    if writes.is_empty() && deletes.is_empty() {
+    if writes.is_empty() && removals.is_empty() {
         return Ok(report);
     }
 
@@ -121,7 +178,7 @@ pub async fn apply(
     namespaces.extend(desired_namespaces.iter().cloned());
     write_parent(cluster, set, &kinds, &namespaces).await?;
 
-    let progress = Progress::new(options.progress_bar, writes.len() + deletes.len());
+    let progress = Progress::new(options.progress_bar, writes.len() + removals.len());
     let progress = Progress {
         quiet: options.quiet,
         ..progress
@@ -131,105 +188,172 @@ pub async fn apply(
         ..PatchParams::apply(FIELD_MANAGER)
     };
     // Objects of one rank do not depend on each other: apply each rank as a wave of
-    // concurrent requests, and the next rank only once the whole wave succeeded.
+    // concurrent requests. A failed object does not stop the others: each one that can
+    // be applied is, and every failure is reported.
     for wave in waves(&writes, |c| crate::render::kind_rank(&c.object.kind)) {
         let requests: Vec<_> = wave
             .iter()
             .map(|change| {
                 let cluster = cluster.clone();
                 let params = params.clone();
-                let object = change.desired.clone();
-                let name = change.object.name.clone();
+                let change = (*change).clone();
+                let allow_replace = options.allow_replace;
                 async move {
-                    let object = object.ok_or_else(|| "nothing to apply".to_string())?;
+                    if change.action == Action::Recreate {
+                        let grow = change.recreate.as_ref().is_some_and(|r| r.grow.is_some());
+                        if !grow && !allow_replace {
+                            return Err("must be re-created (immutable fields changed);                                         re-run with --allow-replace to do it"
+                                .to_string());
+                        }
+                        return super::destructive::recreate(&cluster, &change, &params).await;
+                    }
+                    let object = change.desired.ok_or_else(|| "nothing to apply".to_string())?;
                     let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
-                    api.patch(&name, &params, &Patch::Apply(&object))
+                    api.patch(&change.object.name, &params, &Patch::Apply(&object))
                         .await
                         .map(|_| ())
-                        .map_err(describe)
+                        .map_err(|e| describe(&cluster, &e))
                 }
             })
             .collect();
-        let results = run_concurrently(requests.into_iter()).await;
-        let verb = |c: &Change| {
-            if c.action == Action::Create {
-                "created"
-            } else {
-                "updated"
-            }
+        let results = run_until_stopped(requests, &options.stop).await;
+        let verb = |c: &Change| match c.action {
+            Action::Create => "created",
+            Action::Recreate => "re-created",
+            _ => "updated",
         };
-        if !record(&mut report, &progress, &wave, results, verb) {
-            return Ok(report);
+        record(&mut report, &progress, &wave, results, verb);
+        if report.stopped {
+            break;
         }
     }
+    if report.stopped {
+        let sent: BTreeSet<String> = report
+            .done
+            .iter()
+            .map(|(o, _)| o.clone())
+            .chain(report.failed.iter().map(|(o, _)| o.clone()))
+            .chain(report.abandoned.iter().cloned())
+            .chain(report.not_sent.iter().cloned())
+            .collect();
+        report.not_sent.extend(
+            writes
+                .iter()
+                .chain(&removals)
+                .map(|c| c.object.to_string())
+                .filter(|o| !sent.contains(o)),
+        );
+        progress.finish();
+        return Ok(report);
+    }
 
-    // Deletes go workloads first (the plan orders them so), one rank at a time.
-    for wave in waves(&deletes, |c| {
+    // Removals only after every write succeeded: pruning is the destructive half, and
+    // after a failure the repository's state is not what the plan assumed.
+    if !report.failed.is_empty() {
+        if !removals.is_empty() {
+            report.prune_skipped = Some(format!(
+                "{} object(s) failed, so the {} removal(s) of the plan were not made",
+                report.failed.len(),
+                removals.len()
+            ));
+        }
+        progress.finish();
+        return Ok(report);
+    }
+    // Workloads first (the plan orders them so), one rank at a time.
+    for wave in waves(&removals, |c| {
         u8::MAX - crate::render::kind_rank(&c.object.kind)
     }) {
         let requests: Vec<_> = wave
             .iter()
             .map(|change| {
                 let cluster = cluster.clone();
-                let object = json!({
-                    "apiVersion": change.object.api_version,
-                    "kind": change.object.kind,
-                    "metadata": {"name": change.object.name, "namespace": change.object.namespace},
-                });
-                let name = change.object.name.clone();
+                let change = (*change).clone();
                 async move {
+                    if change.action == Action::Release {
+                        return super::destructive::release(&cluster, &change).await;
+                    }
+                    let object = json!({
+                        "apiVersion": change.object.api_version,
+                        "kind": change.object.kind,
+                        "metadata": {"name": change.object.name, "namespace": change.object.namespace},
+                    });
                     let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
-                    match api.delete(&name, &DeleteParams::background()).await {
+                    match api.delete(&change.object.name, &DeleteParams::background()).await {
                         Ok(_) => Ok(()),
                         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                        Err(err) => Err(describe(err)),
+                        Err(err) => Err(describe(&cluster, &err)),
                     }
                 }
             })
             .collect();
-        let results = run_concurrently(requests.into_iter()).await;
-        if !record(&mut report, &progress, &wave, results, |_| "deleted") {
-            return Ok(report);
+        let results = run_until_stopped(requests, &options.stop).await;
+        let verb = |c: &Change| {
+            if c.action == Action::Release {
+                "released"
+            } else {
+                "deleted"
+            }
+        };
+        record(&mut report, &progress, &wave, results, verb);
+        if report.stopped {
+            break;
         }
     }
     progress.finish();
 
     // Narrow the parent to what the set now holds.
-    if options.prune {
+    if options.prune && report.failed.is_empty() && !report.stopped {
         write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
     }
     Ok(report)
 }
 
-/// Note what a wave did; false (with the first failure recorded) when any of it failed.
+/// Note what a wave did: each success, and each failure with its reason.
 fn record(
     report: &mut ApplyReport,
     progress: &Progress,
     wave: &[&Change],
-    results: Vec<Result<(), String>>,
+    results: Vec<Outcome>,
     verb: impl Fn(&Change) -> &'static str,
-) -> bool {
+) {
     for (change, result) in wave.iter().zip(results) {
         let object = change.object.to_string();
+        let result = match result {
+            Outcome::Done(result) => result,
+            Outcome::NotSent => {
+                report.stopped = true;
+                report.not_sent.push(object);
+                continue;
+            }
+            Outcome::Abandoned => {
+                report.stopped = true;
+                report.abandoned.push(object);
+                continue;
+            }
+        };
         match result {
             Ok(()) => {
                 progress.done(&object, verb(change));
                 report.done.push((object, verb(change)));
-                if change.object.kind == "StatefulSet" && change.action != Action::Delete {
+                if change.object.kind == "StatefulSet"
+                    && matches!(
+                        change.action,
+                        Action::Create | Action::Update | Action::Recreate
+                    )
+                {
                     let namespace = change.object.namespace.clone().unwrap_or_default();
                     report
                         .stateful_sets
                         .push((namespace, change.object.name.clone()));
                 }
             }
-            Err(message) if report.failed.is_none() => report.failed = Some((object, message)),
-            Err(_) => {}
+            Err(message) => {
+                progress.failed(&object, &message);
+                report.failed.push((object, message));
+            }
         }
     }
-    if report.failed.is_some() {
-        progress.finish();
-    }
-    report.failed.is_none()
 }
 
 /// Requests in flight at once during an apply.
@@ -252,16 +376,54 @@ fn waves<'a, T>(items: &[&'a T], rank: impl Fn(&T) -> u8) -> Vec<Vec<&'a T>> {
     out
 }
 
-/// Run futures at most [`CONCURRENCY`] at a time; results in the futures' order.
-async fn run_concurrently<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+/// What became of one request of a wave.
+enum Outcome {
+    Done(Result<(), String>),
+    /// Stopped before it was sent.
+    NotSent,
+    /// Sent, and stopped before the answer came.
+    Abandoned,
+}
+
+/// Run a wave's requests, at most [`CONCURRENCY`] at a time, until they are done or `stop`
+/// is cancelled; outcomes in the requests' order.
+async fn run_until_stopped<F>(requests: Vec<F>, stop: &CancellationToken) -> Vec<Outcome>
 where
-    F: std::future::Future<Output = T>,
+    F: std::future::Future<Output = Result<(), String>>,
 {
     use futures::StreamExt;
-    futures::stream::iter(futures)
-        .buffered(CONCURRENCY)
+    let started: Vec<std::sync::atomic::AtomicBool> =
+        requests.iter().map(|_| Default::default()).collect();
+    let mut outcomes: Vec<Option<Result<(), String>>> = requests.iter().map(|_| None).collect();
+    {
+        let started = &started;
+        let mut stream = futures::stream::iter(requests.into_iter().enumerate().map(
+            |(i, request)| async move {
+                started[i].store(true, std::sync::atomic::Ordering::SeqCst);
+                (i, request.await)
+            },
+        ))
+        .buffer_unordered(CONCURRENCY);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                next = stream.next() => match next {
+                    Some((i, result)) => outcomes[i] = Some(result),
+                    None => break,
+                },
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .zip(started)
+        .map(|(outcome, started)| match outcome {
+            Some(result) => Outcome::Done(result),
+            None if started.into_inner() => Outcome::Abandoned,
+            None => Outcome::NotSent,
+        })
         .collect()
-        .await
 }
 
 /// Restart one workspace now: apply its StatefulSet with the current env hash and, if the
@@ -284,7 +446,7 @@ pub async fn restart(
     let live = api
         .get_opt(workspace)
         .await
-        .map_err(|e| anyhow::anyhow!(describe(e)))?;
+        .map_err(|e| anyhow::anyhow!(describe(cluster, &e)))?;
     let hash = |o: &Value| {
         o.pointer("/spec/template/metadata/annotations")
             .and_then(|a| a.get(crate::render::ENV_HASH))
@@ -300,7 +462,7 @@ pub async fn restart(
         &Patch::Apply(sts),
     )
     .await
-    .map_err(|e| anyhow::anyhow!(describe(e)))?;
+    .map_err(|e| anyhow::anyhow!(describe(cluster, &e)))?;
     if live_hash.is_some() && live_hash == hash(sts) {
         let stamp = json!({
             "apiVersion": "apps/v1",
@@ -314,7 +476,7 @@ pub async fn restart(
             &Patch::Apply(&stamp),
         )
         .await
-        .map_err(|e| anyhow::anyhow!(describe(e)))?;
+        .map_err(|e| anyhow::anyhow!(describe(cluster, &e)))?;
         return Ok(format!(
             "{workspace}: restarted (environment unchanged; stamped berth/restarted-at)"
         ));
@@ -329,7 +491,7 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<()> {
     if api
         .get_opt(name)
         .await
-        .map_err(|e| anyhow::anyhow!(describe(e)))?
+        .map_err(|e| anyhow::anyhow!(describe(cluster, &e)))?
         .is_some()
     {
         return Ok(());
@@ -348,7 +510,7 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<()> {
     .map_err(|e| {
         anyhow::anyhow!(
             "creating namespace {name} for the ApplySet parent: {}",
-            describe(e)
+            describe(cluster, &e)
         )
     })?;
     Ok(())
@@ -374,7 +536,7 @@ async fn write_parent(
             "writing ApplySet parent {}/{}: {}",
             set.namespace,
             set.name,
-            describe(e)
+            describe(cluster, &e)
         )
     })?;
     Ok(())
@@ -385,17 +547,14 @@ fn group_kind(object: &Value) -> Option<String> {
     Some(kind_of(&key.api_version, &key.kind)?.group_kind())
 }
 
-/// A kube error in words; conflicts name the other field manager, as the server does.
-pub(super) fn describe(err: kube::Error) -> String {
+/// A kube error in words; conflicts say how to take the fields over.
+pub(super) fn describe(cluster: &Cluster, err: &kube::Error) -> String {
+    let text = cluster.describe(err);
     match err {
         kube::Error::Api(status) if status.code == 409 && status.message.contains("conflict") => {
-            format!(
-                "{} (re-run with --force-conflicts to take these fields over)",
-                status.message
-            )
+            format!("{text} (re-run with --force-conflicts to take these fields over)")
         }
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
+        _ => text,
     }
 }
 
@@ -428,6 +587,16 @@ impl Progress {
             None => {
                 // A closed stderr must not stop an apply half-way.
                 let _ = writeln!(std::io::stderr().lock(), "{verb:>8}  {object}");
+            }
+        }
+    }
+
+    fn failed(&self, object: &str, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("  failed  {object}: {message}")),
+            None if self.quiet => tracing::warn!(%object, "failed: {message}"),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "  failed  {object}: {message}");
             }
         }
     }

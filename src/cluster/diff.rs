@@ -43,12 +43,21 @@ impl LivePlan {
     }
 }
 
-/// Namespaces whose workspaces reference Secrets: where Secret versions are read.
+/// Namespaces whose workspaces reference Secrets (in their environment or their
+/// pre-start overrides): where Secret versions are read.
 fn secret_namespaces(resolved: &Resolved) -> BTreeSet<String> {
     resolved
         .workspaces
         .iter()
-        .filter(|w| w.env.iter().any(|v| matches!(v.value, VarValue::Secret(_))))
+        .filter(|w| {
+            w.env.iter().any(|v| matches!(v.value, VarValue::Secret(_)))
+                || w.spec
+                    .lifecycle
+                    .pre_start
+                    .as_ref()
+                    .and_then(|p| p.container.as_ref())
+                    .is_some_and(|c| c.env.iter().any(|v| v.secret_ref.is_some()))
+        })
         .map(|w| w.namespace.clone())
         .collect()
 }
@@ -68,6 +77,8 @@ pub async fn desired(
     .await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions,
+        unreadable_secrets: inventory.unreadable_secrets,
+        reconciler_namespace: options.applyset.namespace.clone(),
         ..RenderContext::default()
     };
     let mut desired = crate::render::render(resolved, &ctx);
@@ -101,6 +112,8 @@ pub async fn plan_with_context(
     .await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions.clone(),
+        unreadable_secrets: inventory.unreadable_secrets.clone(),
+        reconciler_namespace: options.applyset.namespace.clone(),
         ..base
     };
     let mut desired = crate::render::render(resolved, &ctx);
@@ -137,11 +150,44 @@ pub async fn plan_with_context(
         .collect();
     let live_of =
         |change: &crate::plan::Change| live_by_key.get(&change.object).map(|v| (*v).clone());
+    // A suspension for idleness is applied only to the StatefulSet it was planned against:
+    // if anything wrote to it since (`berth wake` scaling it up), the server refuses the
+    // stale suspension and the next cycle plans again with fresh activity.
+    for change in &mut plan.changes {
+        if change.object.kind != "StatefulSet" || change.action != Action::Update {
+            continue;
+        }
+        let (Some(desired), Some(live)) = (&mut change.desired, live_by_key.get(&change.object))
+        else {
+            continue;
+        };
+        let idle_since = |o: &Value| {
+            o.pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::render::IDLE_SINCE))
+                .is_some()
+        };
+        if idle_since(desired)
+            && !idle_since(live)
+            && let Some(version) = live.pointer("/metadata/resourceVersion").cloned()
+            && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.insert("resourceVersion".into(), version);
+        }
+    }
+    // A re-creation cannot be dry-run as an update (the server refuses immutable fields):
+    // its diff is the local one.
+    for change in &mut plan.changes {
+        if change.action == Action::Recreate
+            && let (Some(desired), Some(live)) = (&change.desired, live_by_key.get(&change.object))
+        {
+            change.diff = crate::plan::compare::diff(desired, live);
+        }
+    }
     let checks = plan
         .changes
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.action == Action::Update)
+        .filter(|(_, c)| c.action == Action::Update && c.problem.is_none())
         .filter_map(|(i, c)| Some((i, c.desired.clone()?, live_of(c)?)))
         .collect::<Vec<_>>()
         .into_iter()
@@ -159,8 +205,19 @@ pub async fn plan_with_context(
     let mut conflicts = Vec::new();
     for joined in results {
         let (i, result) = joined.map_err(|e| anyhow!("a dry-run failed to run: {e}"))?;
-        let outcome = result?;
         let change = &mut plan.changes[i];
+        // One object the server refuses does not hide the plan of the others.
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(DryRunError::Object(message)) => {
+                change.problem = Some(crate::plan::Problem {
+                    message,
+                    field: None,
+                });
+                continue;
+            }
+            Err(DryRunError::Cluster(err)) => return Err(err),
+        };
         if outcome.fields.is_empty() {
             settled.insert(i);
             continue;
@@ -181,6 +238,8 @@ pub async fn plan_with_context(
         index += 1;
         !settled.contains(&(index - 1))
     });
+    super::destructive::enrich(cluster, &options.applyset, &mut plan, &live_by_key).await?;
+    plan.warnings = secret_warnings(cluster, resolved, &inventory, &plan).await?;
     conflicts.sort();
     Ok(LivePlan {
         plan,
@@ -190,35 +249,165 @@ pub async fn plan_with_context(
     })
 }
 
+/// Referenced Secrets that do not exist, and (for workspaces this plan starts or restarts)
+/// keys missing from existing ones. Existence comes from the metadata LIST the plan made
+/// anyway; keys need a GET of those few Secrets, whose values are dropped unread.
+async fn secret_warnings(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    inventory: &Inventory,
+    plan: &Plan,
+) -> Result<Vec<String>> {
+    let versions = &inventory.secret_versions;
+    let starting: BTreeSet<(String, String)> = plan
+        .changes
+        .iter()
+        .filter(|c| c.object.kind == "StatefulSet" && c.action == Action::Create)
+        .map(|c| {
+            (
+                c.object.namespace.clone().unwrap_or_default(),
+                c.object.name.clone(),
+            )
+        })
+        .chain(
+            plan.restarts
+                .iter()
+                .filter(|r| r.pending.is_none())
+                .map(|r| (r.namespace.clone(), r.workspace.clone())),
+        )
+        .collect();
+    let mut keys_of: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for ws in &resolved.workspaces {
+        let overrides = ws
+            .spec
+            .lifecycle
+            .pre_start
+            .as_ref()
+            .and_then(|p| p.container.as_ref())
+            .map(|c| c.env.as_slice())
+            .unwrap_or_default();
+        let refs = ws
+            .env
+            .iter()
+            .filter_map(|v| match &v.value {
+                VarValue::Secret(s) => Some((v.name.as_str(), s)),
+                VarValue::Literal(_) => None,
+            })
+            .chain(
+                overrides
+                    .iter()
+                    .filter_map(|v| Some((v.name.as_str(), v.secret_ref.as_ref()?))),
+            );
+        if inventory.unreadable_secrets.contains(&ws.namespace) {
+            warnings.push(format!(
+                "workspace {}/{}: berth may not read Secrets in {} yet, so it cannot check                  the ones it references (this apply grants it; see deploy/10-rbac.yaml)",
+                ws.namespace, ws.name, ws.namespace
+            ));
+            continue;
+        }
+        let checks_keys = starting.contains(&(ws.namespace.clone(), ws.name.clone()));
+        for (variable, secret) in refs {
+            let id = format!("{}/{}", ws.namespace, secret.name);
+            if !versions.contains_key(&id) {
+                warnings.push(format!(
+                    "workspace {}/{}: Secret {} does not exist (variable {variable}); the                      workspace cannot start until it does",
+                    ws.namespace, ws.name, secret.name
+                ));
+                continue;
+            }
+            if !checks_keys {
+                continue;
+            }
+            if !keys_of.contains_key(&id) {
+                let api: Api<k8s_openapi::api::core::v1::Secret> =
+                    Api::namespaced(cluster.client.clone(), &ws.namespace);
+                let keys = match api.get_opt(&secret.name).await {
+                    // Only the names of the keys are kept; the values go at once.
+                    Ok(found) => found.map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_keys()
+                            .chain(s.string_data.unwrap_or_default().into_keys())
+                            .collect()
+                    }),
+                    // Not allowed to read it: say nothing rather than guess.
+                    Err(kube::Error::Api(s)) if s.code == 403 => None,
+                    Err(e) => {
+                        return Err(anyhow!(
+                            "reading the keys of Secret {id}: {}",
+                            cluster.describe(&e)
+                        ));
+                    }
+                };
+                keys_of.insert(id.clone(), keys);
+            }
+            if let Some(Some(keys)) = keys_of.get(&id)
+                && !keys.contains(&secret.key)
+            {
+                warnings.push(format!(
+                    "workspace {}/{}: Secret {} has no key {} (variable {variable}); the                      workspace cannot start until it does",
+                    ws.namespace, ws.name, secret.name, secret.key
+                ));
+            }
+        }
+    }
+    warnings.sort();
+    warnings.dedup();
+    Ok(warnings)
+}
+
 struct DryRun {
     fields: Vec<String>,
     diff: String,
     conflict: Option<String>,
 }
 
+/// Why a dry-run gave no answer: the server refused this object (the plan goes on without
+/// it), or the cluster could not be asked at all (the plan fails).
+enum DryRunError {
+    Object(String),
+    Cluster(anyhow::Error),
+}
+
 /// Server-side dry-run apply of `desired`; the fields it would change in `live`. A conflict
 /// with another manager is noted, and the forced result is shown.
-async fn dry_run(cluster: &Cluster, desired: &Value, live: Value) -> Result<DryRun> {
-    let request = request_for(desired)?;
+async fn dry_run(
+    cluster: &Cluster,
+    desired: &Value,
+    live: Value,
+) -> std::result::Result<DryRun, DryRunError> {
+    let request = request_for(desired).map_err(DryRunError::Cluster)?;
     let name = desired
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     // The answer as plain JSON: it is compared as such, no typed round trip needed.
-    let send = |params: &PatchParams| -> Result<_> {
-        let request = request.patch(name, params, &Patch::Apply(desired))?;
+    let send = |params: &PatchParams| {
+        let request = request
+            .patch(name, params, &Patch::Apply(desired))
+            .map_err(|e| DryRunError::Cluster(e.into()))?;
         Ok(cluster.client.request::<Value>(request))
+    };
+    // An answer about the object (4xx but for throttling) is the object's problem; no
+    // answer, or a server error, is the cluster's.
+    let classify = |err: kube::Error| match &err {
+        kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429 => {
+            DryRunError::Object(cluster.describe(&err))
+        }
+        _ => DryRunError::Cluster(anyhow!(
+            "dry-run apply of {name}: {}",
+            cluster.describe(&err)
+        )),
     };
     let params = PatchParams::apply(FIELD_MANAGER).dry_run();
     let (result, conflict) = match send(&params)?.await {
         Ok(result) => (result, None),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            let forced = send(&params.clone().force())?
-                .await
-                .map_err(|e| anyhow!("dry-run of {name}: {e}"))?;
+            let forced = send(&params.clone().force())?.await.map_err(classify)?;
             (forced, Some(status.message.clone()))
         }
-        Err(err) => return Err(anyhow!("dry-run apply of {name}: {err}")),
+        Err(err) => return Err(classify(err)),
     };
     let (after, before) = (strip(result), strip(live));
     let fields = crate::plan::compare::all_changed_fields(&after, &before);

@@ -20,6 +20,8 @@ pub struct Inventory {
     pub members: Vec<Value>,
     /// `namespace/name` → resourceVersion of Secrets that workspaces reference.
     pub secret_versions: BTreeMap<String, String>,
+    /// Namespaces whose Secrets berth may not list (yet): versions there are unknown.
+    pub unreadable_secrets: BTreeSet<String>,
 }
 
 impl Inventory {
@@ -56,31 +58,49 @@ pub async fn read_parent_and_secrets(
         .map(|namespace| (client.clone(), namespace.clone()))
         .collect();
     let secrets = secrets.into_iter().map(|(client, namespace)| async move {
-        let namespace = namespace.as_str();
-        let list = Api::<Secret>::namespaced(client, namespace)
+        let list = match Api::<Secret>::namespaced(client, &namespace)
             .list_metadata(&ListParams::default())
             .await
-            .with_context(|| format!("listing Secrets (metadata only) in {namespace}"))?;
-        Ok::<_, anyhow::Error>(
-            list.into_iter()
-                .filter_map(|s| {
-                    Some((
-                        format!("{namespace}/{}", s.metadata.name?),
-                        s.metadata.resource_version?,
-                    ))
-                })
-                .collect::<Vec<_>>(),
-        )
+        {
+            Ok(list) => list,
+            // Not (yet) granted there: the RoleBinding that grants it is part of this
+            // plan. Versions stay unknown, which never counts as a change.
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(Err(namespace)),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("listing Secrets (metadata only) in {namespace}")));
+            }
+        };
+        Ok::<_, anyhow::Error>(Ok(list
+            .into_iter()
+            .filter_map(|s| {
+                Some((
+                    format!("{namespace}/{}", s.metadata.name?),
+                    s.metadata.resource_version?,
+                ))
+            })
+            .collect::<Vec<_>>()))
     });
     // At most 16 Secret LISTs in flight, like dry-runs and applies.
     let secrets = futures::stream::iter(secrets)
         .buffer_unordered(16)
         .try_collect::<Vec<_>>();
     let (parent, secrets) = futures::try_join!(parent, secrets)?;
+    let mut secret_versions = BTreeMap::new();
+    let mut unreadable_secrets = BTreeSet::new();
+    for listed in secrets {
+        match listed {
+            Ok(versions) => secret_versions.extend(versions),
+            Err(namespace) => {
+                unreadable_secrets.insert(namespace);
+            }
+        }
+    }
     Ok(Inventory {
         parent: parent.map(|cm| serde_json::to_value(cm).unwrap_or_default()),
         members: Vec::new(),
-        secret_versions: secrets.into_iter().flatten().collect(),
+        secret_versions,
+        unreadable_secrets,
     })
 }
 

@@ -3,15 +3,21 @@
 //! server-side-apply manager is: inventory (what berth owns), diff (what would change),
 //! apply (server-side apply and prune) and wait (rollouts).
 
+pub mod api_errors;
 pub mod apply;
 pub mod applyset;
 mod counter;
+mod destructive;
 mod diff;
+pub mod error;
+pub mod fence;
 mod inventory;
 mod kinds;
+mod retry;
 mod wait;
 
 pub use apply::{ApplyOptions, ApplyReport, apply, restart};
+pub use api_errors::ErrorCounter;
 pub use counter::RequestCounter;
 pub use diff::{LivePlan, PlanOptions, desired, plan, plan_with_context};
 pub use inventory::Inventory;
@@ -22,6 +28,15 @@ use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long one request may wait for the API server's answer (berth never watches, so no
+/// answer takes longer when the server is healthy). With [`retry::MAX_RETRIES`] retries, a
+/// request on a sick control plane gives up within about two minutes; every command also
+/// has an overall deadline (`--timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to the API server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Field manager of every server-side apply berth makes.
 pub const FIELD_MANAGER: &str = "berth";
@@ -34,11 +49,15 @@ pub struct ConnectOptions {
     pub context: Option<String>,
 }
 
-/// A connection to the API server, counting its requests by verb.
+/// A connection to the API server, counting its requests by verb and its errors by kind.
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
     pub requests: RequestCounter,
+    /// Requests that finally failed (after retries), by kind.
+    pub errors: ErrorCounter,
+    /// The API server's URL, for messages.
+    pub server: String,
 }
 
 impl Cluster {
@@ -46,13 +65,67 @@ impl Cluster {
         Cluster::from_config(options.kube_config().await?)
     }
 
+    /// A client with berth's timeouts and retries (see [`REQUEST_TIMEOUT`] and
+    /// [`retry`]). Must be called within a tokio runtime (the retry buffer runs on it).
     pub fn from_config(config: Config) -> Result<Cluster> {
+        Cluster::from_config_fenced(config, None)
+    }
+
+    /// The same, with every write fenced by the leader Lease ([`fence`]): the reconciler's
+    /// client when it runs with leader election.
+    pub fn from_config_fenced(mut config: Config, fence: Option<fence::Fence>) -> Result<Cluster> {
         let requests = RequestCounter::default();
+        let errors = ErrorCounter::default();
+        let server = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        error::remember_server(&server);
+        config.default_retry = false;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(REQUEST_TIMEOUT);
+        config.write_timeout = Some(REQUEST_TIMEOUT);
         let client = kube::client::ClientBuilder::try_from(config)
             .context("building the Kubernetes client")?
             .with_layer(&requests.layer())
+            // Retries need a service they can call again: a buffer in front makes one.
+            .with_layer(&tower::buffer::BufferLayer::new(1024))
+            .with_layer(&tower::retry::RetryLayer::new(retry::RetryPolicy::default()))
+            // Outside the retries: the fence bounds a write with all its attempts, and
+            // errors are counted as berth finally saw them.
+            .with_layer(&fence::FenceLayer::optional(fence))
+            .with_layer(&errors.layer())
             .build();
-        Ok(Cluster { client, requests })
+        Ok(Cluster {
+            client,
+            requests,
+            errors,
+            server,
+        })
+    }
+
+    /// A client error in words (see [`error::describe`]).
+    pub fn describe(&self, err: &kube::Error) -> String {
+        error::describe(err, &self.server)
+    }
+}
+
+/// Why a kubeconfig could not be used, without the library's nesting.
+fn kubeconfig_reason(err: &kube::config::KubeconfigError) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    match first.split_once(" (os error") {
+        Some((words, _)) if words.contains("No such file") => format!(
+            "{} (pass --kubeconfig, set KUBECONFIG, or run berth in a pod)",
+            words.to_lowercase()
+        ),
+        Some((words, _)) => words.to_lowercase(),
+        None => first.to_string(),
     }
 }
 
@@ -64,20 +137,42 @@ impl ConnectOptions {
             context: options.context.clone(),
             ..Default::default()
         };
-        let config = match (&options.kubeconfig, &options.context) {
-            (Some(path), _) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        // Where the kubeconfig is, as kubectl looks: --kubeconfig, $KUBECONFIG (its first
+        // file), ~/.kube/config. Said once, with the reason, when it cannot be used.
+        let from_env = std::env::var_os("KUBECONFIG")
+            .filter(|v| !v.is_empty())
+            .and_then(|v| std::env::split_paths(&v).next());
+        let (path, origin) = match (&options.kubeconfig, from_env) {
+            (Some(path), _) => (Some(path.clone()), "--kubeconfig"),
+            (None, Some(path)) => (Some(path), "$KUBECONFIG"),
+            (None, None) => (
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")),
+                "the default place",
+            ),
+        };
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        let config = match path.filter(|p| p.exists() || !in_cluster) {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot use the kubeconfig {} (from {origin}): {}",
+                        path.display(),
+                        kubeconfig_reason(&e)
+                    )
+                })?;
                 Config::from_custom_kubeconfig(kubeconfig, &kube_options)
                     .await
-                    .with_context(|| format!("using kubeconfig {}", path.display()))?
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot use the kubeconfig {} (from {origin}): {}",
+                            path.display(),
+                            kubeconfig_reason(&e)
+                        )
+                    })?
             }
-            (None, Some(context)) => Config::from_kubeconfig(&kube_options)
-                .await
-                .with_context(|| format!("using kubeconfig context `{context}`"))?,
-            (None, None) => Config::infer()
-                .await
-                .context("finding a cluster (no kubeconfig, and not running in a pod)")?,
+            None => Config::incluster().map_err(|e| {
+                anyhow::anyhow!("no kubeconfig, and the pod's service account cannot be used: {e}")
+            })?,
         };
         Ok(config)
     }

@@ -6,9 +6,11 @@
 //! `crate::cluster`) the API server's own answer.
 
 pub mod compare;
+pub mod delta;
+pub mod destructive;
 pub mod output;
 
-use crate::render::{ENV_HASH, ENV_SOURCES, MANAGED_BY, ObjectKey, key_of, kind_rank};
+use crate::render::{ENV_HASH, ENV_RECORD, ENV_SOURCES, MANAGED_BY, ObjectKey, key_of, kind_rank};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Action {
     Create,
     Update,
+    /// Deleted and created again, because Kubernetes cannot change some fields in place
+    /// (see [`Recreate`]).
+    Recreate,
+    /// No longer in git, but kept in the cluster: berth stops managing it (a Namespace).
+    Release,
     Delete,
 }
 
@@ -34,9 +41,61 @@ pub struct Change {
     /// Unified diff of the changing fields (live → desired), for updates.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub diff: String,
-    /// What to apply (creates and updates).
+    /// What else applying this change does, or deliberately does not do, in words: claims
+    /// kept or expanded, a namespace kept, how to remove by hand what berth keeps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// How a re-creation goes ([`Action::Recreate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recreate: Option<Recreate>,
+    /// Why this object cannot be applied as planned. The rest of the plan is unaffected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+    /// What to apply (creates, updates, re-creations).
     #[serde(skip)]
     pub desired: Option<Value>,
+}
+
+impl Change {
+    fn new(action: Action, object: ObjectKey, reason: &str, desired: Option<Value>) -> Change {
+        Change {
+            action,
+            object,
+            reason: reason.into(),
+            fields: Vec::new(),
+            diff: String::new(),
+            notes: Vec::new(),
+            recreate: None,
+            problem: None,
+            desired,
+        }
+    }
+}
+
+/// A StatefulSet that must be re-created to reach git's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recreate {
+    /// The immutable fields that differ.
+    pub fields: Vec<String>,
+    /// `(from, to)` when only the claims' storage grows: the claims are expanded and the
+    /// StatefulSet re-created without deleting its pods, no flag needed. Otherwise the
+    /// re-creation needs `--allow-replace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow: Option<(String, String)>,
+    /// The claims of the StatefulSet: those the cluster holds in a live plan, else the
+    /// names its pods would use.
+    pub claims: Vec<String>,
+}
+
+/// Why one object of a plan cannot be applied: refused by berth (a shrink) or by the API
+/// server (its reason and field), in one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub message: String,
+    /// The field of the workspace's document the problem is about (a JSON pointer, e.g.
+    /// `/spec/storage/size`), so the command line can point at file:line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,12 +124,26 @@ pub struct Plan {
     pub changes: Vec<Change>,
     pub restarts: Vec<Restart>,
     pub unchanged: usize,
+    /// What applying will not fix but a person should know, per workspace: e.g. a Secret
+    /// or key it references that does not exist (it would never start).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// What the change adds to or removes from the workspaces' CPU, memory, GPUs, storage
+    /// and count, in total and per project ([`delta`]).
+    pub resources: delta::Delta,
 }
 
 impl Plan {
     /// Whether applying the plan would do anything.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Changes that cannot be applied as planned.
+    pub fn problems(&self) -> impl Iterator<Item = (&Change, &Problem)> {
+        self.changes
+            .iter()
+            .filter_map(|c| Some((c, c.problem.as_ref()?)))
     }
 
     pub fn count(&self, action: Action) -> usize {
@@ -97,6 +170,7 @@ pub fn compute_without_diffs(desired: &[Value], live: &[Value]) -> Plan {
 }
 
 fn compute_with(desired: &[Value], live: &[Value], diffs: bool) -> Plan {
+    let resources = delta::between(desired, live);
     let live: BTreeMap<ObjectKey, &Value> =
         live.iter().filter_map(|o| Some((key_of(o)?, o))).collect();
     // Desired objects by key: restarts look up env ConfigMaps by key, not by a scan.
@@ -104,19 +178,20 @@ fn compute_with(desired: &[Value], live: &[Value], diffs: bool) -> Plan {
         .iter()
         .filter_map(|o| Some((key_of(o)?, o)))
         .collect();
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        resources,
+        ..Plan::default()
+    };
 
     for object in desired {
         let Some(key) = key_of(object) else { continue };
         let Some(current) = live.get(&key) else {
-            plan.changes.push(Change {
-                action: Action::Create,
-                object: key,
-                reason: "new in git".into(),
-                fields: vec![],
-                diff: String::new(),
-                desired: Some(object.clone()),
-            });
+            plan.changes.push(Change::new(
+                Action::Create,
+                key,
+                "new in git",
+                Some(object.clone()),
+            ));
             continue;
         };
         let mut object = object.clone();
@@ -130,36 +205,45 @@ fn compute_with(desired: &[Value], live: &[Value], diffs: bool) -> Plan {
             plan.unchanged += 1;
             continue;
         }
-        plan.changes.push(Change {
-            action: Action::Update,
-            diff: if diffs {
-                compare::diff(&object, current)
-            } else {
-                String::new()
-            },
-            object: key,
-            reason: "changed in git".into(),
-            fields,
-            desired: Some(object),
-        });
+        let mut change = Change::new(Action::Update, key, "changed in git", None);
+        change.fields = fields;
+        if diffs {
+            change.diff = compare::diff(&object, current);
+        }
+        if change.object.kind == "StatefulSet" {
+            match destructive::immutable_change(&object, current) {
+                None => {}
+                Some(Ok(recreate)) => {
+                    change.action = Action::Recreate;
+                    change.notes = destructive::recreate_notes(&change, &recreate);
+                    change.recreate = Some(recreate);
+                }
+                Some(Err(problem)) => change.problem = Some(problem),
+            }
+        }
+        change.desired = Some(object);
+        plan.changes.push(change);
     }
 
     for (key, object) in &live {
-        if !desired_by_key.contains_key(key) && is_managed(object) {
-            plan.changes.push(Change {
-                action: Action::Delete,
-                object: key.clone(),
-                reason: "no longer in git".into(),
-                fields: vec![],
-                diff: String::new(),
-                desired: None,
-            });
+        if desired_by_key.contains_key(key) || !is_managed(object) {
+            continue;
         }
+        let mut change = Change::new(Action::Delete, key.clone(), "no longer in git", None);
+        match key.kind.as_str() {
+            "Namespace" => {
+                let (action, reason, notes) = destructive::namespace_removal(object);
+                (change.action, change.reason, change.notes) = (action, reason, notes);
+            }
+            "StatefulSet" => change.notes = vec![destructive::claims_note(object, None)],
+            _ => {}
+        }
+        plan.changes.push(change);
     }
     // Deletes go in reverse apply order: workloads before what they depend on.
     plan.changes.sort_by(|a, b| {
         let rank = |c: &Change| match c.action {
-            Action::Delete => (1, u8::MAX - kind_rank(&c.object.kind)),
+            Action::Delete | Action::Release => (1, u8::MAX - kind_rank(&c.object.kind)),
             _ => (0, kind_rank(&c.object.kind)),
         };
         (rank(a), &a.object).cmp(&(rank(b), &b.object))
@@ -193,20 +277,46 @@ fn restart_of(
         namespace: key.namespace.clone(),
         name: crate::render::env_config_map_name(&key.name),
     };
-    let new_env = all_desired.get(&env_key).copied();
-    let old_env = all_live.get(&env_key).copied();
-    let mut variables = env_changes(new_env, old_env);
+    let mut variables = match (env_record(desired), env_record(live)) {
+        // What the pods run with against what git wants: true however many applies and
+        // reconciler restarts happened while the restart was pending.
+        (Some(new), Some(old)) => record_changes(&new, &old),
+        // A StatefulSet applied before berth recorded env: compare the env ConfigMaps.
+        _ => {
+            let new_env = all_desired.get(&env_key).copied();
+            let old_env = all_live.get(&env_key).copied();
+            let mut variables = env_changes(new_env, old_env);
+            if variables.is_empty() {
+                // Same names and references: the data of a referenced Secret changed.
+                variables = env_snapshot(new_env)
+                    .into_iter()
+                    .filter(|(_, (_, value))| value.is_none())
+                    .map(|(name, (source, _))| VarChange {
+                        name,
+                        change: "changed",
+                        source: format!("{source}: the Secret's data changed"),
+                    })
+                    .collect();
+            }
+            variables
+        }
+    };
+    variables.sort_by(|a, b| a.name.cmp(&b.name));
     if variables.is_empty() {
-        // Same names and references: the data of a referenced Secret changed.
-        variables = env_snapshot(new_env)
-            .into_iter()
-            .filter(|(_, (_, value))| value.is_none())
-            .map(|(name, (source, _))| VarChange {
-                name,
-                change: "changed",
-                source: format!("{source}: the Secret's data changed"),
-            })
-            .collect();
+        // The hashes differ only by Secret versions berth could not read on one side: the
+        // pods keep running as they are, and the record keeps every version berth knows,
+        // so a later change of such a Secret is seen.
+        let known = merge_known_versions(env_record(desired), env_record(live));
+        keep_running_env(desired, live, old_hash);
+        if let (Some(known), Some(annotations)) = (
+            known,
+            desired
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut),
+        ) {
+            annotations.insert(ENV_RECORD.into(), Value::String(known));
+        }
+        return None;
     }
     let policy = desired
         .pointer("/metadata/annotations/berth~1restart")
@@ -222,12 +332,8 @@ fn restart_of(
         "manual" => "manual: run `berth restart` to apply".to_string(),
         other => format!("{other}: deferred until the workspace is idle"),
     });
-    if pending.is_some()
-        && let Some(annotations) = desired
-            .pointer_mut("/spec/template/metadata/annotations")
-            .and_then(Value::as_object_mut)
-    {
-        annotations.insert(ENV_HASH.into(), Value::String(old_hash.to_string()));
+    if pending.is_some() {
+        keep_running_env(desired, live, &old_hash);
     }
     Some(Restart {
         namespace: key.namespace.clone().unwrap_or_default(),
@@ -235,6 +341,101 @@ fn restart_of(
         variables,
         pending,
     })
+}
+
+/// Keep the pods as they run: the live env hash (no roll) and env record (so the next plan
+/// still names what changed since they started).
+fn keep_running_env(desired: &mut Value, live: &Value, old_hash: &str) {
+    if let Some(annotations) = desired
+        .pointer_mut("/spec/template/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.insert(ENV_HASH.into(), Value::String(old_hash.to_string()));
+    }
+    let old_record = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ENV_RECORD))
+        .cloned();
+    if let (Some(record), Some(annotations)) = (
+        old_record,
+        desired
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut),
+    ) {
+        annotations.insert(ENV_RECORD.into(), record);
+    }
+}
+
+/// The desired record, with each Secret version it does not know taken from the live one.
+fn merge_known_versions(
+    new: Option<BTreeMap<String, (String, String)>>,
+    old: Option<BTreeMap<String, (String, String)>>,
+) -> Option<String> {
+    let (mut new, old) = (new?, old?);
+    for (name, entry) in new.iter_mut() {
+        if entry.1.starts_with("s:")
+            && entry.1.ends_with(':')
+            && let Some(previous) = old.get(name)
+            && previous.1.starts_with(entry.1.as_str())
+        {
+            entry.1 = previous.1.clone();
+        }
+    }
+    let record: serde_json::Map<String, Value> = new
+        .into_iter()
+        .map(|(name, (source, digest))| (name, serde_json::json!([source, digest])))
+        .collect();
+    serde_json::to_string(&record).ok()
+}
+
+/// A StatefulSet's [`ENV_RECORD`]: variable → (source, digest).
+fn env_record(sts: &Value) -> Option<BTreeMap<String, (String, String)>> {
+    let text = sts
+        .pointer("/metadata/annotations")?
+        .get(ENV_RECORD)?
+        .as_str()?;
+    serde_json::from_str(text).ok()
+}
+
+/// The variables whose value (or Secret reference, or Secret data) differs between two
+/// records, with where each comes from now.
+fn record_changes(
+    new: &BTreeMap<String, (String, String)>,
+    old: &BTreeMap<String, (String, String)>,
+) -> Vec<VarChange> {
+    let names: BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (change, source) = match (new.get(name), old.get(name)) {
+                (Some(n), None) => ("added", n.0.clone()),
+                (None, Some(o)) => ("removed", o.0.clone()),
+                (Some(n), Some(o)) if n.1 != o.1 => {
+                    // Same Secret reference, another resourceVersion: its data changed. An
+                    // unknown version on either side (berth may not read that namespace's
+                    // Secrets, or could not when the pods started) is no change: berth
+                    // cannot tell, and restarting would only guess.
+                    let same_ref = n.1.starts_with("s:")
+                        && n.1.rsplit_once(':').map(|p| p.0) == o.1.rsplit_once(':').map(|p| p.0);
+                    if same_ref && (n.1.ends_with(':') || o.1.ends_with(':')) {
+                        return None;
+                    }
+                    let source = if same_ref {
+                        format!("{}: the Secret's data changed", n.0)
+                    } else {
+                        n.0.clone()
+                    };
+                    ("changed", source)
+                }
+                _ => return None,
+            };
+            Some(VarChange {
+                name: name.clone(),
+                change,
+                source,
+            })
+        })
+        .collect()
 }
 
 /// A workspace's environment as its env ConfigMap records it: name → (source, literal

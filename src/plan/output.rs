@@ -1,23 +1,169 @@
-//! A plan for people (text, with colour on a terminal), for pull requests (markdown) and for
-//! programs (JSON). None of them ever holds a secret value: plans carry variable names only.
+//! A plan for people (text, with colour on a terminal), for pull requests (markdown), for
+//! programs (JSON) and for CI's annotations (GitHub workflow commands, SARIF). None of them
+//! ever holds a secret value: plans carry variable names only.
 
+use super::delta::{self, Resources};
 use super::{Action, Plan};
+use crate::load::diagnostic::{self, Context, Diagnostic, Severity};
+use crate::load::{Files, Repository};
 use owo_colors::OwoColorize;
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
+    /// For a pull-request comment.
     Markdown,
     Json,
+    /// GitHub Actions annotations of what cannot be applied and of warnings, and the plan's
+    /// summary as one notice.
+    Github,
+    /// SARIF 2.1.0 of what cannot be applied and of warnings, for code scanning.
+    Sarif,
 }
 
+impl Format {
+    /// The diagnostics format of the formats that report findings instead of the plan.
+    pub fn findings(self) -> Option<diagnostic::Format> {
+        match self {
+            Format::Github => Some(diagnostic::Format::Github),
+            Format::Sarif => Some(diagnostic::Format::Sarif),
+            Format::Text | Format::Markdown | Format::Json => None,
+        }
+    }
+}
+
+/// The plan in `format`. GitHub and SARIF carry only the plan's own findings here, placed
+/// nowhere; [`findings`] places them in the repository, for [`annotate`].
 pub fn render(plan: &Plan, format: Format, title: &str, color: bool) -> String {
     match format {
         Format::Text => text(plan, title, color),
         Format::Markdown => markdown(plan, title),
         Format::Json => json(plan),
+        Format::Github | Format::Sarif => annotate(
+            Some(plan),
+            &findings(plan, None),
+            format,
+            title,
+            &Files::default(),
+            "",
+        ),
     }
+}
+
+/// Findings (the repository's diagnostics and the plan's [`findings`]) as GitHub workflow
+/// commands or SARIF, with paths under `prefix` (the berth repository's folder in its git
+/// repository). The plan itself is not a finding: its summary and resource delta go with
+/// them as one notice (GitHub) or the run's properties (SARIF), and each changed object
+/// is left to the markdown plan (a pull-request comment, or the job summary). Other
+/// formats print the findings as text.
+pub fn annotate(
+    plan: Option<&Plan>,
+    found: &[Diagnostic],
+    format: Format,
+    title: &str,
+    files: &Files,
+    prefix: &str,
+) -> String {
+    let mut ctx = Context {
+        prefix,
+        version: env!("CARGO_PKG_VERSION"),
+        ..Context::default()
+    };
+    if let Some(plan) = plan {
+        ctx.summary = Some((
+            title,
+            format!(
+                "{}; resources: {}",
+                summary(plan),
+                plan.resources.total.describe()
+            ),
+        ));
+        ctx.properties
+            .insert("resources".into(), resources_json(&plan.resources));
+    }
+    let format = format.findings().unwrap_or_default();
+    diagnostic::render(format, found, files, &ctx)
+}
+
+/// A plan's findings as diagnostics: each object that cannot be applied (an error), each
+/// warning (a warning). With the repository, each is placed at the workspace it is about:
+/// a problem at its field, a warning (`workspace <namespace>/<name>: …`) at the
+/// workspace's name.
+pub fn findings(plan: &Plan, repo: Option<&Repository>) -> Vec<Diagnostic> {
+    let workspace = |namespace: Option<&str>, name: &str| {
+        repo?.workspaces.iter().find(|w| {
+            w.doc.metadata.name == name
+                && repo
+                    .and_then(|r| r.project(&w.doc.spec.project))
+                    .map(|p| p.doc.spec.namespace.as_str())
+                    == namespace
+        })
+    };
+    let mut found = Vec::new();
+    for (change, problem) in plan.problems() {
+        let message = format!("{}: {}", change.object, problem.message);
+        let placed = workspace(change.object.namespace.as_deref(), &change.object.name)
+            .zip(problem.field.as_deref())
+            .map(|(ws, field)| Diagnostic::error(&ws.file, ws.pos(field), field, &message));
+        found.push(
+            placed
+                .unwrap_or_else(|| Diagnostic::general(Severity::Error, &message))
+                .with_rule("cannot-apply"),
+        );
+    }
+    for warning in &plan.warnings {
+        let placed = warning_workspace(warning)
+            .and_then(|(namespace, name)| workspace(Some(namespace), name))
+            .map(|ws| {
+                Diagnostic::warning(
+                    &ws.file,
+                    ws.pos("/metadata/name"),
+                    "",
+                    warning.as_str(),
+                )
+            });
+        found.push(
+            placed
+                .unwrap_or_else(|| Diagnostic::general(Severity::Warning, warning.as_str()))
+                .with_rule("plan-warning"),
+        );
+    }
+    found
+}
+
+/// The workspace a plan warning is about, from its `workspace <namespace>/<name>: ` start.
+pub fn warning_workspace(warning: &str) -> Option<(&str, &str)> {
+    let (subject, _) = warning.strip_prefix("workspace ")?.split_once(": ")?;
+    subject.split_once('/')
+}
+
+/// The resource delta as JSON: amounts in base units (millicores, bytes) and in words.
+pub fn resources_json(delta: &delta::Delta) -> serde_json::Value {
+    let one = |r: &Resources| {
+        let mut value = serde_json::to_value(r).unwrap_or_default();
+        value["summary"] = r.describe().into();
+        value
+    };
+    serde_json::json!({
+        "total": one(&delta.total),
+        "projects": delta
+            .projects
+            .iter()
+            .map(|(project, r)| (project.clone(), one(r)))
+            .collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// The resource delta in one line, naming the project when only one changes.
+fn resources_line(delta: &delta::Delta) -> String {
+    let mut line = delta.total.describe();
+    if delta.projects.len() == 1
+        && let Some(project) = delta.projects.keys().next()
+    {
+        let _ = write!(line, " (project {project})");
+    }
+    line
 }
 
 fn summary(plan: &Plan) -> String {
@@ -29,11 +175,30 @@ fn summary(plan: &Plan) -> String {
         plan.count(Action::Delete),
         plan.restarts.len() - pending,
     );
-    if pending > 0 {
-        let _ = write!(s, ", {pending} restart pending");
+    // Rarer actions only when they occur, so everyday summaries stay short.
+    for (n, what) in [
+        (plan.count(Action::Recreate), "to re-create"),
+        (plan.count(Action::Release), "to keep (released)"),
+        (pending, "restart pending"),
+        (plan.problems().count(), "cannot be applied"),
+    ] {
+        if n > 0 {
+            let _ = write!(s, ", {n} {what}");
+        }
     }
     let _ = write!(s, ", {} unchanged", plan.unchanged);
     s
+}
+
+/// The word and symbol of an action, for text and markdown.
+fn verb(action: Action) -> (&'static str, &'static str, &'static str) {
+    match action {
+        Action::Create => ("+", "create", "➕"),
+        Action::Update => ("~", "update", "✏️"),
+        Action::Recreate => ("±", "re-create", "♻️"),
+        Action::Release => ("=", "keep", "📌"),
+        Action::Delete => ("-", "delete", "🗑️"),
+    }
 }
 
 fn variables(restart: &super::Restart) -> String {
@@ -48,24 +213,46 @@ fn variables(restart: &super::Restart) -> String {
 fn text(plan: &Plan, title: &str, color: bool) -> String {
     let paint = |s: String, f: fn(&String) -> String| if color { f(&s) } else { s };
     let mut out = format!("{title}: {}\n", summary(plan));
+    if plan.has_changes() {
+        let _ = writeln!(out, "resources: {}", resources_line(&plan.resources));
+        if plan.resources.projects.len() > 1 {
+            for (project, r) in &plan.resources.projects {
+                let _ = writeln!(out, "  {project}: {}", r.describe());
+            }
+        }
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(
+            out,
+            "{} {warning}",
+            paint("warning:".into(), |s| s.yellow().bold().to_string())
+        );
+    }
     if !plan.has_changes() && plan.restarts.is_empty() {
         out.push_str("No changes. The cluster matches git.\n");
         return out;
     }
     out.push('\n');
     for change in &plan.changes {
+        let (symbol, word, _) = verb(change.action);
+        let line = format!("{symbol} {word}  {}", change.object);
         let line = match change.action {
-            Action::Create => paint(format!("+ create  {}", change.object), |s| {
-                s.green().to_string()
-            }),
-            Action::Update => paint(format!("~ update  {}", change.object), |s| {
-                s.yellow().to_string()
-            }),
-            Action::Delete => paint(format!("- delete  {}", change.object), |s| {
-                s.red().to_string()
-            }),
+            Action::Create => paint(line, |s| s.green().to_string()),
+            Action::Update | Action::Release => paint(line, |s| s.yellow().to_string()),
+            Action::Recreate | Action::Delete => paint(line, |s| s.red().to_string()),
         };
         let _ = writeln!(out, "{line}  ({})", change.reason);
+        if let Some(problem) = &change.problem {
+            let _ = writeln!(
+                out,
+                "          {} {}",
+                paint("cannot apply:".into(), |s| s.red().bold().to_string()),
+                problem.message
+            );
+        }
+        for note in &change.notes {
+            let _ = writeln!(out, "          note: {note}");
+        }
         if !change.fields.is_empty() {
             let _ = writeln!(out, "          fields: {}", change.fields.join(", "));
         }
@@ -105,6 +292,19 @@ const FOLD_OBJECTS_OVER: usize = 30;
 
 fn markdown(plan: &Plan, title: &str) -> String {
     let mut out = format!("### {title}\n\n**{}**\n\n", summary(plan));
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "**Resources:** {}\n",
+            resources_line(&plan.resources)
+        );
+        if plan.resources.projects.len() > 1 {
+            out.push_str(&resources_table(&plan.resources));
+        }
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "> ⚠️ {warning}\n");
+    }
     if !plan.has_changes() && plan.restarts.is_empty() {
         out.push_str("No changes. The cluster matches git.\n");
         return out;
@@ -146,18 +346,25 @@ fn markdown(plan: &Plan, title: &str) -> String {
         }
         out.push_str("| | object | reason | fields |\n|---|---|---|---|\n");
         for c in &plan.changes {
-            let icon = match c.action {
-                Action::Create => "➕ create",
-                Action::Update => "✏️ update",
-                Action::Delete => "🗑️ delete",
-            };
+            let (_, word, icon) = verb(c.action);
             let fields = c
                 .fields
                 .iter()
                 .map(|f| format!("`{f}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = writeln!(out, "| {icon} | `{}` | {} | {fields} |", c.object, c.reason);
+            let mut reason = c.reason.clone();
+            if let Some(problem) = &c.problem {
+                let _ = write!(reason, "<br>**cannot apply:** {}", problem.message);
+            }
+            for note in &c.notes {
+                let _ = write!(reason, "<br>{note}");
+            }
+            let _ = writeln!(
+                out,
+                "| {icon} {word} | `{}` | {reason} | {fields} |",
+                c.object
+            );
         }
         if fold {
             out.push_str("\n</details>\n");
@@ -177,18 +384,59 @@ fn markdown(plan: &Plan, title: &str) -> String {
     out
 }
 
+/// Per project and in total, one column per resource.
+fn resources_table(delta: &delta::Delta) -> String {
+    let mut out = String::from(
+        "| project | workspaces | CPU requested | CPU limit | memory requested | memory limit | GPUs | storage |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let signed = |n: i64, show: fn(i64) -> String| match n {
+        0 => "0".to_string(),
+        n if n > 0 => format!("+{}", show(n)),
+        n => format!("-{}", show(n.saturating_abs())),
+    };
+    let count: fn(i64) -> String = |n| n.to_string();
+    let rows = delta
+        .projects
+        .iter()
+        .map(|(p, r)| (format!("`{p}`"), r))
+        .chain(std::iter::once(("**total**".to_string(), &delta.total)));
+    for (name, r) in rows {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            signed(r.workspaces, count),
+            signed(r.cpu_requests_millicores, delta::cpu),
+            signed(r.cpu_limits_millicores, delta::cpu),
+            signed(r.memory_requests_bytes, delta::bytes),
+            signed(r.memory_limits_bytes, delta::bytes),
+            signed(r.gpus, count),
+            signed(r.storage_bytes, delta::bytes),
+        );
+    }
+    out.push('\n');
+    out
+}
+
 fn json(plan: &Plan) -> String {
     let summary = serde_json::json!({
         "create": plan.count(Action::Create),
         "update": plan.count(Action::Update),
+        "recreate": plan.count(Action::Recreate),
+        "release": plan.count(Action::Release),
         "delete": plan.count(Action::Delete),
         "restart": plan.restarts.len(),
+        "problems": plan.problems().count(),
         "unchanged": plan.unchanged,
     });
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "summary": summary,
+        "resources": resources_json(&plan.resources),
         "changes": plan.changes,
         "restarts": plan.restarts,
     });
+    if !plan.warnings.is_empty() {
+        value["warnings"] = serde_json::json!(plan.warnings);
+    }
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }

@@ -196,3 +196,132 @@ fn when_idle_restart_waits_for_idleness_then_applies() {
             ["annotations"][crate::render::ENV_HASH]
     );
 }
+
+/// Seen: after applying a change to a literal variable inherited by a `restart: manual`
+/// workspace, the next plan blamed a secret ("the Secret's data changed"). The reason must
+/// stay the variable that changed, however many applies happen before the restart.
+#[test]
+fn a_pending_restart_keeps_its_true_reason_across_applies() {
+    let before = render("1", "");
+    let after = render("2", "");
+    let first = compute(&after, &before);
+    // Apply the first plan: its objects (the pending StatefulSet keeps hash and record).
+    let mut live: Vec<Value> = after
+        .iter()
+        .map(|o| {
+            let key = key_of(o).unwrap();
+            first
+                .changes
+                .iter()
+                .find(|c| c.object == key)
+                .and_then(|c| c.desired.clone())
+                .unwrap_or_else(|| {
+                    before
+                        .iter()
+                        .find(|b| key_of(b).as_ref() == Some(&key))
+                        .cloned()
+                        .unwrap()
+                })
+        })
+        .collect();
+    for _ in 0..3 {
+        let plan = compute(&after, &live);
+        let b = plan
+            .restarts
+            .iter()
+            .find(|r| r.workspace == "b-dev")
+            .expect("b-dev's restart is still pending");
+        assert!(b.pending.is_some());
+        assert_eq!(
+            b.variables,
+            [VarChange {
+                name: "DEV_ENV_X".into(),
+                change: "changed",
+                source: "project env via byEnvironment.dev `DEV_ENV_*`".into(),
+            }],
+            "{:?}",
+            b.variables
+        );
+        // Nothing else is left to apply: only the pending restart remains.
+        assert!(!plan.has_changes(), "{:?}", plan.changes);
+    }
+    // Once restarted (the StatefulSet applied as rendered), nothing is pending.
+    for object in &mut live {
+        if key_of(object).is_some_and(|k| k.kind == "StatefulSet" && k.name == "b-dev") {
+            *object = after
+                .iter()
+                .find(|a| key_of(a) == key_of(object))
+                .cloned()
+                .unwrap();
+        }
+    }
+    assert!(compute(&after, &live).restarts.is_empty());
+}
+
+/// A Secret version berth could not read when the pods started (its RoleBinding came with
+/// that apply) is no reason to restart them; once known it is recorded, so a later change
+/// of the Secret's data does restart them, with that reason.
+#[test]
+fn unknown_secret_versions_never_restart_and_are_learnt() {
+    let text = "apiVersion: berth/v1alpha1
+kind: Project
+metadata: {name: p}
+spec:
+  namespace: ns
+  image: mageai/mageai:1
+  shareSecretsAcrossWorkspaces: true
+  env:
+    - {name: TOKEN, secretRef: {name: s, key: k}}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: w}
+spec: {project: p}
+";
+    let with = |version: Option<&str>| {
+        let ctx = RenderContext {
+            secret_versions: version
+                .map(|v| [("ns/s".to_string(), v.to_string())].into())
+                .unwrap_or_default(),
+            // No version: berth may not read the namespace's Secrets yet.
+            unreadable_secrets: version
+                .is_none()
+                .then(|| "ns".to_string())
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let desired = crate::desired(vec![SourceFile::new("r.yaml", text)], &ctx);
+        assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+        desired.objects
+    };
+    let applied = |plan: &Plan, live: &[Value]| -> Vec<Value> {
+        live.iter()
+            .map(|o| {
+                plan.changes
+                    .iter()
+                    .find(|c| Some(&c.object) == key_of(o).as_ref())
+                    .and_then(|c| c.desired.clone())
+                    .unwrap_or_else(|| o.clone())
+            })
+            .collect()
+    };
+    let started = with(None);
+    let learnt = compute(&with(Some("5")), &started);
+    assert!(learnt.restarts.is_empty(), "{:?}", learnt.restarts);
+    let live = applied(&learnt, &started);
+    let sts = live.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+    assert_eq!(template_hash(sts), template_hash(started.iter().find(|o| o["kind"] == "StatefulSet").unwrap()));
+    assert!(
+        sts["metadata"]["annotations"][ENV_RECORD].as_str().unwrap().contains(":5\""),
+        "the version is learnt: {sts}"
+    );
+    assert!(compute(&with(Some("5")), &live).restarts.is_empty());
+    let changed = compute(&with(Some("6")), &live);
+    assert_eq!(changed.restarts.len(), 1);
+    assert!(
+        changed.restarts[0].variables[0].source.ends_with("the Secret's data changed"),
+        "{:?}",
+        changed.restarts
+    );
+}

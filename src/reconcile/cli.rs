@@ -76,9 +76,18 @@ pub struct WatchArgs {
     /// Run without leader election (only when exactly one instance runs).
     #[arg(long)]
     pub no_leader_elect: bool,
-    /// How long the leader Lease lasts without renewal; a standby takes over after it.
+    /// How long the leader Lease lasts without renewal; a standby takes over after it. The
+    /// leader stops writing two thirds of it after its last renewal.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// How long one reconcile cycle (plan and apply) may take; past it, the apply is
+    /// stopped (nothing more is sent, nothing is pruned) and retried with backoff.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub cycle_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long an apply in flight may still run before it is
+    /// abandoned (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
     /// This instance's name in the leader Lease [default: $POD_NAME, else host-pid].
     #[arg(long)]
     pub identity: Option<String>,
@@ -220,6 +229,8 @@ impl WatchArgs {
         config.poll_interval = self.interval;
         config.drift_interval = self.drift_interval;
         config.prune = !self.no_prune;
+        config.cycle_timeout = self.cycle_timeout;
+        config.shutdown_grace = self.shutdown_grace;
         config.allow_mass_prune = self.allow_mass_prune;
         config.listen = match self.listen.as_str() {
             "none" | "" => None,
@@ -314,6 +325,8 @@ mod tests {
         let config = args.config(None, "berth-system".into()).unwrap();
         assert_eq!(config.applyset.name, "berth-platform");
         assert_eq!(config.poll_interval, Duration::from_secs(30));
+        assert_eq!(config.cycle_timeout, Duration::from_secs(300));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(20));
         assert_eq!(
             config.leader.as_ref().unwrap().lease_duration,
             Duration::from_secs(15)

@@ -1,24 +1,26 @@
 //! Idle termination (Mage Pro's termination policy): a workspace with
-//! `lifecycle.termination.idleSeconds` whose activity Lease (`<workspace>-activity`, renewed
-//! by the workspace) has not been renewed for that long is idle. The reconciler renders it
-//! suspended (replicas 0, `berth/idle-since`), so the suspension is desired state, not
-//! drift; renewed activity, or `berth wake`, brings it back. berth creates the Lease but
-//! never owns `spec.renewTime`: wake renews it under its own field manager.
+//! `lifecycle.termination.idleSeconds` is idle when its activity agent (see
+//! [`crate::activity`]) is demonstrably running and has seen no activity for that long.
+//! The reconciler renders it suspended (replicas 0, `berth/idle-since` on the StatefulSet
+//! and on the Lease), so the suspension is desired state, not drift; renewed activity (the
+//! Lease's `renewTime` after the suspension), e.g. from `berth wake`, brings it back.
+//!
+//! Never suspended: a workspace whose agent has no fresh heartbeat (not deployed yet,
+//! crashing, no permission), or that has not reported any activity at all.
 
+use crate::activity::{HEARTBEAT, heartbeat_deadline};
 use crate::cluster::Cluster;
 use crate::cluster::applyset::ApplySet;
-use crate::render::IDLE_SECONDS;
+use crate::render::{IDLE_SECONDS, IDLE_SINCE};
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// The activity Lease of a workspace.
-pub fn lease_name(workspace: &str) -> String {
-    format!("{workspace}-activity")
-}
+pub use crate::render::lifecycle::lease_name;
 
 /// Workspaces that can go idle: `namespace/workspace` → idle timeout in seconds, from the
 /// rendered StatefulSets' `berth/idle-seconds`.
@@ -40,16 +42,22 @@ pub fn idle_timeouts(objects: &[Value]) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// The last activity a Lease records: renewTime, else acquireTime, else its creation.
-fn last_activity(lease: &Lease) -> Option<Timestamp> {
-    let spec = lease.spec.as_ref();
-    spec.and_then(|s| s.renew_time.as_ref().map(|t| t.0))
-        .or_else(|| spec.and_then(|s| s.acquire_time.as_ref().map(|t| t.0)))
-        .or_else(|| lease.metadata.creation_timestamp.as_ref().map(|t| t.0))
+fn annotation(lease: &Lease, key: &str) -> Option<Timestamp> {
+    lease.metadata.annotations.as_ref()?.get(key)?.parse().ok()
 }
 
-/// Which of `timeouts` are idle at `now`, given the Leases: `namespace/workspace` → last
-/// activity (RFC 3339). A workspace without a Lease is never idle.
+/// Whole seconds: the `berth/idle-since` annotation must not change between cycles.
+fn whole(t: Timestamp) -> String {
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+/// Which of `timeouts` are idle at `now`, given the Leases: `namespace/workspace` → when
+/// their activity stopped (RFC 3339). Idle means, for a workspace not suspended yet: the
+/// agent's heartbeat is fresh, and its last activity (`renewTime`) is older than the
+/// timeout. A suspended workspace (its Lease carries `berth/idle-since`) stays idle until
+/// activity is renewed after the suspension.
 pub fn idle_at(
     timeouts: &BTreeMap<String, u64>,
     leases: &[Lease],
@@ -64,14 +72,31 @@ pub fn idle_at(
             continue;
         };
         let key = format!("{ns}/{workspace}");
-        let (Some(timeout), Some(last)) = (timeouts.get(&key), last_activity(lease)) else {
+        let Some(&timeout) = timeouts.get(&key) else {
             continue;
         };
-        let quiet = now.as_second() - last.as_second();
-        if quiet >= *timeout as i64 {
-            // Whole seconds: the annotation must not change between cycles.
-            let last = Timestamp::from_second(last.as_second()).unwrap_or(last);
-            idle.insert(key, last.to_string());
+        let renewed = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0);
+        if let Some(since) = annotation(lease, IDLE_SINCE) {
+            if renewed.is_none_or(|r| r <= since) {
+                idle.insert(key, whole(since));
+            }
+            continue;
+        }
+        let Some(heartbeat) = annotation(lease, HEARTBEAT) else {
+            continue; // no agent has ever reported
+        };
+        let age = |t: Timestamp| now.as_second() - t.as_second();
+        if age(heartbeat) > heartbeat_deadline(timeout).as_secs() as i64 {
+            continue; // the agent is not working: never suspend on silence
+        }
+        if let Some(last) = renewed
+            && age(last) >= timeout as i64
+        {
+            idle.insert(key, whole(last));
         }
     }
     idle
@@ -128,59 +153,54 @@ pub async fn renew_activity(cluster: &Cluster, namespace: &str, workspace: &str)
     Ok(())
 }
 
-/// `berth wake`: renew the workspace's activity Lease, then apply its StatefulSet at once
-/// (scaled back up), without waiting for the reconciler's next cycle. Only that
-/// StatefulSet is written; the rest of the repository is left to the reconciler.
+/// `berth wake`: renew the workspace's activity Lease, then scale its StatefulSet back to
+/// one replica at once, without waiting for the reconciler's next cycle. Only `replicas`
+/// is written (through the scale subresource, as `berth-wake`): wake never applies a
+/// revision of its own, so it cannot undo what the reconciler applied. The reconciler's
+/// next cycle sees the renewed activity and renders the workspace running again; a
+/// suspension it planned before the wake is refused by the API server, because it was
+/// planned against the StatefulSet's older resourceVersion.
 pub async fn wake(
     cluster: &Cluster,
     resolved: &crate::resolve::Resolved,
-    set: &ApplySet,
+    _set: &ApplySet,
     workspace: &str,
 ) -> Result<String> {
-    use crate::cluster::{ApplyOptions, PlanOptions};
-    let objects = crate::render::render(resolved, &crate::render::RenderContext::default());
-    let namespace = objects
+    let namespace = resolved
+        .workspaces
         .iter()
-        .find(|o| {
-            o.get("kind").and_then(Value::as_str) == Some("StatefulSet")
-                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(workspace)
-        })
-        .and_then(|o| o.pointer("/metadata/namespace").and_then(Value::as_str))
-        .map(str::to_string)
+        .find(|w| w.name == workspace)
+        .map(|w| w.namespace.clone())
         .with_context(|| format!("no workspace named `{workspace}` in the repository"))?;
     renew_activity(cluster, &namespace, workspace).await?;
-    let idle = idle_workspaces(cluster.clone(), set.clone(), idle_timeouts(&objects)).await?;
-    let ctx = crate::render::RenderContext {
-        idle,
-        ..Default::default()
-    };
-    let options = PlanOptions {
-        applyset: set.clone(),
-    };
-    let mut live = crate::cluster::plan_with_context(cluster, resolved, &options, ctx).await?;
-    live.plan.changes.retain(|c| {
-        c.action != crate::plan::Action::Delete
-            && c.object.kind == "StatefulSet"
-            && c.object.name == workspace
-            && c.object.namespace.as_deref() == Some(namespace.as_str())
+    let api: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), &namespace);
+    let sts = api
+        .get_opt(workspace)
+        .await
+        .with_context(|| format!("reading StatefulSet {namespace}/{workspace}"))?;
+    let suspended = sts.as_ref().is_some_and(|s| {
+        s.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+            && s.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(IDLE_SINCE))
     });
-    if live.plan.changes.is_empty() {
+    if !suspended {
         return Ok(format!(
             "{namespace}/{workspace}: activity renewed; it was not suspended"
         ));
     }
-    let apply_options = ApplyOptions {
-        applyset: set.clone(),
-        force_conflicts: true,
-        prune: false,
-        allow_mass_prune: false,
-        progress_bar: false,
-        quiet: true,
+    let params = PatchParams {
+        field_manager: Some("berth-wake".into()),
+        ..Default::default()
     };
-    let report = crate::cluster::apply(cluster, &live, &apply_options).await?;
-    if let Some((object, message)) = report.failed {
-        bail!("applying {object} failed: {message}");
-    }
+    api.patch_scale(
+        workspace,
+        &params,
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .with_context(|| format!("scaling StatefulSet {namespace}/{workspace} back up"))?;
     Ok(format!(
         "{namespace}/{workspace}: woken (activity renewed, scaled back up)"
     ))
@@ -191,9 +211,10 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-    fn lease(ns: &str, name: &str, renew: Option<&str>) -> Lease {
+    fn lease(name: &str, renew: Option<&str>, annotations: &[(&str, &str)]) -> Lease {
+        let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
         let mut lease: Lease = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "metadata": {"name": name, "namespace": "a", "annotations": annotations},
             "spec": {},
         }))
         .unwrap();
@@ -203,24 +224,59 @@ mod tests {
         lease
     }
 
+    const NOW: &str = "2025-01-01T01:00:00Z";
+
+    fn idle_of(lease: Lease) -> Option<String> {
+        let timeouts = BTreeMap::from([("a/w".to_string(), 60)]);
+        idle_at(&timeouts, &[lease], NOW.parse().unwrap()).remove("a/w")
+    }
+
     #[test]
-    fn idle_after_the_timeout_without_renewal() {
-        let timeouts = BTreeMap::from([("a/etl".to_string(), 60), ("a/rep".to_string(), 60)]);
-        let now: Timestamp = "2025-01-01T01:00:00Z".parse().unwrap();
-        let leases = [
-            lease("a", "etl-activity", Some("2025-01-01T00:58:59.5Z")),
-            lease("a", "rep-activity", Some("2025-01-01T00:59:30Z")),
-            lease("a", "other-activity", Some("2020-01-01T00:00:00Z")),
-            lease("b", "etl-activity", Some("2020-01-01T00:00:00Z")),
-        ];
-        let idle = idle_at(&timeouts, &leases, now);
+    fn idle_only_with_a_live_agent_and_no_recent_activity() {
+        let fresh = (HEARTBEAT, "2025-01-01T00:59:55Z");
+        // The agent reports, the last activity is 61 s old: idle since then.
         assert_eq!(
-            idle,
-            BTreeMap::from([("a/etl".to_string(), "2025-01-01T00:58:59Z".to_string())])
+            idle_of(lease(
+                "w-activity",
+                Some("2025-01-01T00:58:59.5Z"),
+                &[fresh]
+            ))
+            .as_deref(),
+            Some("2025-01-01T00:58:59Z")
         );
-        // Never renewed: idle since its creation.
-        let idle = idle_at(&timeouts, &[lease("a", "rep-activity", None)], now);
-        assert_eq!(idle["a/rep"], "2025-01-01T00:00:00Z");
+        // Activity 30 s ago: busy.
+        assert_eq!(
+            idle_of(lease("w-activity", Some("2025-01-01T00:59:30Z"), &[fresh])),
+            None
+        );
+        // No heartbeat, or a stale one (31 s > 3 × 10 s): the signal is not working, so the
+        // workspace is never suspended, however old its activity.
+        assert_eq!(
+            idle_of(lease("w-activity", Some("2020-01-01T00:00:00Z"), &[])),
+            None
+        );
+        let stale = (HEARTBEAT, "2025-01-01T00:59:29Z");
+        assert_eq!(
+            idle_of(lease("w-activity", Some("2020-01-01T00:00:00Z"), &[stale])),
+            None
+        );
+        // An agent that never reported activity: not idle either.
+        assert_eq!(idle_of(lease("w-activity", None, &[fresh])), None);
+    }
+
+    #[test]
+    fn a_suspension_lasts_until_activity_is_renewed_after_it() {
+        let since = (IDLE_SINCE, "2025-01-01T00:30:00Z");
+        // The agent is gone with the pod: the suspension stands on its own.
+        assert_eq!(
+            idle_of(lease("w-activity", Some("2025-01-01T00:29:00Z"), &[since])).as_deref(),
+            Some("2025-01-01T00:30:00Z")
+        );
+        // `berth wake` renewed it: running again.
+        assert_eq!(
+            idle_of(lease("w-activity", Some("2025-01-01T00:45:00Z"), &[since])),
+            None
+        );
     }
 
     #[test]

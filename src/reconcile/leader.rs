@@ -2,13 +2,21 @@
 //! holder renews the Lease every retry period; another instance takes it over only after
 //! it has seen the same record, unrenewed, for a whole lease duration (measured on its own
 //! clock, so clock skew between nodes does not matter). Writes are optimistic
-//! (resourceVersion), so two candidates can never both win. On shutdown the holder
-//! releases the Lease, so a rolling update hands over at once.
+//! (resourceVersion), so two candidates can never both win.
+//!
+//! **One writer at a time.** Each successful renewal grants the reconciler's client a
+//! [`Fence`] until `t + renew deadline` (`t` taken before the renewal was sent), and every
+//! write checks it ([`crate::cluster::fence`]): a holder that cannot renew stops writing a
+//! third of a lease before anyone else may start. On shutdown the holder keeps renewing
+//! until the reconciler has finished (or abandoned) its apply in flight, and only then
+//! releases the Lease ([`Handover`]), so a rolling update hands over at once but never
+//! while the old leader still writes.
 //!
 //! The Lease also carries `berth/fetch-requested`: a follower that receives a verified
 //! push webhook stamps it, and the leader fetches when it sees the stamp change.
 
 use crate::cluster::Cluster;
+use crate::cluster::fence::Fence;
 use anyhow::{Context, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -16,8 +24,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Annotation a follower stamps to ask the leader for a fetch.
@@ -40,10 +49,22 @@ impl LeaderConfig {
     }
 
     /// How long the holder keeps acting as leader when it cannot renew: well inside the
-    /// lease duration, so it stops writing before anyone else may start.
+    /// lease duration, so it stops writing before anyone else may start. Also the longest
+    /// one attempt to renew may take.
     pub fn renew_deadline(&self) -> Duration {
         self.lease_duration * 2 / 3
     }
+}
+
+/// What the reconciler tells the election when it has stopped writing for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Every write was answered: release the Lease, the standby takes over at once.
+    Release,
+    /// Writes were abandoned in flight (a shutdown grace ran out): leave the Lease to
+    /// expire, so the standby starts writing only a lease duration after the last renewal,
+    /// when any abandoned request has long landed or failed.
+    Expire,
 }
 
 /// A running election: who leads, and a way to reach the leader.
@@ -52,11 +73,25 @@ pub struct Election {
     config: LeaderConfig,
     cluster: Cluster,
     leading: watch::Receiver<bool>,
+    fence: Fence,
+    reached: Arc<AtomicBool>,
 }
 
 impl Election {
+    /// Whether this instance holds a fresh Lease now (and so may write): decided by the
+    /// clock against the last renewal, not by the election task's last look.
     pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
+        self.fence.holds()
+    }
+
+    /// The fence the reconciler's writes go through.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Whether the last attempt to read or renew the Lease reached the API server.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<bool> {
@@ -95,79 +130,153 @@ fn now_micro() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Start campaigning. `fetch` is notified when a follower asks for a fetch. The task ends
-/// (releasing the Lease if held) when `shutdown` is cancelled.
+/// Start campaigning. `fetch` is notified when a follower asks for a fetch; `fence` is
+/// granted while this instance holds the Lease. After `shutdown` the task only renews a
+/// Lease it holds (it never takes one), until the [`Handover`] comes (or its sender is
+/// dropped, taken as [`Handover::Expire`]); a follower stops at once.
 pub fn start(
     cluster: Cluster,
     config: LeaderConfig,
     fetch: Arc<Notify>,
     shutdown: CancellationToken,
-) -> (Election, tokio::task::JoinHandle<()>) {
+    fence: Fence,
+) -> (
+    Election,
+    tokio::task::JoinHandle<()>,
+    oneshot::Sender<Handover>,
+) {
     let (tx, rx) = watch::channel(false);
+    let (handover_tx, mut handover_rx) = oneshot::channel();
+    let reached = Arc::new(AtomicBool::new(true));
     let election = Election {
         config: config.clone(),
         cluster: cluster.clone(),
         leading: rx,
+        fence: fence.clone(),
+        reached: reached.clone(),
     };
     let task = tokio::spawn(async move {
         let mut candidate = Candidate {
             api: Api::namespaced(cluster.client.clone(), &config.namespace),
             config,
             observed: None,
-            last_renew: None,
             fetch_stamp: None,
             fetch_pending: false,
         };
-        loop {
-            let leading = match candidate.try_acquire_or_renew().await {
-                Ok(leading) => {
-                    if leading {
-                        candidate.last_renew = Some(Instant::now());
-                    }
-                    leading
+        let mut stopping = false;
+        let mut warned: Option<(String, Instant)> = None;
+        let handover = loop {
+            let renew_deadline = candidate.config.renew_deadline();
+            // Taken before anything is sent: the Lease cannot have been renewed earlier.
+            let sent = tokio::time::Instant::now();
+            let attempt = tokio::time::timeout(
+                renew_deadline,
+                candidate.try_acquire_or_renew(!stopping),
+            )
+            .await;
+            let failure = match attempt {
+                Ok(Ok(true)) => {
+                    fence.grant_until(sent + renew_deadline);
+                    reached.store(true, Ordering::Relaxed);
+                    None
                 }
-                Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "leader election: cannot reach the Lease");
-                    // Keep leading only while inside the renew deadline.
-                    *tx.borrow()
-                        && candidate
-                            .last_renew
-                            .is_some_and(|t| t.elapsed() < candidate.config.renew_deadline())
+                Ok(Ok(false)) => {
+                    fence.revoke();
+                    reached.store(true, Ordering::Relaxed);
+                    None
+                }
+                // The fence keeps its deadline: a holder stays leader within it.
+                Ok(Err(err)) => {
+                    reached.store(answered(&err), Ordering::Relaxed);
+                    Some(crate::cluster::error::chain(&err))
+                }
+                Err(_) => {
+                    reached.store(false, Ordering::Relaxed);
+                    Some(format!(
+                        "the API server did not answer within {renew_deadline:?}"
+                    ))
                 }
             };
+            if let Some(message) = failure {
+                // One line when the cause changes, then one every 30 s, not one per try.
+                let repeat = warned.as_ref().is_some_and(|(last, at)| {
+                    *last == message && at.elapsed() < Duration::from_secs(30)
+                });
+                if !repeat {
+                    tracing::warn!(error = %message, "leader election: cannot read or renew the Lease");
+                    warned = Some((message, Instant::now()));
+                }
+            } else {
+                warned = None;
+            }
+            let leading = fence.holds();
             if leading && candidate.fetch_requested() {
                 fetch.notify_one();
             }
             tx.send_if_modified(|current| {
-                if *current != leading {
-                    tracing::info!(
-                        identity = %candidate.config.identity,
-                        lease = %format!("{}/{}", candidate.config.namespace, candidate.config.name),
-                        "{}",
-                        if leading { "became the leader" } else { "is not the leader" }
-                    );
-                    *current = leading;
-                    true
-                } else {
-                    false
+                if *current == leading {
+                    return false;
                 }
+                let lease = format!("{}/{}", candidate.config.namespace, candidate.config.name);
+                let identity = &candidate.config.identity;
+                if leading {
+                    tracing::info!(%identity, %lease, "became the leader");
+                } else {
+                    tracing::warn!(%identity, %lease, "lost the leader Lease: stopped writing");
+                }
+                *current = leading;
+                true
             });
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(candidate.config.retry_period()) => {}
+            if stopping && !leading {
+                // Nothing (any more) to hand over.
+                break None;
             }
-        }
-        if *tx.borrow() {
-            tx.send_replace(false);
-            match candidate.release().await {
+            // Renew again one retry period after this attempt started, or at once when
+            // the attempt itself took longer.
+            let next = sent + candidate.config.retry_period();
+            tokio::select! {
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    if !leading {
+                        break None;
+                    }
+                    tracing::info!("shutting down: keeping the leader Lease until the apply in flight is done");
+                }
+                handover = &mut handover_rx => break Some(handover.unwrap_or(Handover::Expire)),
+                _ = tokio::time::sleep_until(next) => {}
+            }
+        };
+        // No write may start from here on.
+        let held = fence.holds();
+        fence.revoke();
+        tx.send_replace(false);
+        match handover {
+            Some(Handover::Release) if held => match candidate.release().await {
                 Ok(()) => tracing::info!("released the leader Lease"),
                 Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "releasing the leader Lease")
+                    tracing::warn!(error = %crate::cluster::error::chain(&err), "releasing the leader Lease")
                 }
-            }
+            },
+            Some(Handover::Expire) if held => tracing::warn!(
+                lease_duration = ?candidate.config.lease_duration,
+                "left the leader Lease to expire: requests were abandoned in flight, so the \
+                 standby takes over only after a lease duration"
+            ),
+            _ => {}
         }
     });
-    (election, task)
+    (election, task, handover_tx)
+}
+
+/// Whether an election error still means the API server answered (a refusal, a conflict)
+/// rather than that it could not be reached or used.
+fn answered(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(status)) if status.code < 500
+        )
+    })
 }
 
 struct Candidate {
@@ -175,7 +284,6 @@ struct Candidate {
     config: LeaderConfig,
     /// The Lease record last seen (holder, renewTime) and when it was first seen so.
     observed: Option<(String, Option<MicroTime>, Instant)>,
-    last_renew: Option<Instant>,
     /// The last `berth/fetch-requested` stamp seen.
     fetch_stamp: Option<Option<String>>,
     fetch_pending: bool,
@@ -186,7 +294,8 @@ impl Candidate {
         let now = now_micro();
         LeaseSpec {
             holder_identity: Some(holder.to_string()),
-            lease_duration_seconds: Some(self.config.lease_duration.as_secs().max(1) as i32),
+            // Rounded up: a reader that trusts the record must not wait less than we do.
+            lease_duration_seconds: Some(self.config.lease_duration.as_secs_f64().ceil().max(1.0) as i32),
             acquire_time: Some(now.clone()),
             renew_time: Some(now),
             lease_transitions: Some(0),
@@ -194,7 +303,9 @@ impl Candidate {
         }
     }
 
-    async fn try_acquire_or_renew(&mut self) -> Result<bool> {
+    /// Renew the Lease if this instance holds it, else take it if it is free or expired
+    /// (only when `may_acquire`). Whether this instance holds it now.
+    async fn try_acquire_or_renew(&mut self, may_acquire: bool) -> Result<bool> {
         let me = self.config.identity.clone();
         let Some(mut lease) = self
             .api
@@ -202,6 +313,9 @@ impl Candidate {
             .await
             .context("reading the leader Lease")?
         else {
+            if !may_acquire {
+                return Ok(false);
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.config.name.clone()),
@@ -232,11 +346,19 @@ impl Candidate {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         self.observe(&lease);
+        // The longer of our duration and the holder's: a holder configured with a longer
+        // lease (a rolling update that changes the flag) is never cut short.
+        let duration = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(self.config.lease_duration);
         let expired = self
             .observed
             .as_ref()
-            .is_some_and(|(_, _, since)| since.elapsed() >= self.config.lease_duration);
-        if !holder.is_empty() && holder != me && !expired {
+            .is_some_and(|(_, _, since)| since.elapsed() >= duration);
+        if holder != me && (!may_acquire || (!holder.is_empty() && !expired)) {
             return Ok(false);
         }
         let mut record = self.record(&me);

@@ -1,8 +1,10 @@
 //! Prometheus metrics of the reconciler (prometheus-client), served on `/metrics`: what a
 //! platform team alerts on — failing or slow reconciles, the revision in force, objects
-//! written and pruned, restarts, API load and git fetch errors.
+//! written and pruned, restarts, API load and errors, git fetch errors, and what the
+//! webhook answered.
 
-use crate::cluster::RequestCounter;
+use crate::cluster::api_errors::KINDS;
+use crate::cluster::{ErrorCounter, RequestCounter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +36,22 @@ pub struct VerbLabel {
     pub verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub client: String,
+    /// `unreachable`, `timeout`, `throttled`, `server`, `forbidden`, `conflict`,
+    /// `invalid`, `other` (see [`crate::cluster::api_errors`]).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// What a client's counters hold: its name, requests by verb, errors by kind.
+pub type Client<'a> = (&'a str, &'a RequestCounter, &'a ErrorCounter);
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 14))
 }
@@ -46,6 +64,8 @@ pub struct Metrics {
     objects: Family<ActionLabel, Counter>,
     restarts: Counter,
     api_requests: Family<VerbLabel, Counter>,
+    api_errors: Family<ErrorLabel, Counter>,
+    webhooks: Family<CodeLabel, Counter>,
     fetch_errors: Counter,
     leader: Gauge,
     suspended: Gauge,
@@ -98,6 +118,19 @@ impl Metrics {
             "Kubernetes API requests, by client and verb",
             api_requests.clone(),
         );
+        let api_errors = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "berth_api_errors",
+            "Kubernetes API requests that failed after berth's retries, by client and kind",
+            api_errors.clone(),
+        );
+        let webhooks = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "berth_webhook_requests",
+            "Answers of POST /hooks/git by HTTP status (202 accepted, 401 unauthenticated, \
+             413 body too large, 408 too slow, 503 busy)",
+            webhooks.clone(),
+        );
         let fetch_errors = Counter::default();
         registry.register(
             "berth_git_fetch_errors",
@@ -124,6 +157,8 @@ impl Metrics {
             objects,
             restarts,
             api_requests,
+            api_errors,
+            webhooks,
             fetch_errors,
             leader,
             suspended,
@@ -163,6 +198,14 @@ impl Metrics {
         self.restarts.inc_by(count as u64);
     }
 
+    pub fn webhook(&self, code: u16) {
+        self.webhooks
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
     pub fn fetch_error(&self) {
         self.fetch_errors.inc();
     }
@@ -175,18 +218,30 @@ impl Metrics {
         self.suspended.set(count as i64);
     }
 
-    /// The text exposition, with API request counts brought up to date first.
-    pub fn encode(&self, clients: &[(&str, &RequestCounter)]) -> String {
-        for (client, counter) in clients {
-            for (verb, count) in counter.snapshot() {
+    /// The text exposition, with API request and error counts brought up to date first.
+    pub fn encode(&self, clients: &[Client<'_>]) -> String {
+        let catch_up = |metric: &Counter, count: u64| {
+            let seen = metric.get();
+            if count > seen {
+                metric.inc_by(count - seen);
+            }
+        };
+        for (client, requests, errors) in clients {
+            for (verb, count) in requests.snapshot() {
                 let metric = self.api_requests.get_or_create(&VerbLabel {
                     client: client.to_string(),
                     verb,
                 });
-                let seen = metric.get();
-                if count > seen {
-                    metric.inc_by(count - seen);
-                }
+                catch_up(&metric, count);
+            }
+            let errors = errors.snapshot();
+            // Every kind, zeros included, so a rate() has a series from the start.
+            for kind in KINDS {
+                let metric = self.api_errors.get_or_create(&ErrorLabel {
+                    client: client.to_string(),
+                    kind: kind.to_string(),
+                });
+                catch_up(&metric, errors.get(kind).copied().unwrap_or(0));
             }
         }
         let mut out = String::new();
@@ -208,7 +263,12 @@ mod tests {
         m.applied_revision("def");
         m.objects("created", 3);
         m.fetch_error();
-        let text = m.encode(&[]);
+        m.webhook(401);
+        let text = m.encode(&[(
+            "reconcile",
+            &RequestCounter::default(),
+            &ErrorCounter::default(),
+        )]);
         for needle in [
             "berth_reconciles_total{result=\"applied\"} 1",
             "berth_reconcile_duration_seconds_count{result=\"applied\"} 1",
@@ -216,6 +276,8 @@ mod tests {
             "berth_objects_total{action=\"created\"} 3",
             "berth_git_fetch_errors_total 1",
             "berth_leader 0",
+            "berth_webhook_requests_total{code=\"401\"} 1",
+            "berth_api_errors_total{client=\"reconcile\",kind=\"unreachable\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

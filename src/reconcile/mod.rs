@@ -19,14 +19,17 @@ pub mod status;
 pub mod webhook;
 
 use crate::cluster::applyset::ApplySet;
-use crate::cluster::{ApplyOptions, ApplyReport, Cluster, LivePlan, PlanOptions, RequestCounter};
+use crate::cluster::fence::Fence;
+use crate::cluster::{
+    ApplyOptions, ApplyReport, Cluster, ErrorCounter, LivePlan, PlanOptions, RequestCounter,
+};
 use crate::plan::Action;
 use crate::render::{IDLE_SINCE, RenderContext};
 use crate::resolve::Resolved;
 use crate::source::{Revision, SourceSpec, Tracker};
 use anyhow::{Context, Result};
 use backoff::Backoff;
-use leader::{Election, LeaderConfig};
+use leader::{Election, Handover, LeaderConfig};
 use metrics::Metrics;
 use serde_json::Value;
 use status::{ErrorInfo, RevisionInfo, Status, WorkspaceStatus};
@@ -35,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +67,9 @@ pub struct Config {
     pub backoff_max: Duration,
     /// How long an apply in flight may still run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long one cycle (reading activity, planning, applying) may take before it is
+    /// abandoned and retried with backoff.
+    pub cycle_timeout: Duration,
 }
 
 impl Config {
@@ -82,6 +88,7 @@ impl Config {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
+            cycle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -91,6 +98,9 @@ pub struct Shared {
     metrics: Metrics,
     status: Mutex<Status>,
     ready: AtomicBool,
+    /// Whether the leader's last cycle reached the API server (no request failed as
+    /// unreachable, timed out or answered 5xx).
+    api_reached: AtomicBool,
     heartbeat: Mutex<Instant>,
     stall_after: Duration,
     fetch: Arc<Notify>,
@@ -98,6 +108,9 @@ pub struct Shared {
     webhook_secret: Option<String>,
     followed_ref: Option<String>,
     requests: RequestCounter,
+    errors: ErrorCounter,
+    /// Bounds and counters of `POST /hooks/git`.
+    hooks: server::Hooks,
 }
 
 impl Shared {
@@ -120,6 +133,15 @@ impl Shared {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Whether the API server could be used lately: by the leader's last cycle, or for a
+    /// standby by its election's last look at the Lease.
+    pub fn api_reached(&self) -> bool {
+        match &self.election {
+            Some(election) if !election.is_leader() => election.reached(),
+            _ => self.api_reached.load(Ordering::Relaxed),
+        }
+    }
+
     /// Why the loop looks stuck, if it does.
     fn stalled(&self) -> Option<String> {
         let beat = self.heartbeat.lock().map(|b| *b).ok()?;
@@ -138,10 +160,10 @@ impl Shared {
     }
 
     pub fn metrics_text(&self) -> String {
-        let election = self.election.as_ref().map(|e| e.cluster().requests.clone());
-        let mut clients = vec![("reconcile", &self.requests)];
-        if let Some(counter) = &election {
-            clients.push(("election", counter));
+        let mut clients = vec![("reconcile", &self.requests, &self.errors)];
+        if let Some(election) = &self.election {
+            let cluster = election.cluster();
+            clients.push(("election", &cluster.requests, &cluster.errors));
         }
         self.metrics.encode(&clients)
     }
@@ -151,7 +173,7 @@ impl Shared {
         if let Some(election) = self.election.as_ref().filter(|e| !e.is_leader())
             && let Err(err) = election.request_fetch().await
         {
-            tracing::warn!(error = %format!("{err:#}"), "could not pass the webhook on to the leader");
+            tracing::warn!(error = %crate::cluster::error::chain(&err), "could not pass the webhook on to the leader");
         }
         self.fetch.notify_one();
     }
@@ -186,23 +208,26 @@ pub async fn start(
     kube_config: kube::Config,
     shutdown: CancellationToken,
 ) -> Result<Running> {
-    let cluster = Cluster::from_config(kube_config.clone())?;
+    // With election, every write of the reconcile client goes through the Lease's fence.
+    let fence = config.leader.as_ref().map(|_| Fence::new());
+    let cluster = Cluster::from_config_fenced(kube_config.clone(), fence.clone())?;
     let tracker = Tracker::open(config.source.clone())?;
     let fetch = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    let election = match &config.leader {
-        Some(leader_config) => {
+    let (election, handover) = match (&config.leader, fence) {
+        (Some(leader_config), Some(fence)) => {
             let election_cluster = Cluster::from_config(kube_config)?;
-            let (election, task) = leader::start(
+            let (election, task, handover) = leader::start(
                 election_cluster,
                 leader_config.clone(),
                 fetch.clone(),
                 shutdown.clone(),
+                fence,
             );
             tasks.push(task);
-            Some(election)
+            (Some(election), Some(handover))
         }
-        None => None,
+        _ => (None, None),
     };
     let shared = Arc::new(Shared {
         metrics: Metrics::new(),
@@ -212,6 +237,7 @@ pub async fn start(
             ..Default::default()
         }),
         ready: AtomicBool::new(false),
+        api_reached: AtomicBool::new(true),
         heartbeat: Mutex::new(Instant::now()),
         stall_after: (config.poll_interval * 4).max(Duration::from_secs(600)),
         fetch: fetch.clone(),
@@ -219,26 +245,26 @@ pub async fn start(
         webhook_secret: config.webhook_secret.clone().filter(|s| !s.is_empty()),
         followed_ref: tracker.followed_ref(),
         requests: cluster.requests.clone(),
+        errors: cluster.errors.clone(),
+        hooks: server::Hooks::default(),
     });
     if shared.webhook_secret.is_none() {
         tracing::warn!("no webhook secret: POST /hooks/git refuses every request");
     }
     let mut addr = None;
+    // The server also stops when the loop ends on an error.
+    let server_stop = shutdown.child_token();
     if let Some(listen) = config.listen {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr().context("reading the bound address")?);
         let router = server::router(shared.clone());
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %err, "the HTTP server stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            router,
+            server_stop.clone(),
+        )));
         tracing::info!(%listen, "serving /healthz, /readyz, /metrics and /hooks/git");
     }
     let reconciler = Reconciler {
@@ -256,9 +282,12 @@ pub async fn start(
         retry_at: None,
         written: None,
         first: true,
+        handover,
+        in_flight: false,
     };
     let task = tokio::spawn(async move {
         let result = reconciler.run(fetch, election).await;
+        server_stop.cancel();
         for task in tasks {
             let _ = task.await;
         }
@@ -306,6 +335,10 @@ struct Reconciler {
     /// The status last written to the cluster.
     written: Option<Status>,
     first: bool,
+    /// Told when this reconciler has stopped writing for good (with election).
+    handover: Option<oneshot::Sender<Handover>>,
+    /// Whether the last apply was abandoned with requests in flight.
+    in_flight: bool,
 }
 
 enum Outcome {
@@ -314,6 +347,21 @@ enum Outcome {
     Failed(String, String),
     Abandoned,
 }
+
+/// Why an apply was stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM/SIGINT, and the shutdown grace ran out.
+    Shutdown,
+    /// The cycle ran past `--cycle-timeout`.
+    Timeout,
+    /// The leader Lease was lost (not renewed in time, or taken over).
+    Lost,
+}
+
+/// How long a stopped apply may take to return its report (it sends nothing new; this
+/// only bounds a request of the ApplySet parent that was on its way).
+const STOPPING: Duration = Duration::from_secs(5);
 
 impl Reconciler {
     async fn run(mut self, fetch: Arc<Notify>, election: Option<Election>) -> Result<()> {
@@ -329,6 +377,9 @@ impl Reconciler {
         );
         loop {
             self.shared.beat();
+            if self.shutdown.is_cancelled() {
+                break;
+            }
             let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
             let retry_at = self
                 .retry_at
@@ -336,6 +387,7 @@ impl Reconciler {
                 .unwrap_or(far);
             let drift_at = tokio::time::Instant::from_std(self.next_drift);
             let trigger = tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => break,
                 _ = poll.tick() => Trigger::Poll,
                 _ = fetch.notified() => Trigger::Webhook,
@@ -352,15 +404,48 @@ impl Reconciler {
             };
             self.cycle(trigger).await;
         }
+        // Every write of this instance is over (answered, or abandoned in flight): the
+        // election may now hand the Lease over.
+        if let Some(handover) = self.handover.take() {
+            let _ = handover.send(if self.in_flight {
+                Handover::Expire
+            } else {
+                Handover::Release
+            });
+        }
         tracing::info!("berth watch stopped");
         Ok(())
+    }
+
+    /// Resolves when this instance may no longer write (never without election).
+    fn lost(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let fence = self.shared.election.as_ref().map(|e| e.fence().clone());
+        async move {
+            match fence {
+                Some(fence) => fence.lost().await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     fn is_leader(&self) -> bool {
         self.shared.is_leader()
     }
 
+    /// One cycle, bounded by `--cycle-timeout`; afterwards, whether it reached the API
+    /// server (for /readyz).
     async fn cycle(&mut self, trigger: Trigger) {
+        let requests = |c: &Cluster| c.requests.snapshot().values().sum::<u64>();
+        let before = (requests(&self.cluster), self.cluster.errors.unavailable());
+        let deadline = tokio::time::Instant::now() + self.config.cycle_timeout;
+        self.cycle_within(trigger, deadline).await;
+        if requests(&self.cluster) > before.0 {
+            let reached = self.cluster.errors.unavailable() == before.1;
+            self.shared.api_reached.store(reached, Ordering::Relaxed);
+        }
+    }
+
+    async fn cycle_within(&mut self, trigger: Trigger, deadline: tokio::time::Instant) {
         let leader = self.is_leader();
         self.shared.metrics.leader(leader);
         if trigger == Trigger::Retry {
@@ -370,7 +455,7 @@ impl Reconciler {
         let revision = match self.tracker.latest().await {
             Ok(revision) => revision,
             Err(err) => {
-                let message = format!("{err:#}");
+                let message = crate::cluster::error::chain(&err);
                 tracing::warn!(error = %message, "reading the source failed");
                 self.shared.metrics.fetch_error();
                 if leader {
@@ -411,16 +496,23 @@ impl Reconciler {
 
         // 3. Idle workspaces: one LIST of Leases.
         let timeouts = idle::idle_timeouts(&target.objects);
-        let idle = match idle::idle_workspaces(
-            self.cluster.clone(),
-            self.config.applyset.clone(),
-            timeouts,
+        let idle = match tokio::time::timeout_at(
+            deadline,
+            idle::idle_workspaces(
+                self.cluster.clone(),
+                self.config.applyset.clone(),
+                timeouts,
+            ),
         )
         .await
         {
-            Ok(idle) => idle,
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "reading activity Leases failed");
+            Ok(Ok(idle)) => idle,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %crate::cluster::error::chain(&err), "reading activity Leases failed");
+                self.idle.clone()
+            }
+            Err(_) => {
+                tracing::warn!(cycle_timeout = ?self.config.cycle_timeout, "reading activity Leases took the whole cycle");
                 self.idle.clone()
             }
         };
@@ -441,7 +533,7 @@ impl Reconciler {
 
         // 4. Plan and apply.
         let started = Instant::now();
-        let outcome = self.apply(&target, &idle).await;
+        let outcome = self.apply(&target, &idle, deadline).await;
         let took = started.elapsed();
         match outcome {
             Outcome::Abandoned => {
@@ -508,7 +600,12 @@ impl Reconciler {
         self.retry_at = None;
     }
 
-    async fn apply(&mut self, target: &Target, idle: &BTreeMap<String, String>) -> Outcome {
+    async fn apply(
+        &mut self,
+        target: &Target,
+        idle: &BTreeMap<String, String>,
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
         let options = PlanOptions {
             applyset: self.config.applyset.clone(),
         };
@@ -516,57 +613,160 @@ impl Reconciler {
             idle: idle.clone(),
             ..Default::default()
         };
-        let live =
-            match crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx)
-                .await
-            {
+        // A plan writes nothing: on shutdown, a lost Lease or the cycle's deadline it is
+        // simply dropped.
+        let plan = crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx);
+        let live = tokio::select! {
+            live = plan => match live {
                 Ok(live) => live,
-                Err(err) => return Outcome::Failed("plan".into(), format!("{err:#}")),
-            };
+                Err(err) => {
+                    return Outcome::Failed("plan".into(), crate::cluster::error::chain(&err));
+                }
+            },
+            _ = self.shutdown.cancelled() => {
+                tracing::info!("shutting down: dropped the plan in progress; nothing was written");
+                return Outcome::Abandoned;
+            }
+            _ = self.lost() => return Outcome::Abandoned,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Outcome::Failed(
+                    "timeout".into(),
+                    format!(
+                        "planning took longer than the cycle timeout ({}); nothing was written",
+                        humantime(self.config.cycle_timeout)
+                    ),
+                );
+            }
+        };
         if !live.plan.has_changes() {
             self.workspaces(&live, None, idle);
             return Outcome::Unchanged;
         }
-        // Leadership may have moved while planning.
-        if !self.is_leader() {
+        // Leadership may have moved while planning; and no apply starts after a signal.
+        if !self.is_leader() || self.shutdown.is_cancelled() {
             return Outcome::Abandoned;
         }
+        let stop = CancellationToken::new();
         let apply_options = ApplyOptions {
             applyset: self.config.applyset.clone(),
             force_conflicts: true,
             prune: self.config.prune,
             allow_mass_prune: self.config.allow_mass_prune,
+            // Re-creating a StatefulSet for anything but claim growth is for a person to
+            // decide (`berth apply --allow-replace`), never for the reconciler.
+            allow_replace: false,
             progress_bar: false,
             quiet: true,
+            stop: stop.clone(),
         };
+        self.in_flight = false;
+        let mut why = None;
         let result = {
             let apply = crate::cluster::apply(&self.cluster, &live, &apply_options);
             tokio::pin!(apply);
-            tokio::select! {
+            let lost = self.lost();
+            tokio::pin!(lost);
+            let grace = async {
+                self.shutdown.cancelled().await;
+                tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: letting the apply in flight finish");
+                tokio::time::sleep(self.config.shutdown_grace).await;
+            };
+            tokio::pin!(grace);
+            let finished = tokio::select! {
                 result = &mut apply => Some(result),
-                _ = self.shutdown.cancelled() => {
-                    tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: letting the apply in flight finish");
-                    tokio::time::timeout(self.config.shutdown_grace, &mut apply).await.ok()
+                _ = &mut grace => {
+                    why = Some(Stop::Shutdown);
+                    None
+                }
+                _ = &mut lost => {
+                    why = Some(Stop::Lost);
+                    None
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    why = Some(Stop::Timeout);
+                    None
+                }
+            };
+            match finished {
+                Some(result) => Some(result),
+                // Stop sending; the requests in flight are abandoned at once.
+                None => {
+                    stop.cancel();
+                    tokio::time::timeout(STOPPING, &mut apply).await.ok()
                 }
             }
         };
         let Some(result) = result else {
-            tracing::warn!("shutting down: abandoned the apply in flight; the next start re-plans");
-            return Outcome::Abandoned;
+            // Not even a report: whatever was on its way is abandoned.
+            self.in_flight = true;
+            return self.stopped(why, None);
         };
+        if let Ok(report) = &result
+            && (report.stopped || why == Some(Stop::Lost))
+        {
+            self.in_flight = !report.abandoned.is_empty();
+            return self.stopped(why, Some(report));
+        }
+        if why == Some(Stop::Lost) {
+            return self.stopped(why, None);
+        }
         match result {
-            Err(err) => Outcome::Failed("apply".into(), format!("{err:#}")),
+            Err(err) => Outcome::Failed("apply".into(), crate::cluster::error::chain(&err)),
             Ok(report) => {
                 self.workspaces(&live, Some(&report), idle);
-                if let Some((object, message)) = &report.failed {
-                    return Outcome::Failed(
-                        "apply".into(),
-                        format!(
-                            "applying {object} failed: {message}; nothing was applied after it"
-                        ),
+                if !report.failed.is_empty() {
+                    let list: Vec<String> = report
+                        .failed
+                        .iter()
+                        .map(|(object, message)| format!("{object}: {message}"))
+                        .collect();
+                    let mut message = format!(
+                        "{} object(s) failed: {}",
+                        report.failed.len(),
+                        list.join("; ")
                     );
+                    if let Some(why) = &report.prune_skipped {
+                        message.push_str(&format!("; {why}"));
+                    }
+                    return Outcome::Failed("apply".into(), message);
                 }
                 Outcome::Applied(Box::new(live), report)
+            }
+        }
+    }
+
+    /// The outcome of an apply stopped early, said once in the log.
+    fn stopped(&self, why: Option<Stop>, report: Option<&ApplyReport>) -> Outcome {
+        let (applied, not_sent, in_flight) = report
+            .map(|r| (r.done.len(), r.not_sent.len(), r.abandoned.len()))
+            .unwrap_or_default();
+        let counts = match report {
+            Some(_) => format!(
+                "{applied} applied, {in_flight} in flight (each applied whole or not at all), {not_sent} not sent"
+            ),
+            None => "the requests in flight were abandoned".to_string(),
+        };
+        match why {
+            Some(Stop::Timeout) => Outcome::Failed(
+                "timeout".into(),
+                format!(
+                    "the cycle took longer than the cycle timeout ({}): stopped the apply ({counts}); \
+                     nothing was pruned",
+                    humantime(self.config.cycle_timeout)
+                ),
+            ),
+            Some(Stop::Lost) => {
+                tracing::warn!(applied, not_sent, in_flight, "lost the leader Lease: abandoned the apply in flight; the new leader re-plans");
+                Outcome::Abandoned
+            }
+            _ => {
+                tracing::warn!(
+                    applied,
+                    not_sent,
+                    in_flight,
+                    "shutting down: abandoned the apply in flight; the next leader re-plans"
+                );
+                Outcome::Abandoned
             }
         }
     }
@@ -726,7 +926,7 @@ impl Reconciler {
                 .restarts
                 .iter()
                 .find(|r| r.namespace == namespace && r.workspace == name);
-            let failed = report.and_then(|r| r.failed.as_ref()).filter(|(o, _)| {
+            let failed = report.into_iter().flat_map(|r| &r.failed).find(|(o, _)| {
                 o.ends_with(&format!("/{namespace}/{name}"))
                     || o.ends_with(&format!("/{namespace}/{name}-env"))
             });
@@ -814,7 +1014,7 @@ impl Reconciler {
         )
         .await
         {
-            tracing::warn!(error = %format!("{err:#}"), "recording an Event failed");
+            tracing::warn!(error = %crate::cluster::error::chain(&err), "recording an Event failed");
         }
     }
 
@@ -829,7 +1029,9 @@ impl Reconciler {
         }
         match status::write(&self.cluster, &self.config.applyset, &current).await {
             Ok(()) => self.written = Some(current),
-            Err(err) => tracing::warn!(error = %format!("{err:#}"), "writing the status failed"),
+            Err(err) => {
+                tracing::warn!(error = %crate::cluster::error::chain(&err), "writing the status failed")
+            }
         }
     }
 }
@@ -867,6 +1069,16 @@ fn live_state(live: Option<&Value>) -> (&'static str, Option<String>) {
 
 fn count(report: &ApplyReport, verb: &str) -> usize {
     report.done.iter().filter(|(_, v)| *v == verb).count()
+}
+
+/// `5m`, `90s`, `1m30s`: a duration as the flags take it.
+fn humantime(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match (secs / 60, secs % 60) {
+        (0, _) => format!("{:?}", duration),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
 }
 
 fn short(commit: &str) -> String {

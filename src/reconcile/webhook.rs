@@ -1,6 +1,10 @@
 //! Push webhooks from GitHub and GitLab, verified with the shared secret before anything
 //! else is read: GitHub signs the body (`X-Hub-Signature-256`, HMAC-SHA256), GitLab sends
 //! the secret itself (`X-Gitlab-Token`). Both comparisons are constant-time.
+//!
+//! The server never reads a body without a reason to: a request with no signature or
+//! token, or a wrong GitLab token, is refused on its headers ([`proof`]); a GitHub body is
+//! hashed as it streams in ([`Verifier`]), within a small size limit.
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
@@ -20,6 +24,58 @@ pub enum Hook {
     Ping,
     /// Another event (issues, merge requests, …): nothing to do.
     Other(String),
+}
+
+/// What a request offers as proof of the shared secret, read from its headers alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// GitHub: the body's HMAC-SHA256, checked once the body has been read.
+    Signature(Vec<u8>),
+    /// GitLab: the secret itself, checked at once.
+    Token(String),
+}
+
+/// The proof a request carries; `None` when it has none worth reading the body for (no
+/// header, or a signature that is not `sha256=<hex>`).
+pub fn proof(headers: &HeaderMap) -> Option<Proof> {
+    if let Some(signature) = header(headers, "x-hub-signature-256") {
+        let hex = signature.strip_prefix("sha256=")?;
+        return decode_hex(hex)
+            .filter(|bytes| bytes.len() == 32)
+            .map(Proof::Signature);
+    }
+    header(headers, "x-gitlab-token").map(|token| Proof::Token(token.to_string()))
+}
+
+/// Whether a GitLab token is the secret (constant time).
+pub fn token_matches(token: &str, secret: &[u8]) -> bool {
+    !secret.is_empty() && bool::from(token.as_bytes().ct_eq(secret))
+}
+
+/// A GitHub signature checked over a body as it arrives, chunk by chunk.
+pub struct Verifier {
+    mac: Hmac<Sha256>,
+    expected: Vec<u8>,
+}
+
+impl Verifier {
+    /// `None` without a secret: nothing verifies then.
+    pub fn new(secret: &[u8], expected: Vec<u8>) -> Option<Verifier> {
+        if secret.is_empty() {
+            return None;
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+        Some(Verifier { mac, expected })
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
+    }
+
+    /// Whether the body seen so far has the expected signature (constant time).
+    pub fn finish(self) -> bool {
+        self.mac.verify_slice(&self.expected).is_ok()
+    }
 }
 
 /// Whether the request carries proof of the shared secret.
@@ -128,6 +184,20 @@ mod tests {
             b"s3cret"
         ));
         assert!(!verify(&headers(&[]), body, b"s3cret"));
+        // The streaming check agrees, whatever the chunks.
+        let Some(Proof::Signature(expected)) = proof(&h) else {
+            panic!("a signature")
+        };
+        let mut verifier = Verifier::new(b"s3cret", expected.clone()).unwrap();
+        for chunk in body.chunks(7) {
+            verifier.update(chunk);
+        }
+        assert!(verifier.finish());
+        let mut verifier = Verifier::new(b"s3cret", expected).unwrap();
+        verifier.update(&body[1..]);
+        assert!(!verifier.finish());
+        assert_eq!(proof(&headers(&[("x-hub-signature-256", "sha1=00")])), None);
+        assert_eq!(proof(&headers(&[("x-github-event", "push")])), None);
         assert_eq!(
             parse(&h, body),
             Hook::Push {
@@ -146,6 +216,9 @@ mod tests {
         ]);
         assert!(verify(&h, body, b"s3cret"));
         assert!(!verify(&h, body, b"s3cret2"));
+        assert_eq!(proof(&h), Some(Proof::Token("s3cret".into())));
+        assert!(token_matches("s3cret", b"s3cret"));
+        assert!(!token_matches("s3cret", b""));
         assert_eq!(
             parse(&h, body),
             Hook::Push {

@@ -57,10 +57,9 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
                         }
                     })
                     .collect();
-                (
-                    key,
-                    Value::String(serde_yaml::to_string(&job(b, project)).unwrap_or_default()),
-                )
+                // Mage's side reads these files with a YAML 1.1 reader (PyYAML): written
+                // by the emitter that quotes what such a reader would take for another type.
+                (key, Value::String(super::emit::to_string(&job(b))))
             })
             .collect();
         if !jobs.is_empty() {
@@ -77,16 +76,7 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
 
 /// The Job of every k8s block, for `berth render --executor`.
 pub fn jobs(resolved: &Resolved) -> Vec<Value> {
-    resolved
-        .executors
-        .iter()
-        .filter_map(|b| {
-            Some(job(
-                b,
-                resolved.projects.iter().find(|p| p.name == b.project)?,
-            ))
-        })
-        .collect()
+    resolved.executors.iter().map(job).collect()
 }
 
 /// Mage's default config file format: `enabled`, `enforce` and the executor keys.
@@ -97,25 +87,17 @@ fn defaults_file(policy: &ProjectPolicy) -> String {
     if let Ok(Value::Object(config)) = serde_json::to_value(&policy.defaults.config) {
         file.extend(config);
     }
-    serde_yaml::to_string(&Value::Object(file)).unwrap_or_default()
+    // Mage reads this file with PyYAML (YAML 1.1): see `emit`.
+    super::emit::to_string(&Value::Object(file))
 }
 
 /// The Job a block runs as. Its name keeps Mage's `{block_run_id}` placeholder: Mage fills
-/// it in per run (see `resolve::executor::job_name` for how names are made to fit).
-fn job(block: &BlockExecutor, project: &ResolvedProject) -> Value {
+/// it in per run (`resolve::executor::check_job_name` checked it fits). Every value comes
+/// from the block's merged, canonical config, defaults included, which is what `berth
+/// explain` shows: there is no other spelling or fallback to read here.
+fn job(block: &BlockExecutor) -> Value {
     let c: &ExecutorConfig = &block.config;
-    let prefix = c
-        .job_name_prefix
-        .clone()
-        .unwrap_or_else(|| DEFAULT_JOB_NAME_PREFIX.into());
-    let namespace = c
-        .metadata
-        .as_ref()
-        .and_then(|m| m.namespace.clone())
-        .or_else(|| c.namespace.clone())
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
-    let container_config = c.container_config.clone().unwrap_or_default();
-    let container_template = c.container.clone().unwrap_or_default();
+    let container_config = c.container.clone().unwrap_or_default();
     let pod = c.pod.clone().unwrap_or_default();
     let quantities = |map: &Option<BTreeMap<String, Quantity>>| -> Map<String, Value> {
         map.iter()
@@ -123,92 +105,51 @@ fn job(block: &BlockExecutor, project: &ResolvedProject) -> Value {
             .map(|(k, v)| (k.clone(), Value::String(v.as_string())))
             .collect()
     };
-    let mut limits = quantities(&c.resource_limits);
-    let mut requests = quantities(&c.resource_requests);
-    for (section, target) in [("limits", &mut limits), ("requests", &mut requests)] {
-        if let Some(extra) = container_template
-            .resources
-            .as_ref()
-            .and_then(|r| r.get(section))
-        {
-            for (k, v) in extra {
-                target
-                    .entry(k.clone())
-                    .or_insert(Value::String(v.as_string()));
-            }
-        }
-    }
     let env: Vec<Value> = container_config
         .env
         .iter()
-        .chain(container_template.env.iter())
         .flatten()
         .map(|v| match (&v.value, &v.secret_ref) {
             (_, Some(s)) => json!({"name": v.name, "valueFrom": {"secretKeyRef": {"name": s.name, "key": s.key}}}),
             (value, None) => json!({"name": v.name, "value": value.clone().unwrap_or_default()}),
         })
         .collect();
-    let mage_container = project
-        .spec
-        .env
-        .iter()
-        .find(|v| v.name == "MAGE_CONTAINER_NAME")
-        .and_then(|v| v.value.clone());
     let mut container = Map::new();
-    container.insert(
-        "name".into(),
-        container_template
-            .name
-            .clone()
-            .or(mage_container)
-            .unwrap_or_else(|| "mage-job".into())
-            .into(),
-    );
-    container.insert(
-        "image".into(),
-        container_config
-            .image
-            .clone()
-            .or(container_template.image.clone())
-            .or_else(|| project.spec.image.clone())
-            .unwrap_or_default()
-            .into(),
-    );
-    if let Some(policy) = &container_template.image_pull_policy {
+    if let Some(name) = &container_config.name {
+        container.insert("name".into(), name.clone().into());
+    }
+    if let Some(image) = &container_config.image {
+        container.insert("image".into(), image.clone().into());
+    }
+    if let Some(policy) = &container_config.image_pull_policy {
         container.insert("imagePullPolicy".into(), policy.clone().into());
     }
     if !env.is_empty() {
         container.insert("env".into(), Value::Array(env));
     }
     let mut resources = Map::new();
-    if !limits.is_empty() {
-        resources.insert("limits".into(), Value::Object(limits));
-    }
-    if !requests.is_empty() {
-        resources.insert("requests".into(), Value::Object(requests));
+    for (section, map) in [
+        ("limits", quantities(&c.resource_limits)),
+        ("requests", quantities(&c.resource_requests)),
+    ] {
+        if !map.is_empty() {
+            resources.insert(section.into(), Value::Object(map));
+        }
     }
     if !resources.is_empty() {
         container.insert("resources".into(), Value::Object(resources));
     }
-    if let Some(mounts) = &container_template.volume_mounts {
+    if let Some(mounts) = &container_config.volume_mounts {
         container.insert("volumeMounts".into(), camel_list(mounts));
     }
 
     let mut pod_spec = Map::new();
     pod_spec.insert("restartPolicy".into(), "Never".into());
     pod_spec.insert("containers".into(), json!([container]));
-    if let Some(sa) = pod
-        .service_account_name
-        .clone()
-        .or(c.service_account_name.clone())
-    {
-        pod_spec.insert("serviceAccountName".into(), sa.into());
+    if let Some(sa) = &c.service_account_name {
+        pod_spec.insert("serviceAccountName".into(), sa.clone().into());
     }
-    if let Some(secret) = pod
-        .image_pull_secrets
-        .clone()
-        .or(c.image_pull_secrets.clone())
-    {
+    if let Some(secret) = &pod.image_pull_secrets {
         pod_spec.insert("imagePullSecrets".into(), json!([{"name": secret}]));
     }
     if let Some(selector) = &pod.node_selector {
@@ -257,9 +198,13 @@ fn job(block: &BlockExecutor, project: &ResolvedProject) -> Value {
             }
         }
     }
+    let prefix = c
+        .job_name_prefix
+        .as_deref()
+        .unwrap_or(DEFAULT_JOB_NAME_PREFIX);
     let mut metadata = json!({
         "name": format!("mage-{prefix}-block-{{block_run_id}}"),
-        "namespace": namespace,
+        "namespace": c.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
         "labels": labels,
     });
     if annotations.as_object().is_some_and(|a| !a.is_empty()) {

@@ -7,12 +7,15 @@
 //! the workspace container loads them into its environment before starting Mage. So the
 //! dict's keys become environment variables of the workspace (non-string values as JSON).
 
+use super::IDLE_SINCE;
 use super::workspace::{labels_of, meta_of};
 use crate::resolve::ResolvedWorkspace;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, Lifecycle,
-    LifecycleHandler, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -94,16 +97,161 @@ pub fn scripts_config_map(ws: &ResolvedWorkspace) -> Option<Value> {
     Some(cm)
 }
 
-/// The activity Lease a workspace renews while in use, when it has an idle timeout. berth
-/// creates it and never sets `renewTime`: that field is the workspace's.
-pub fn activity_lease(ws: &ResolvedWorkspace) -> Option<Value> {
+/// The activity Lease of a workspace with an idle timeout. berth creates it and never sets
+/// `renewTime` nor the agent's heartbeat: those are the activity agent's. While the
+/// reconciler keeps the workspace suspended, the Lease carries [`IDLE_SINCE`], so the
+/// suspension outlives the agent (which is gone with the pod) until activity is renewed.
+pub fn activity_lease(ws: &ResolvedWorkspace, idle_since: Option<&str>) -> Option<Value> {
     let idle = ws.spec.lifecycle.termination.as_ref()?.idle_seconds;
+    let mut meta = meta_of(ws, lease_name(&ws.name));
+    if let Some(since) = idle_since {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(IDLE_SINCE.into(), since.into());
+    }
     Some(json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": meta_of(ws, format!("{}-activity", ws.name)),
+        "metadata": meta,
         "spec": {"holderIdentity": ws.name, "leaseDurationSeconds": idle.min(i32::MAX as u64)},
     }))
+}
+
+/// The activity Lease of a workspace.
+pub fn lease_name(workspace: &str) -> String {
+    format!("{workspace}-activity")
+}
+
+/// The service account the workspace pod runs as when it has an activity agent and names
+/// none itself: it holds no rights but renewing the activity Lease.
+fn agent_account(ws: &ResolvedWorkspace) -> String {
+    ws.spec
+        .kubernetes
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| ws.name.clone())
+}
+
+/// The service account (unless the workspace names its own), Role and RoleBinding that
+/// let the activity agent renew exactly one Lease: `get` and `patch`, by `resourceNames`.
+pub fn activity_rbac(ws: &ResolvedWorkspace) -> Vec<Value> {
+    if ws.spec.lifecycle.termination.is_none() {
+        return Vec::new();
+    }
+    let name = lease_name(&ws.name);
+    let account = agent_account(ws);
+    let mut objects = Vec::new();
+    if ws.spec.kubernetes.service_account_name.is_none() {
+        objects.push(json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta_of(ws, account.clone()),
+            // The workspace container gets no token from it; the agent mounts its own.
+            "automountServiceAccountToken": false,
+        }));
+    }
+    objects.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta_of(ws, name.clone()),
+        "rules": [{
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch"],
+        }],
+    }));
+    objects.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta_of(ws, name.clone()),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ws.namespace}],
+    }));
+    objects
+}
+
+/// Where the agent's own service-account token is mounted (where clients look for it).
+const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The activity agent's container and its token volume, and the service account the pod
+/// must run as; `None` without an idle timeout.
+pub fn activity_agent(ws: &ResolvedWorkspace) -> Option<(Container, Volume, String)> {
+    let termination = ws.spec.lifecycle.termination.as_ref()?;
+    let busy = termination
+        .busy_cpu
+        .as_ref()
+        .map(|q| q.as_string())
+        .unwrap_or_else(|| format!("{}m", crate::activity::DEFAULT_BUSY_MILLICORES));
+    let interval = crate::activity::sample_interval(termination.idle_seconds);
+    let quantity = |s: &str| Quantity(s.to_string());
+    let container = Container {
+        name: "activity-agent".into(),
+        image: Some(ws.agent_image.clone()),
+        args: Some(vec![
+            "activity-agent".into(),
+            "--lease".into(),
+            lease_name(&ws.name),
+            "--port".into(),
+            super::MAGE_PORT.to_string(),
+            "--interval".into(),
+            interval.as_secs().to_string(),
+            "--busy-cpu".into(),
+            busy,
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAMESPACE".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity("10m")),
+                ("memory".into(), quantity("16Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), quantity("64Mi"))])),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "berth-activity-token".into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(10001),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // A token for the agent only: the workspace container gets none from this volume.
+    let volume: Volume = serde_json::from_value(json!({
+        "name": "berth-activity-token",
+        "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]},
+    }))
+    .unwrap_or_default();
+    Some((container, volume, agent_account(ws)))
 }
 
 /// What lifecycle policies add to the workspace pod.

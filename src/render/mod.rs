@@ -35,23 +35,77 @@ pub const PROJECT_LABEL: &str = "berth/project";
 pub const WORKSPACE_LABEL: &str = "berth/workspace";
 pub const ENV_HASH: &str = "berth/env-hash";
 pub const ENV_SOURCES: &str = "berth/env-sources";
+/// StatefulSet annotation: what each variable of the environment its pods were started
+/// with was (source, and a digest of the value or of the Secret reference and version),
+/// so a pending restart's reason stays true after the env ConfigMap moved on.
+pub const ENV_RECORD: &str = "berth/env-record";
 /// StatefulSet annotation: the workspace's idle timeout (`lifecycle.termination`).
 pub const IDLE_SECONDS: &str = "berth/idle-seconds";
 /// StatefulSet annotation on a workspace suspended for idleness: its last activity.
 pub const IDLE_SINCE: &str = "berth/idle-since";
+/// Namespace annotation: the project lets berth delete the Namespace when it leaves git
+/// (only when it holds nothing berth does not own). Read from the live object, because
+/// by then the project is gone from git.
+pub const PRUNE_NAMESPACE: &str = "berth/prune";
+/// The value of [`PRUNE_NAMESPACE`] that allows it.
+pub const PRUNE_WHEN_EMPTY: &str = "when-empty";
 /// Port of the Mage web UI.
 pub const MAGE_PORT: i32 = 6789;
 
 /// Facts from outside the repository that change what is rendered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RenderContext {
     /// resourceVersion of Secrets referenced by env (`namespace/name` → version), so a
     /// change of a shared Secret's data rolls the workspaces using it. Empty offline.
     pub secret_versions: BTreeMap<String, String>,
+    /// Namespaces whose Secrets berth may not read (yet): a Secret missing from
+    /// `secret_versions` there is unknown, not absent.
+    pub unreadable_secrets: std::collections::BTreeSet<String>,
     /// Workspaces suspended for idleness by the reconciler (`namespace/workspace` → when
     /// their activity stopped, RFC 3339): rendered with `replicas: 0` and
     /// [`IDLE_SINCE`], so a suspension is the desired state, not drift.
     pub idle: BTreeMap<String, String>,
+    /// The namespace of berth's ApplySet, where the reconciler runs as the service account
+    /// [`RECONCILER_ACCOUNT`] (`--applyset-namespace`; offline, its default). Each project
+    /// namespace gets a RoleBinding that lets that account read Secret versions there, and
+    /// nowhere else.
+    pub reconciler_namespace: String,
+}
+
+/// `--applyset-namespace`'s default: where the ApplySet parent and the reconciler live.
+pub const DEFAULT_APPLYSET_NAMESPACE: &str = "berth-system";
+
+impl Default for RenderContext {
+    fn default() -> Self {
+        RenderContext {
+            secret_versions: BTreeMap::new(),
+            unreadable_secrets: Default::default(),
+            idle: BTreeMap::new(),
+            reconciler_namespace: DEFAULT_APPLYSET_NAMESPACE.to_string(),
+        }
+    }
+}
+
+/// The service account `berth watch` runs as (deploy/10-rbac.yaml), in the ApplySet's
+/// namespace.
+pub const RECONCILER_ACCOUNT: &str = "berth";
+/// The ClusterRole (deploy/10-rbac.yaml) that reads Secrets' metadata, granted to the
+/// reconciler per project namespace only.
+pub const SECRET_READER_ROLE: &str = "berth-secret-reader";
+
+/// The RoleBinding that lets the reconciler read Secret versions in one namespace.
+fn secret_reader_binding(namespace: &str, reconciler_namespace: &str, project: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": SECRET_READER_ROLE,
+            "namespace": namespace,
+            "labels": {MANAGED_BY: "berth", PROJECT_LABEL: project},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SECRET_READER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": RECONCILER_ACCOUNT, "namespace": reconciler_namespace}],
+    })
 }
 
 /// Every desired object, sorted in apply order (namespaces first, workloads last).
@@ -59,6 +113,11 @@ pub fn render(resolved: &Resolved, ctx: &RenderContext) -> Vec<Value> {
     let mut objects = Vec::new();
     for project in &resolved.projects {
         objects.push(workspace::namespace(project));
+        objects.push(secret_reader_binding(
+            &project.namespace,
+            &ctx.reconciler_namespace,
+            &project.name,
+        ));
         let scope = rbac::Scope {
             workspace: None,
             prefix: format!("berth-{}", project.name),

@@ -1,11 +1,14 @@
 //! The objects one workspace becomes.
 
 use super::*;
-use crate::model::{Quantity as ModelQuantity, Resources, RestartPolicy};
+use crate::model::{ClaimsOnDelete, Quantity as ModelQuantity, Resources, RestartPolicy};
 use crate::resolve::{ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
+    Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EnvFromSource, PodSecurityContext, SeccompProfile, SecurityContext,
     EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
     PodTemplateSpec, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
     Toleration, Volume, VolumeMount, VolumeResourceRequirements,
@@ -13,6 +16,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The user and group workspace containers run as unless `kubernetes.runAsUser` says.
+pub const DEFAULT_USER: i64 = 1000;
 
 fn to_value<T: serde::Serialize>(object: &T) -> Value {
     // Serializing k8s-openapi types to JSON cannot fail: they hold only strings, numbers
@@ -28,10 +34,23 @@ pub fn namespace(project: &ResolvedProject) -> Value {
     let mut labels = project.labels.clone();
     labels.extend(managed_labels());
     labels.insert(PROJECT_LABEL.into(), project.name.clone());
+    // Pod Security Admission: the project's level enforced, `restricted` always reported.
+    let psa = "pod-security.kubernetes.io";
+    labels.insert(
+        format!("{psa}/enforce"),
+        project.spec.pod_security.as_str().into(),
+    );
+    labels.insert(format!("{psa}/warn"), "restricted".into());
+    labels.insert(format!("{psa}/audit"), "restricted".into());
+    let annotations = project
+        .spec
+        .prune_namespace
+        .then(|| BTreeMap::from([(PRUNE_NAMESPACE.to_string(), PRUNE_WHEN_EMPTY.to_string())]));
     to_value(&Namespace {
         metadata: ObjectMeta {
             name: Some(project.namespace.clone()),
             labels: Some(labels),
+            annotations,
             ..Default::default()
         },
         ..Default::default()
@@ -90,13 +109,24 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         .collect();
     let hash = env_hash(&ws.env, &versions);
     let idle = ctx.idle.get(&format!("{}/{}", ws.namespace, ws.name));
-    let mut objects = vec![
-        config_map(ws, &hash),
-        service(ws),
-        stateful_set(ws, &hash, idle.map(String::as_str)),
-    ];
+    let mut sts = stateful_set(ws, &hash, idle.map(String::as_str));
+    if let Some(annotations) = sts
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        let readable = !ctx.unreadable_secrets.contains(&ws.namespace);
+        annotations.insert(
+            ENV_RECORD.into(),
+            Value::String(env_record(ws, &versions, readable)),
+        );
+    }
+    let mut objects = vec![config_map(ws, &hash), service(ws), sts];
     objects.extend(super::lifecycle::scripts_config_map(ws));
-    objects.extend(super::lifecycle::activity_lease(ws));
+    objects.extend(super::lifecycle::activity_lease(
+        ws,
+        idle.map(String::as_str),
+    ));
+    objects.extend(super::lifecycle::activity_rbac(ws));
     let scope = super::rbac::Scope {
         workspace: Some(&ws.name),
         prefix: ws.name.clone(),
@@ -109,6 +139,46 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         &rbac_labels,
     ));
     objects
+}
+
+/// The [`ENV_RECORD`] of a workspace: variable → `[source, digest]`. Values are digested,
+/// never written: a Secret's value is never known, and a literal one is in the ConfigMap.
+/// A Secret's digest ends in its resourceVersion, `-` when it does not exist, and nothing
+/// when berth could not read the namespace's Secrets (unknown).
+fn env_record(
+    ws: &ResolvedWorkspace,
+    versions: &BTreeMap<String, String>,
+    readable: bool,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let short = |text: &str| -> String {
+        Sha256::digest(text.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let record: serde_json::Map<String, Value> = ws
+        .env
+        .iter()
+        .map(|var| {
+            let (source, digest) = match &var.value {
+                VarValue::Literal(value) => (var.source.to_string(), format!("v:{}", short(value))),
+                VarValue::Secret(s) => (
+                    format!("{} (secret {}/{})", var.source, s.name, s.key),
+                    format!(
+                        "s:{}:{}",
+                        short(&format!("{}\0{}", s.name, s.key)),
+                        versions
+                            .get(&s.name)
+                            .map(String::as_str)
+                            .unwrap_or(if readable { "-" } else { "" })
+                    ),
+                ),
+            };
+            (var.name.clone(), serde_json::json!([source, digest]))
+        })
+        .collect();
+    serde_json::to_string(&record).unwrap_or_default()
 }
 
 fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
@@ -265,6 +335,16 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             .map(resources),
         volume_mounts: Some(mounts),
         lifecycle: parts.post_start.clone(),
+        // Mage writes to its home and /tmp, so the root filesystem stays writable here;
+        // everything else of "restricted" holds.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let init = parts
@@ -278,6 +358,15 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         .filter_map(|t| serde_json::to_value(t).ok())
         .filter_map(|t| serde_json::from_value(t).ok())
         .collect();
+    let user = kube.run_as_user.unwrap_or(DEFAULT_USER);
+    let mut containers = vec![container];
+    let mut service_account_name = kube.service_account_name.clone();
+    let agent = super::lifecycle::activity_agent(ws);
+    if let Some((agent, token, account)) = &agent {
+        containers.push(agent.clone());
+        volumes.push(token.clone());
+        service_account_name = Some(account.clone());
+    }
     let mut template_labels = labels_of(ws);
     template_labels.extend(selector_labels(ws));
     let mut metadata = meta_of(ws, ws.name.clone());
@@ -328,17 +417,41 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    // Pod Security "restricted": never root, the runtime's seccomp profile.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(user),
+                        run_as_group: Some(user),
+                        fs_group: Some(user),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    // Kubernetes credentials only for a workspace given an identity.
+                    automount_service_account_token: Some(kube.service_account_name.is_some()),
+                    containers,
+                    // The agent sees the workspace's processes (their CPU) only so.
+                    share_process_namespace: agent.is_some().then_some(true),
                     node_selector: (!kube.node_selector.is_empty())
                         .then(|| kube.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
                     affinity: kube.affinity.clone(),
-                    service_account_name: kube.service_account_name.clone(),
+                    service_account_name,
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     init_containers: init,
                     ..Default::default()
                 }),
             },
+            // Unset means Kubernetes' default, Retain: deleting the StatefulSet keeps the
+            // claims. Only an explicit `storage.onDelete: delete` deletes them with it.
+            persistent_volume_claim_retention_policy: (spec.storage.on_delete
+                == ClaimsOnDelete::Delete)
+                .then(|| StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }),
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some("data".into()),

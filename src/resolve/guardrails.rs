@@ -1,7 +1,7 @@
 //! Policy guardrails: limits that every selected workspace must respect. A violation is an
 //! error at the workspace field that breaks it, naming the policy.
 
-use super::pattern::Pattern;
+use super::pattern::{Pattern, Subject};
 use super::{Resolved, ResolvedWorkspace};
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{PolicyDocument, WorkspaceDocument};
@@ -56,7 +56,7 @@ fn check_one(
         let allowed = rules
             .allowed_images
             .iter()
-            .filter_map(|p| Pattern::parse(p).ok())
+            .filter_map(|p| Pattern::parse(p, Subject::Image).ok())
             .any(|p| p.matches(&resolved.image));
         if !allowed {
             let pointer = if ws.doc.spec.image.is_some() {
@@ -162,7 +162,9 @@ fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
                     .iter()
                     .enumerate()
                 {
-                    let pointer = format!("/{}", key.replace('.', "/"));
+                    // Configs are canonical: so is the key, whichever spelling it names.
+                    let pointer =
+                        crate::model::canonical_pointer(&format!("/{}", key.replace('.', "/")));
                     if config
                         .value
                         .pointer(&pointer)
@@ -171,7 +173,7 @@ fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
                         continue;
                     }
                     let at = policy.pos(&format!("/spec/guardrails/forbiddenExecutorSettings/{i}"));
-                    let full = format!("{}{pointer}", config.pointer);
+                    let full = config.written_at(&pointer);
                     out.push(
                         Diagnostic::error(
                             &config.file,

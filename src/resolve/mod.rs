@@ -7,11 +7,15 @@ pub mod executor;
 mod guardrails;
 pub use berth_load::pattern;
 
-pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash};
+pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash, is_project_setting};
 
 use crate::load::{Diagnostic, Repository};
 use crate::model::{ProjectSpec, WorkspaceSpec};
 use std::collections::BTreeMap;
+
+/// berth's own image, which runs the activity agent unless a project names another.
+pub const DEFAULT_AGENT_IMAGE: &str =
+    concat!("ghcr.io/berth-dev/berth:", env!("CARGO_PKG_VERSION"));
 
 /// Mage's default USER_CODE_PATH.
 pub const DEFAULT_USER_CODE_PATH: &str = "/home/src/default_repo";
@@ -37,6 +41,8 @@ pub struct ResolvedWorkspace {
     pub executor_defaults: bool,
     /// Lifecycle scripts from the repository, by their key in the scripts ConfigMap.
     pub scripts: BTreeMap<String, String>,
+    /// Image of the activity agent sidecar (workspaces with an idle timeout).
+    pub agent_image: String,
 }
 
 /// One project as the cluster sees it.
@@ -81,11 +87,13 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
             continue; // reported by the loader
         };
         let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
+        // Workspace, else project (its field or its USER_CODE_PATH variable), else Mage's.
         let user_code_path = wspec
             .user_code_path
-            .clone()
-            .or_else(|| pspec.user_code_path.clone())
-            .unwrap_or_else(|| DEFAULT_USER_CODE_PATH.to_string());
+            .as_deref()
+            .or_else(|| pspec.code_path())
+            .unwrap_or(DEFAULT_USER_CODE_PATH)
+            .to_string();
         let mut labels = project.doc.metadata.labels.clone();
         labels.extend(w.doc.metadata.labels.clone());
         let mut annotations = project.doc.metadata.annotations.clone();
@@ -109,6 +117,10 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
             ),
             executor_defaults,
             scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
+            agent_image: pspec
+                .activity_agent_image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_AGENT_IMAGE.to_string()),
             user_code_path,
             labels,
             annotations,

@@ -1,4 +1,4 @@
-//! Test support: a real kube-apiserver + etcd for integration tests (envtest-style).
+//! Test support: a real control plane for integration tests (envtest-style), in two kinds.
 //!
 //! Use it from an integration test file with `mod support;`:
 //!
@@ -7,10 +7,10 @@
 //!
 //! #[tokio::test]
 //! async fn my_test() {
-//!     let Some(cp) = support::control_plane().await else { return };
+//!     let Some(cp) = support::full_control_plane().await else { return };
 //!     let client = cp.client().await;
 //!     let ns = cp.namespace("my-test").await;
-//!     // ... talk to a real API server in namespace `ns` ...
+//!     // ... talk to a real cluster in namespace `ns` ...
 //! }
 //! ```
 //!
@@ -18,30 +18,35 @@
 //!
 //! * ONE control plane per test binary, started lazily by the first test that asks for it
 //!   and shared by every test of that binary. Tests stay apart by working in their own
-//!   namespace ([`ControlPlane::namespace`]); nothing is ever cleaned up inside the API
-//!   (etcd lives in a temporary folder that is thrown away when the test binary exits).
-//! * Only kube-apiserver and etcd run: storage, validation, defaulting, admission,
-//!   server-side apply, RBAC, dry-run, watches. There is NO kubelet, NO scheduler and NO
-//!   controller-manager: no Pod is ever created for a StatefulSet, status is never written,
-//!   garbage collection does not happen and a deleted namespace stays `Terminating`.
-//!   Where a test needs a controller's effect, the test plays the controller through the
-//!   real API, e.g. [`mark_statefulset_rolled_out`].
+//!   namespaces ([`ControlPlane::namespace`]); etcd lives in a temporary folder that is
+//!   thrown away when the test binary exits.
+//! * Two kinds, chosen per test file (a binary that asks for both panics):
+//!   - [`control_plane`], **plain**: kube-apiserver and etcd only. Storage, validation,
+//!     defaulting, admission, server-side apply, RBAC, dry-run, watches; no Pod ever exists,
+//!     no status is written, nothing is garbage-collected, a deleted namespace stays
+//!     `Terminating`. Starts in about 3 s.
+//!   - [`full_control_plane`], **full**: the same plus kube-controller-manager (every
+//!     default controller), kube-scheduler, two simulated nodes played by kwok (pods
+//!     become Running and Ready, Job pods complete, deleted pods go away) and a small
+//!     volume provisioner ([`provisioner`]) so volume claims bind. StatefulSets roll out,
+//!     namespaces are finalized, owner references cascade. See `cluster.yaml`.
 //! * Two identities: an admin (`system:masters`, [`ControlPlane::client`]) and a user with
 //!   no RBAC rights at all ([`ControlPlane::unprivileged_client`], user
 //!   [`UNPRIVILEGED_USER`]), for tests of `403 Forbidden`.
-//! * The binaries come from `$KUBEBUILDER_ASSETS` (kube-apiserver, etcd, kubectl), else
-//!   from `scripts/envtest path` (which builds them once into a cache folder). When they
-//!   cannot be had, tests are skipped with a loud `SKIPPED: no control plane` on stderr,
-//!   except under `CI=true`, where that is a failure.
-//! * No orphans: etcd and kube-apiserver are started from a thread that lives as long as
-//!   the test binary, with `PR_SET_PDEATHSIG=SIGKILL`, so they die with the test binary
-//!   however it ends (normal exit, panic, signal). A small reaper process removes the
-//!   temporary folder once the test binary is gone.
+//! * The binaries come from `$KUBEBUILDER_ASSETS`, else from `scripts/envtest path` (which
+//!   builds them once into a cache folder). When they cannot be had, tests are skipped with
+//!   a loud `SKIPPED: no control plane` on stderr, except under `CI=true`, where that is a
+//!   failure.
+//! * No orphans: every process is started from a thread that lives as long as the test
+//!   binary, with `PR_SET_PDEATHSIG=SIGKILL`, so they die with the test binary however it
+//!   ends (normal exit, panic, signal). A small reaper process removes the temporary folder
+//!   once the test binary is gone.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
+use std::future::Future;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
@@ -54,10 +59,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+pub mod generated;
+pub mod outage;
+pub mod provisioner;
+pub mod repo;
 
 /// The user name of the identity without any RBAC rights.
 pub const UNPRIVILEGED_USER: &str = "berth-nobody";
@@ -67,9 +77,48 @@ pub const ADMIN_USER: &str = "admin";
 const ADMIN_CONTEXT: &str = "envtest";
 const UNPRIVILEGED_CONTEXT: &str = "envtest-nobody";
 
-/// How long kube-apiserver may take to report `/readyz` ok (override with
+/// How long the control plane may take to be ready: kube-apiserver's `/readyz` ok and, for
+/// the full kind, the nodes Ready and the controllers working (override with
 /// `BERTH_ENVTEST_START_TIMEOUT`, in seconds).
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The simulated nodes and the default StorageClass of the full control plane (shared with
+/// `scripts/envtest shell`).
+pub const CLUSTER_YAML: &str = "tests/support/cluster.yaml";
+/// The names of the nodes in [`CLUSTER_YAML`].
+pub const NODES: [&str; 2] = ["kwok-node-0", "kwok-node-1"];
+
+/// Which control plane a test file runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// kube-apiserver + etcd.
+    Plain,
+    /// + kube-controller-manager, kube-scheduler, kwok nodes and a volume provisioner.
+    Full,
+}
+
+impl Kind {
+    fn binaries(self) -> &'static [&'static str] {
+        match self {
+            Kind::Plain => &["kube-apiserver", "etcd", "kubectl"],
+            Kind::Full => &[
+                "kube-apiserver",
+                "etcd",
+                "kubectl",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+            ],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::Full => "full",
+        }
+    }
+}
 
 /// A handle on the shared control plane of this test binary. Cheap to copy.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +128,7 @@ pub struct ControlPlane {
 
 #[derive(Debug)]
 struct Running {
+    kind: Kind,
     /// Temporary folder with certificates, kubeconfigs, etcd data and logs.
     root: PathBuf,
     assets: PathBuf,
@@ -87,6 +137,8 @@ struct Running {
     unprivileged_kubeconfig: PathBuf,
     apiserver_log: PathBuf,
     etcd_log: PathBuf,
+    /// The log of each process: etcd, kube-apiserver and, full, the controllers and kwok.
+    logs: Vec<(&'static str, PathBuf)>,
     started_in: Duration,
 }
 
@@ -96,19 +148,40 @@ enum State {
     Failed(String),
 }
 
-static STATE: OnceLock<State> = OnceLock::new();
+static STATE: OnceLock<(Kind, State)> = OnceLock::new();
 
-/// Returns the control plane of this test binary, starting it on first use.
+/// Returns the plain control plane (kube-apiserver + etcd) of this test binary, starting it
+/// on first use.
 ///
 /// Returns `None` (after printing `SKIPPED: no control plane` to stderr) when the binaries
 /// cannot be found or built, unless `CI=true`, where it panics. Panics when the binaries
 /// are there but the control plane fails to start, with the tail of its logs.
 pub async fn control_plane() -> Option<ControlPlane> {
+    control_plane_of(Kind::Plain).await
+}
+
+/// Returns the full control plane of this test binary (the plain one plus
+/// kube-controller-manager, kube-scheduler, two kwok nodes and a volume provisioner),
+/// starting it on first use. Skips and fails as [`control_plane`] does.
+pub async fn full_control_plane() -> Option<ControlPlane> {
+    control_plane_of(Kind::Full).await
+}
+
+async fn control_plane_of(kind: Kind) -> Option<ControlPlane> {
     // Starting may block for a while (and for a long while when `scripts/envtest path`
     // has to build the binaries): keep it off the test's async runtime.
-    let state = tokio::task::spawn_blocking(|| STATE.get_or_init(start))
-        .await
-        .expect("control plane start-up thread panicked");
+    let (started, state) =
+        tokio::task::spawn_blocking(move || STATE.get_or_init(|| (kind, start(kind))))
+            .await
+            .expect("control plane start-up thread panicked");
+    assert_eq!(
+        *started,
+        kind,
+        "this test binary started a {} control plane and then asked for a {} one: \
+         use one kind per test file",
+        started.name(),
+        kind.name()
+    );
     match state {
         State::Running(running) => Some(ControlPlane { inner: running }),
         State::Skipped(why) => {
@@ -134,6 +207,11 @@ pub async fn control_plane() -> Option<ControlPlane> {
 }
 
 impl ControlPlane {
+    /// Which kind this is.
+    pub fn kind(&self) -> Kind {
+        self.inner.kind
+    }
+
     /// The API server's URL, `https://127.0.0.1:<port>`.
     pub fn server(&self) -> &str {
         &self.inner.server
@@ -150,7 +228,7 @@ impl ControlPlane {
         &self.inner.unprivileged_kubeconfig
     }
 
-    /// The folder holding kube-apiserver, etcd and kubectl.
+    /// The folder holding the binaries.
     pub fn assets_dir(&self) -> &Path {
         &self.inner.assets
     }
@@ -163,6 +241,20 @@ impl ControlPlane {
     /// The kube-apiserver log file (useful in a failing test's message).
     pub fn apiserver_log(&self) -> &Path {
         &self.inner.apiserver_log
+    }
+
+    /// The last `lines` lines of every process's log, for a failing test's message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (name, path) in &self.inner.logs {
+            let _ = write!(
+                out,
+                "\n--- last lines of {name} ({}) ---\n{}",
+                path.display(),
+                tail(path, lines)
+            );
+        }
+        out
     }
 
     /// A client for the admin identity (`system:masters`).
@@ -181,20 +273,14 @@ impl ControlPlane {
     }
 
     async fn client_for_context(&self, context: &str) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.inner.kubeconfig)
-            .expect("reading the control plane's kubeconfig");
-        let options = KubeConfigOptions {
-            context: Some(context.to_string()),
-            ..KubeConfigOptions::default()
-        };
-        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        client_from(&self.inner.kubeconfig, context)
             .await
-            .expect("loading the control plane's kubeconfig");
-        Client::try_from(config).expect("building a kube client")
+            .expect("a client from the control plane's kubeconfig")
     }
 
     /// Creates a fresh namespace named `<prefix>-<unique suffix>` and returns its name.
-    /// Namespaces are never deleted (no namespace controller runs to finalize them).
+    /// On the plain control plane a namespace can never be deleted (no namespace controller
+    /// finalizes it); on the full one it can.
     pub async fn namespace(&self, prefix: &str) -> String {
         let name = unique_name(prefix);
         let api: Api<Namespace> = Api::all(self.client().await);
@@ -218,6 +304,17 @@ impl ControlPlane {
     }
 }
 
+async fn client_from(kubeconfig: &Path, context: &str) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+    Ok(Client::try_from(config)?)
+}
+
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// `<prefix>-<n>-<random>`, a valid DNS-1123 label of at most 63 characters.
@@ -239,52 +336,205 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{n}-{salt:05x}")
 }
 
-/// The test plays the controller: no StatefulSet controller and no kubelet run here, so
-/// nothing ever writes a StatefulSet's status. This writes, through the real API (the
-/// `status` subresource, as the controller would), the status of a StatefulSet whose
-/// rollout has completed for its current spec: `observedGeneration` = `generation`,
-/// `currentRevision` = `updateRevision`, and every replica ready, available, current and
-/// updated. The revision name is `<name>-<generation>` (a real controller uses a hash).
-pub async fn mark_statefulset_rolled_out(
+// ---------------------------------------------------------------------------------------
+// Waiting for the controllers (full control plane)
+// ---------------------------------------------------------------------------------------
+
+/// Polls `check` every 100 ms until it returns `Ok`, and returns that value. Every wait has
+/// a deadline: after `timeout` it panics, naming `what` it waited for and the last `Err`
+/// that `check` returned (say, the state it saw).
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Is the pod Running with the condition Ready true, and not being deleted?
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// The UID of a pod.
+pub fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+/// The pods of a namespace by name (those being deleted included).
+pub async fn pods(client: &Client, namespace: &str) -> BTreeMap<String, Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("listing the pods of {namespace}: {e}"))
+        .items
+        .into_iter()
+        .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
+        .collect()
+}
+
+/// A one-line summary of a StatefulSet's rollout, for wait messages.
+pub fn rollout_state(sts: &StatefulSet) -> String {
+    let status = sts.status.clone().unwrap_or_default();
+    format!(
+        "generation {:?} observed {:?}, replicas {:?}: ready {:?} updated {:?}, revision {:?} -> {:?}",
+        sts.metadata.generation,
+        status.observed_generation,
+        sts.spec.as_ref().and_then(|s| s.replicas),
+        status.ready_replicas,
+        status.updated_replicas,
+        status.current_revision,
+        status.update_revision
+    )
+}
+
+/// Has the StatefulSet controller finished rolling out the current spec (as `kubectl
+/// rollout status` judges it): the generation observed, every replica updated and ready,
+/// and the current revision the update revision.
+pub fn rolled_out(sts: &StatefulSet) -> bool {
+    let Some(status) = &sts.status else {
+        return false;
+    };
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    status.observed_generation >= sts.metadata.generation
+        && status.observed_generation.is_some()
+        && status.replicas == want
+        && status.ready_replicas.unwrap_or(0) == want
+        && status.updated_replicas.unwrap_or(0) == want
+        && (want == 0 || status.current_revision == status.update_revision)
+}
+
+/// Waits (up to `timeout`) until every StatefulSet of `namespace` has rolled out, and
+/// returns their pods that are Ready, by name. Panics with the state of the StatefulSets
+/// that did not.
+pub async fn wait_rolled_out(
     client: &Client,
     namespace: &str,
-    name: &str,
-) -> anyhow::Result<StatefulSet> {
+    timeout: Duration,
+) -> BTreeMap<String, Pod> {
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let sts = api
-        .get(name)
-        .await
-        .with_context(|| format!("reading StatefulSet {namespace}/{name}"))?;
-    let generation = sts
+    wait_for(
+        timeout,
+        &format!("every StatefulSet of {namespace} to roll out"),
+        || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let late: Vec<String> = list
+                .items
+                .iter()
+                .filter(|s| !rolled_out(s))
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.metadata.name.as_deref().unwrap_or("?"),
+                        rollout_state(s)
+                    )
+                })
+                .collect();
+            if !late.is_empty() {
+                return Err(late.join("; "));
+            }
+            let pods = pods(client, namespace).await;
+            let unready: Vec<&String> = pods
+                .iter()
+                .filter(|(_, p)| !is_ready(p))
+                .map(|(n, _)| n)
+                .collect();
+            if !unready.is_empty() {
+                return Err(format!("pods not ready: {unready:?}"));
+            }
+            Ok(pods)
+        },
+    )
+    .await
+}
+
+/// The environment a pod's container `container` starts with, as the kubelet would work it
+/// out: `envFrom` ConfigMaps and Secrets first, then `env` (literal values, ConfigMap and
+/// Secret keys). kwok runs no container, so this reads the very objects the kubelet would.
+/// Secret values are given as `secret:<name>/<key>`, never read.
+pub async fn container_env(
+    client: &Client,
+    pod: &Pod,
+    container: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let ns = pod
         .metadata
-        .generation
-        .with_context(|| format!("StatefulSet {namespace}/{name} has no generation"))?;
-    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let revision = format!("{name}-{generation}");
-    let status = serde_json::json!({
-        "status": {
-            "observedGeneration": generation,
-            "replicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-            "currentReplicas": replicas,
-            "updatedReplicas": replicas,
-            "currentRevision": revision,
-            "updateRevision": revision,
-            "collisionCount": 0,
+        .namespace
+        .as_deref()
+        .context("pod without namespace")?;
+    let spec = pod.spec.as_ref().context("pod without spec")?;
+    let c = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == container)
+        .with_context(|| format!("pod has no container {container}"))?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut env = BTreeMap::new();
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let cm = cms.get_opt(&r.name).await?;
+            if let Some(data) = cm.and_then(|cm| cm.data) {
+                for (k, v) in data {
+                    env.insert(format!("{prefix}{k}"), v);
+                }
+            }
         }
-    });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .with_context(|| format!("writing the status of StatefulSet {namespace}/{name}"))
+        if let Some(r) = &from.secret_ref {
+            // Its keys are not read: a Secret's values stay out of tests' output.
+            env.insert(format!("{prefix}*"), format!("secret:{}/*", r.name));
+        }
+    }
+    for var in c.env.iter().flatten() {
+        let value = if let Some(v) = &var.value {
+            v.clone()
+        } else if let Some(from) = &var.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                cms.get_opt(&r.name)
+                    .await?
+                    .and_then(|cm| cm.data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                    .unwrap_or_default()
+            } else if let Some(r) = &from.secret_key_ref {
+                format!("secret:{}/{}", r.name, r.key)
+            } else {
+                "(field or resource reference)".into()
+            }
+        } else {
+            String::new()
+        };
+        env.insert(var.name.clone(), value);
+    }
+    Ok(env)
 }
 
 // ---------------------------------------------------------------------------------------
 // Start-up
 // ---------------------------------------------------------------------------------------
 
-fn start() -> State {
-    let assets = match find_assets() {
+fn start(kind: Kind) -> State {
+    let assets = match find_assets(kind) {
         Ok(dir) => dir,
         Err(why) => return State::Skipped(format!("{why:#}")),
     };
@@ -294,12 +544,13 @@ fn start() -> State {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("envtest-keeper".into())
-        .spawn(move || keeper(assets, tx))
+        .spawn(move || keeper(assets, kind, tx))
         .expect("spawning the envtest keeper thread");
     match rx.recv() {
         Ok(Ok(running)) => {
             say(&format!(
-                "envtest: control plane up at {} in {:.1}s (kubeconfig {})",
+                "envtest: {} control plane up at {} in {:.1}s (kubeconfig {})",
+                kind.name(),
                 running.server,
                 running.started_in.as_secs_f64(),
                 running.kubeconfig.display()
@@ -311,26 +562,32 @@ fn start() -> State {
     }
 }
 
-fn has_assets(dir: &Path) -> bool {
-    ["kube-apiserver", "etcd", "kubectl"]
-        .iter()
-        .all(|b| is_executable(&dir.join(b)))
+fn has_assets(dir: &Path, kind: Kind) -> bool {
+    kind.binaries().iter().all(|b| is_executable(&dir.join(b)))
+        && (kind == Kind::Plain || dir.join("kwok-stages.yaml").is_file())
 }
 
 fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn find_assets() -> anyhow::Result<PathBuf> {
+fn find_assets(kind: Kind) -> anyhow::Result<PathBuf> {
+    let wanted = || {
+        let mut list = kind.binaries().join(", ");
+        if kind == Kind::Full {
+            list.push_str(", kwok-stages.yaml");
+        }
+        list
+    };
     if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        if has_assets(&dir) {
+        if has_assets(&dir, kind) {
             return Ok(dir);
         }
         say(&format!(
-            "envtest: KUBEBUILDER_ASSETS={} lacks kube-apiserver, etcd or kubectl; \
-             trying scripts/envtest path",
-            dir.display()
+            "envtest: KUBEBUILDER_ASSETS={} lacks one of {}; trying scripts/envtest path",
+            dir.display(),
+            wanted()
         ));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/envtest");
@@ -348,32 +605,33 @@ fn find_assets() -> anyhow::Result<PathBuf> {
         bail!("{} path failed ({})", script.display(), output.status);
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if !has_assets(&dir) {
+    if !has_assets(&dir, kind) {
         bail!(
-            "{} path printed {:?}, which lacks kube-apiserver, etcd or kubectl",
+            "{} path printed {:?}, which lacks one of {}",
             script.display(),
-            dir
+            dir,
+            wanted()
         );
     }
     Ok(dir)
 }
 
 /// Runs on the `envtest-keeper` thread for the rest of the test binary's life.
-fn keeper(assets: PathBuf, tx: std::sync::mpsc::Sender<anyhow::Result<Running>>) {
+fn keeper(assets: PathBuf, kind: Kind, tx: std::sync::mpsc::Sender<anyhow::Result<Running>>) {
     let started = Instant::now();
     let mut last_err = None;
     // A port picked as free may be taken before the server binds it: try again then.
     for _attempt in 0..3 {
-        match start_once(&assets, started) {
+        match start_once(&assets, kind, started) {
             Ok((running, mut children)) => {
                 let apiserver_log = running.apiserver_log.clone();
-                register_exit_cleanup(
-                    vec![children.apiserver.id(), children.etcd.id()],
-                    running.root.clone(),
-                );
+                register_exit_cleanup(children.pids(), running.root.clone());
+                if kind == Kind::Full {
+                    provisioner::spawn(running.kubeconfig.clone());
+                }
                 let _ = tx.send(Ok(running));
                 // Report an unexpected death, then keep this thread (and so the
-                // remaining child, through PR_SET_PDEATHSIG) alive until the end.
+                // remaining children, through PR_SET_PDEATHSIG) alive until the end.
                 if let Ok(status) = children.apiserver.wait()
                     && !EXITING.load(Ordering::SeqCst)
                 {
@@ -405,6 +663,11 @@ fn keeper(assets: PathBuf, tx: std::sync::mpsc::Sender<anyhow::Result<Running>>)
 /// an abort).
 static EXIT_CLEANUP: Mutex<Option<(Vec<u32>, PathBuf)>> = Mutex::new(None);
 static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Is the test binary exiting (the `atexit` cleanup has begun)?
+pub(crate) fn exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
 
 fn register_exit_cleanup(pids: Vec<u32>, root: PathBuf) {
     *EXIT_CLEANUP.lock().unwrap_or_else(|e| e.into_inner()) = Some((pids, root));
@@ -460,12 +723,39 @@ impl From<std::io::Error> for StartError {
 struct Children {
     etcd: Child,
     apiserver: Child,
+    /// kube-controller-manager, kube-scheduler and kwok (full control plane only).
+    controllers: Vec<Child>,
     /// Held open for the life of the test binary: the reaper removes the temporary folder
     /// when this pipe closes, that is when the test binary has ended.
     _reaper_pipe: ChildStdin,
 }
 
-fn start_once(assets: &Path, started: Instant) -> Result<(Running, Children), StartError> {
+impl Children {
+    /// Every process, the API server's clients before the API server and etcd last.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.controllers.iter().map(Child::id).collect();
+        pids.push(self.apiserver.id());
+        pids.push(self.etcd.id());
+        pids
+    }
+
+    fn kill_all(&mut self) {
+        for child in self
+            .controllers
+            .iter_mut()
+            .chain([&mut self.apiserver, &mut self.etcd])
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_once(
+    assets: &Path,
+    kind: Kind,
+    started: Instant,
+) -> Result<(Running, Children), StartError> {
     let root = tempfile::Builder::new()
         .prefix("berth-envtest-")
         .tempdir()
@@ -554,37 +844,43 @@ fn start_once(assets: &Path, started: Instant) -> Result<(Running, Children), St
     }
 
     let pki_arg = |flag: &str, file: &str| format!("--{flag}={}", pki.join(file).display());
-    let apiserver = spawn_child(
-        Command::new(assets.join("kube-apiserver"))
-            .arg(format!("--etcd-servers={etcd_client}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(pki_arg("tls-cert-file", "serving.crt"))
-            .arg(pki_arg("tls-private-key-file", "serving.key"))
-            .arg(pki_arg("token-auth-file", "tokens.csv"))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--service-account-issuer={server}"))
-            .arg(pki_arg("service-account-key-file", "sa.pub"))
-            .arg(pki_arg("service-account-signing-key-file", "sa.key"))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg(format!("--cert-dir={}", root.join("cert-dir").display())),
-        &apiserver_log,
-    )
-    .context("starting kube-apiserver")?;
+    let mut apiserver = Command::new(assets.join("kube-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={etcd_client}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={api_port}"))
+        .arg(pki_arg("tls-cert-file", "serving.crt"))
+        .arg(pki_arg("tls-private-key-file", "serving.key"))
+        .arg(pki_arg("token-auth-file", "tokens.csv"))
+        .arg("--authorization-mode=RBAC")
+        .arg(format!("--service-account-issuer={server}"))
+        .arg(pki_arg("service-account-key-file", "sa.pub"))
+        .arg(pki_arg("service-account-signing-key-file", "sa.key"))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--allow-privileged=true")
+        .arg(format!("--cert-dir={}", root.join("cert-dir").display()));
+    if kind == Kind::Plain {
+        // No ServiceAccount controller makes the `default` ServiceAccounts that the
+        // admission plugin wants for every pod; the full control plane has one and keeps
+        // the plugin, as real clusters do.
+        apiserver.arg("--disable-admission-plugins=ServiceAccount");
+    }
+    let apiserver =
+        spawn_child(&mut apiserver, &apiserver_log).context("starting kube-apiserver")?;
     let mut children = Children {
         etcd,
         apiserver,
+        controllers: Vec::new(),
         _reaper_pipe: reaper,
     };
+    let mut logs = vec![
+        ("etcd", etcd_log.clone()),
+        ("kube-apiserver", apiserver_log.clone()),
+    ];
 
     if let Err(e) = wait_ready(assets, &kubeconfig, &mut children.apiserver, &apiserver_log) {
-        let _ = children.apiserver.kill();
-        let _ = children.apiserver.wait();
-        let _ = children.etcd.kill();
-        let _ = children.etcd.wait();
+        children.kill_all();
         let msg = format!(
             "{e:#}\n--- last lines of {} ---\n{}\n--- last lines of {} ---\n{}",
             apiserver_log.display(),
@@ -599,8 +895,21 @@ fn start_once(assets: &Path, started: Instant) -> Result<(Running, Children), St
         });
     }
 
+    if kind == Kind::Full {
+        let result = start_controllers(assets, &root, &kubeconfig, &mut children, &mut logs);
+        if let Err(e) = result {
+            children.kill_all();
+            let mut msg = format!("{e:#}");
+            for (name, path) in &logs {
+                let _ = write!(msg, "\n--- last lines of {name} ---\n{}", tail(path, 25));
+            }
+            return Err(StartError::Fatal(anyhow::anyhow!(msg)));
+        }
+    }
+
     Ok((
         Running {
+            kind,
             root,
             assets: assets.to_path_buf(),
             server,
@@ -608,10 +917,186 @@ fn start_once(assets: &Path, started: Instant) -> Result<(Running, Children), St
             unprivileged_kubeconfig,
             apiserver_log,
             etcd_log,
+            logs,
             started_in: started.elapsed(),
         },
         children,
     ))
+}
+
+/// Starts kube-controller-manager, kube-scheduler and kwok against the running API server,
+/// creates the nodes and the StorageClass of [`CLUSTER_YAML`], and waits until the nodes
+/// are Ready and both controllers hold their leader Lease (they are working).
+fn start_controllers(
+    assets: &Path,
+    root: &Path,
+    kubeconfig: &Path,
+    children: &mut Children,
+    logs: &mut Vec<(&'static str, PathBuf)>,
+) -> anyhow::Result<()> {
+    let pki = root.join("pki");
+    let kubeconfig_arg = format!("--kubeconfig={}", kubeconfig.display());
+    let log = root.join("kube-controller-manager.log");
+    logs.push(("kube-controller-manager", log.clone()));
+    children.controllers.push(
+        spawn_child(
+            Command::new(assets.join("kube-controller-manager"))
+                .arg(&kubeconfig_arg)
+                .args(controller_manager_args(&pki)),
+            &log,
+        )
+        .context("starting kube-controller-manager")?,
+    );
+    let log = root.join("kube-scheduler.log");
+    logs.push(("kube-scheduler", log.clone()));
+    children.controllers.push(
+        spawn_child(
+            Command::new(assets.join("kube-scheduler"))
+                .arg(&kubeconfig_arg)
+                .args(SCHEDULER_ARGS),
+            &log,
+        )
+        .context("starting kube-scheduler")?,
+    );
+    // kwok would read ~/.kwok/kwok.yaml first: give it a home of its own.
+    let home = root.join("kwok-home");
+    fs::create_dir_all(&home)?;
+    let log = root.join("kwok.log");
+    logs.push(("kwok", log.clone()));
+    children.controllers.push(
+        spawn_child(
+            Command::new(assets.join("kwok"))
+                .env("HOME", &home)
+                .arg(&kubeconfig_arg)
+                .arg(format!(
+                    "--config={}",
+                    assets.join("kwok-stages.yaml").display()
+                ))
+                .args(KWOK_ARGS),
+            &log,
+        )
+        .context("starting kwok")?,
+    );
+
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join(CLUSTER_YAML);
+    let out = Command::new(assets.join("kubectl"))
+        .arg(&kubeconfig_arg)
+        .args(["create", "-f"])
+        .arg(&cluster)
+        .stdin(Stdio::null())
+        .output()
+        .context("running kubectl create")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl create -f {} failed: {}",
+            cluster.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let timeout = start_timeout();
+    let deadline = Instant::now() + timeout;
+    let kubectl = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(assets.join("kubectl"))
+            .arg(&kubeconfig_arg)
+            .args(args)
+            .arg("--request-timeout=5s")
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    loop {
+        for (child, (name, log)) in children.controllers.iter_mut().zip(&logs[2..]) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{name} exited ({status}) before it was ready (log {})",
+                    log.display()
+                );
+            }
+        }
+        let ready = kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}"#,
+        ])?;
+        let leaders = kubectl(&[
+            "get",
+            "leases",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity} {end}",
+        ])?;
+        let nodes_ready = NODES
+            .iter()
+            .all(|n| ready.split_whitespace().any(|r| r == format!("{n}=True")));
+        let leading = leaders
+            .split_whitespace()
+            .filter(|l| !l.ends_with('='))
+            .count()
+            == 2;
+        if nodes_ready && leading {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the controllers were not ready within {}s (nodes: {ready:?}; leader Leases: \
+                 {leaders:?}); set BERTH_ENVTEST_START_TIMEOUT to wait longer",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// kube-controller-manager: every default controller, with the admin's credentials, the
+/// service-account signing key (token controller) and the CA (root CA publisher, CSR
+/// signer); no serving port. Leader election is on only so that its Lease says it works.
+fn controller_manager_args(pki: &Path) -> Vec<String> {
+    let file = |name: &str| pki.join(name).display().to_string();
+    vec![
+        "--controllers=*".into(),
+        "--leader-elect=true".into(),
+        "--secure-port=0".into(),
+        format!("--service-account-private-key-file={}", file("sa.key")),
+        format!("--root-ca-file={}", file("ca.crt")),
+        format!("--cluster-signing-cert-file={}", file("ca.crt")),
+        format!("--cluster-signing-key-file={}", file("ca.key")),
+        // Tests make bursts of objects; the default client limits (20/s) would slow the
+        // controllers down, not make them more real.
+        "--kube-api-qps=200".into(),
+        "--kube-api-burst=400".into(),
+    ]
+}
+
+/// kube-scheduler: the default profile, no serving port.
+const SCHEDULER_ARGS: &[&str] = &[
+    "--leader-elect=true",
+    "--secure-port=0",
+    "--kube-api-qps=200",
+    "--kube-api-burst=400",
+];
+
+/// kwok: the nodes annotated `kwok.x-k8s.io/node: fake`, a node Lease like a kubelet's,
+/// pod IPs from a range of its own; no server (no logs or exec).
+const KWOK_ARGS: &[&str] = &[
+    "--manage-all-nodes=false",
+    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+    "--node-lease-duration-seconds=40",
+    "--cidr=10.128.0.0/16",
+    "--node-ip=10.127.0.1",
+];
+
+fn start_timeout() -> Duration {
+    std::env::var("BERTH_ENVTEST_START_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_START_TIMEOUT)
 }
 
 /// Polls `/readyz` (through kubectl, as the admin) until it answers `ok`.
@@ -621,11 +1106,7 @@ fn wait_ready(
     apiserver: &mut Child,
     apiserver_log: &Path,
 ) -> anyhow::Result<()> {
-    let timeout = std::env::var("BERTH_ENVTEST_START_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_START_TIMEOUT);
+    let timeout = start_timeout();
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = apiserver.try_wait()? {

@@ -1,13 +1,20 @@
 //! Environment inheritance, after Mage Pro's rules:
 //! - `managed` without USER_DEFINED_VARS: every project variable is inherited;
-//! - with USER_DEFINED_VARS (always, for `self-hosted`): only the named variables, plus
-//!   those matching the `byEnvironment` patterns of the workspace's ENV;
-//! - secret-backed variables cross into workspaces only with SHARE_SECRETS_ACROSS_WORKSPACES;
+//! - with USER_DEFINED_VARS (always, for `self-hosted`): only the variables it names or
+//!   matches (its entries are names or patterns, like the seed's `DEV_ENV_*`), plus those
+//!   matching the `byEnvironment` patterns of the workspace's ENV;
+//! - secret-backed variables cross into workspaces only with SHARE_SECRETS_ACROSS_WORKSPACES
+//!   (the field, or the project variable set to `1`);
+//! - the project variables that are settings (USER_CODE_PATH,
+//!   SHARE_SECRETS_ACROSS_WORKSPACES) are read as settings, not inherited as variables;
 //! - berth's built-ins (ENV, USER_CODE_PATH, SHARE_SECRETS_ACROSS_WORKSPACES) come next;
 //! - the workspace's own variables win over everything inherited.
 
-use super::pattern::Pattern;
-use crate::model::{EnvVar, InheritanceMode, ProjectSpec, SecretKeyRef, WorkspaceSpec};
+use super::pattern::{Pattern, Subject};
+use crate::model::{
+    EnvVar, InheritanceMode, ProjectSpec, SHARE_SECRETS_VAR, SecretKeyRef, USER_CODE_PATH_VAR,
+    WorkspaceSpec,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -19,8 +26,11 @@ use std::fmt;
 pub enum Source {
     /// Inherited because the project shares all variables (managed, no USER_DEFINED_VARS).
     Project,
-    /// Inherited because USER_DEFINED_VARS names it.
-    UserDefinedVars,
+    /// Inherited because USER_DEFINED_VARS names it (`pattern`: or matches it).
+    UserDefinedVars {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
+    },
     /// Inherited through a `byEnvironment` rule.
     EnvironmentRule {
         environment: String,
@@ -37,7 +47,7 @@ impl Source {
     pub fn is_inherited(&self) -> bool {
         matches!(
             self,
-            Source::Project | Source::UserDefinedVars | Source::EnvironmentRule { .. }
+            Source::Project | Source::UserDefinedVars { .. } | Source::EnvironmentRule { .. }
         )
     }
 }
@@ -46,7 +56,12 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Project => write!(f, "project env"),
-            Source::UserDefinedVars => write!(f, "project env via userDefinedVars"),
+            Source::UserDefinedVars { pattern: None } => {
+                write!(f, "project env via userDefinedVars")
+            }
+            Source::UserDefinedVars {
+                pattern: Some(pattern),
+            } => write!(f, "project env via userDefinedVars `{pattern}`"),
             Source::EnvironmentRule {
                 environment,
                 pattern,
@@ -89,14 +104,23 @@ pub fn effective_env(
     user_code_path: &str,
 ) -> Vec<EffectiveVar> {
     let inheritance = &project.inheritance;
+    // Validation refused every pattern that does not parse.
+    let parse = |p: &String| Pattern::parse(p, Subject::VariableName).ok();
     let rules: Vec<Pattern> = workspace
         .environment
         .as_ref()
         .and_then(|e| inheritance.by_environment.get(e))
         .into_iter()
         .flatten()
-        .filter_map(|p| Pattern::parse(p).ok())
+        .filter_map(parse)
         .collect();
+    let user_defined: Vec<Pattern> = inheritance
+        .user_defined_vars
+        .iter()
+        .flatten()
+        .filter_map(parse)
+        .collect();
+    let shares_secrets = project.shares_secrets();
     let inherit_all =
         inheritance.mode == InheritanceMode::Managed && inheritance.user_defined_vars.is_none();
 
@@ -116,17 +140,22 @@ pub fn effective_env(
         let Some(value) = VarValue::from_env(var) else {
             continue;
         };
-        if matches!(value, VarValue::Secret(_)) && !project.share_secrets_across_workspaces {
+        if is_project_setting(&var.name)
+            || (matches!(value, VarValue::Secret(_)) && !shares_secrets)
+        {
             continue;
         }
-        let named = inheritance
-            .user_defined_vars
-            .as_ref()
-            .is_some_and(|names| names.contains(&var.name));
+        // A plain name says less than a pattern: prefer it when both match.
+        let named = user_defined
+            .iter()
+            .filter(|p| p.matches(&var.name))
+            .min_by_key(|p| !p.is_literal());
         let source = if inherit_all {
             Source::Project
-        } else if named {
-            Source::UserDefinedVars
+        } else if let Some(pattern) = named {
+            Source::UserDefinedVars {
+                pattern: (!pattern.is_literal()).then(|| pattern.as_str().to_string()),
+            }
         } else if let Some(rule) = rules.iter().find(|r| r.matches(&var.name)) {
             Source::EnvironmentRule {
                 environment: workspace.environment.clone().unwrap_or_default(),
@@ -150,7 +179,7 @@ pub fn effective_env(
         VarValue::Literal(user_code_path.to_string()),
         Source::BuiltIn,
     );
-    if project.share_secrets_across_workspaces {
+    if shares_secrets {
         set(
             "SHARE_SECRETS_ACROSS_WORKSPACES",
             VarValue::Literal("1".into()),
@@ -164,6 +193,13 @@ pub fn effective_env(
         }
     }
     env.into_values().collect()
+}
+
+/// Project variables that Mage Pro reads as settings of the project (USER_CODE_PATH,
+/// SHARE_SECRETS_ACROSS_WORKSPACES): berth reads them as such and sets the workspace's
+/// own value as a built-in, instead of inheriting them as variables.
+pub fn is_project_setting(name: &str) -> bool {
+    name == USER_CODE_PATH_VAR || name == SHARE_SECRETS_VAR
 }
 
 /// Hash of an effective environment: names and values (for secrets, the reference and, when

@@ -66,7 +66,10 @@ fn user_defined_vars_restrict_inheritance() {
     let p = project(vec![lit("A", "1"), lit("B", "2")], inheritance);
     let env = effective_env(&p, &workspace(None, vec![]), "/code");
     assert_eq!(names(&env), ["A", "USER_CODE_PATH"]);
-    assert_eq!(get(&env, "A").unwrap().source, Source::UserDefinedVars);
+    assert_eq!(
+        get(&env, "A").unwrap().source,
+        Source::UserDefinedVars { pattern: None }
+    );
 }
 
 #[test]
@@ -143,7 +146,7 @@ fn hash_ignores_provenance_but_not_values() {
         source: Source::Project,
     }];
     let mut b = a.clone();
-    b[0].source = Source::UserDefinedVars;
+    b[0].source = Source::UserDefinedVars { pattern: None };
     let none = BTreeMap::new();
     assert_eq!(env_hash(&a, &none), env_hash(&b, &none));
     b[0].value = VarValue::Literal("2".into());

@@ -198,7 +198,7 @@ fn enforced_policy_wins_over_block_and_project_and_warns() {
     // The override of a different value is a warning at the overridden line.
     let warnings: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(diagnostics.iter().all(|d| !d.is_error()));
-    assert!(warnings.iter().any(|w| w.starts_with("mage/pipelines/etl/metadata.yaml:8:7: warning: resource_limits.memory: policy `defaults` enforces \"512Mi\" over \"4Gi\" set by the block")), "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.starts_with("mage/pipelines/etl/metadata.yaml:8:7: warning: blocks[0].executor_config.resource_limits.memory: policy `defaults` enforces \"512Mi\" over \"4Gi\" set by the block")), "{warnings:#?}");
     assert!(
         warnings
             .iter()
@@ -260,23 +260,23 @@ fn disabled_policy_does_nothing() {
 }
 
 #[test]
-fn job_names_interpolate_and_fit_kubernetes_limits() {
+fn job_names_interpolate_and_are_checked_not_bent() {
     assert_eq!(
         job_name("data-prep", "daily", "42"),
         "mage-data-prep-block-42"
     );
+    // Interpolated as is: a name Kubernetes refuses is reported, never cleaned up.
     assert_eq!(
         job_name("etl-{trigger_name}", "Nightly Run", "7"),
-        "mage-etl-nightly-run-block-7"
+        "mage-etl-Nightly Run-block-7"
     );
-    let long = job_name(&"x".repeat(100), "t", "123456789");
-    assert_eq!(long.len(), 63);
-    assert!(
-        long.ends_with("-block-123456789"),
-        "the run id survives: {long}"
-    );
-    let dashes = job_name(&format!("{}-{}", "a".repeat(43), "b".repeat(10)), "t", "1");
-    assert!(dashes.len() <= 63 && !dashes.contains("--"), "{dashes}");
-    assert!(crate::load::check_dns_label(&long).is_ok());
-    assert_eq!(job_name("", "t", "5"), "mage-block-5");
+    assert!(check_job_name("mage-etl-Nightly Run-block-7").is_err());
+    assert!(check_job_name(&job_name("data-prep", "", LONGEST_BLOCK_RUN_ID)).is_ok());
+    // 57 characters fit (pods add `-xxxxx` up to 63), 58 do not.
+    let fits = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(35));
+    assert_eq!(fits.len(), 57);
+    assert!(check_job_name(&fits).is_ok());
+    let long = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(36));
+    let why = check_job_name(&long).unwrap_err();
+    assert!(why.contains("58 characters; at most 57"), "{why}");
 }

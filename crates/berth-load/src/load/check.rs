@@ -5,7 +5,8 @@ use super::{Diagnostic, Files, Loaded, Located};
 use crate::model::{
     EnvVar, InheritanceMode, Quantity, Resources, RoleBinding, WorkloadManager, WorkloadManagerKind,
 };
-use crate::pattern::Pattern;
+use crate::model::{ProjectDocument, SHARE_SECRETS_VAR, USER_CODE_PATH_VAR};
+use crate::pattern::{Pattern, Subject};
 use std::collections::{BTreeMap, HashMap};
 
 /// Variables berth sets itself; a workspace sets them through dedicated fields instead.
@@ -47,17 +48,16 @@ pub fn check(loaded: &mut Loaded) {
                 ),
             );
         }
-        let declared: Vec<&str> = spec.env.iter().map(|v| v.name.as_str()).collect();
-        for (i, name) in inheritance.user_defined_vars.iter().flatten().enumerate() {
-            if !declared.contains(&name.as_str()) {
-                out.push(Diagnostic::warning(
-                    &p.file,
-                    p.pos(&format!("/spec/inheritance/userDefinedVars/{i}")),
-                    &format!("/spec/inheritance/userDefinedVars/{i}"),
-                    format!("`{name}` is not a variable of this project's env; nothing to inherit"),
-                ));
-            }
+        for (i, pattern) in inheritance.user_defined_vars.iter().flatten().enumerate() {
+            check_inheritance_pattern(
+                p,
+                &format!("/spec/inheritance/userDefinedVars/{i}"),
+                pattern,
+                &mut out,
+            );
         }
+        check_project_settings(p, &mut out);
+        check_runner_namespace(p, &repo.projects, &mut out);
         if let Some(wm) = &spec.workload_manager {
             check_map(
                 p,
@@ -70,18 +70,16 @@ pub fn check(loaded: &mut Loaded) {
         }
         for (environment, patterns) in &inheritance.by_environment {
             for (i, pattern) in patterns.iter().enumerate() {
-                let pointer = format!("/spec/inheritance/byEnvironment/{environment}/{i}");
-                if let Err(why) = Pattern::parse(pattern) {
-                    out.push(err(
-                        p,
-                        &pointer,
-                        format!("invalid pattern `{pattern}`: {why}"),
-                    ));
-                }
+                let pointer = format!(
+                    "/spec/inheritance/byEnvironment/{}/{i}",
+                    super::yaml::escape_segment(environment)
+                );
+                check_inheritance_pattern(p, &pointer, pattern, &mut out);
             }
         }
     }
 
+    let mut pre_start: HashMap<&str, Vec<super::python::Problem>> = HashMap::new();
     for w in &repo.workspaces {
         let spec = &w.doc.spec;
         check_name(w, &mut out);
@@ -199,6 +197,36 @@ pub fn check(loaded: &mut Loaded) {
                 &loaded.repo.files,
                 &mut out,
             );
+            if let Some(Ok(text)) = loaded.repo.files.get(&pre.script)
+                && pre.script.ends_with(".py")
+            {
+                // Workspaces often share a script: parse each one once.
+                let problems = pre_start
+                    .entry(pre.script.as_str())
+                    .or_insert_with(|| super::python::check_pre_start(text));
+                for problem in problems.iter() {
+                    let pointer = "/spec/lifecycle/preStart/script";
+                    out.push(match problem.pos {
+                        Some(pos) => Diagnostic::error(
+                            &pre.script,
+                            pos,
+                            "",
+                            format!("pre-start script: {}", problem.message),
+                        )
+                        .with_help(format!(
+                            "used by workspace `{}` ({}:{})",
+                            w.doc.metadata.name,
+                            w.file,
+                            w.pos(pointer).line
+                        )),
+                        None => err(
+                            w,
+                            pointer,
+                            format!("pre-start script `{}` {}", pre.script, problem.message),
+                        ),
+                    });
+                }
+            }
             if let Some(container) = &pre.container {
                 check_env(
                     w,
@@ -267,7 +295,7 @@ pub fn check(loaded: &mut Loaded) {
             check_resources(p, "/spec/guardrails/maxResources", max, &mut out);
         }
         for (i, pattern) in guardrails.allowed_images.iter().enumerate() {
-            if let Err(why) = Pattern::parse(pattern) {
+            if let Err(why) = Pattern::parse(pattern, Subject::Image) {
                 out.push(err(
                     p,
                     &format!("/spec/guardrails/allowedImages/{i}"),
@@ -288,6 +316,144 @@ pub fn check(loaded: &mut Loaded) {
     }
 
     loaded.diagnostics.extend(out);
+}
+
+/// A `userDefinedVars` or `byEnvironment` pattern: valid (see [`Pattern`] for what is
+/// refused) and matching at least one of the project's variables, or it is a warning.
+fn check_inheritance_pattern(
+    p: &Located<ProjectDocument>,
+    pointer: &str,
+    pattern: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    match Pattern::parse(pattern, Subject::VariableName) {
+        Err(why) => out.push(err(
+            p,
+            pointer,
+            format!("invalid pattern `{pattern}`: {why}"),
+        )),
+        Ok(parsed) => {
+            if !p.doc.spec.env.iter().any(|v| parsed.matches(&v.name)) {
+                let what = if parsed.is_literal() {
+                    format!("`{pattern}` is not a variable of this project's env")
+                } else {
+                    format!("`{pattern}` matches none of this project's variables")
+                };
+                out.push(Diagnostic::warning(
+                    &p.file,
+                    p.pos(pointer),
+                    pointer,
+                    format!("{what}; nothing to inherit"),
+                ));
+            }
+        }
+    }
+}
+
+/// Project variables that Mage Pro reads as settings: SHARE_SECRETS_ACROSS_WORKSPACES
+/// (`1` shares secrets, `0` does not) and USER_CODE_PATH. Each must be a literal, and must
+/// agree with berth's field for the same setting.
+fn check_project_settings(p: &Located<ProjectDocument>, out: &mut Vec<Diagnostic>) {
+    let spec = &p.doc.spec;
+    for (i, var) in spec.env.iter().enumerate() {
+        let at = format!("/spec/env/{i}");
+        let setting = match var.name.as_str() {
+            SHARE_SECRETS_VAR => "shareSecretsAcrossWorkspaces",
+            USER_CODE_PATH_VAR => "userCodePath",
+            _ => continue,
+        };
+        if var.secret_ref.is_some() {
+            out.push(
+                err(
+                    p,
+                    &at,
+                    format!(
+                        "`{}` is a setting of the project; it cannot come from a Secret",
+                        var.name
+                    ),
+                )
+                .with_help(format!("give it a `value`, or use `{setting}`")),
+            );
+            continue;
+        }
+        let Some(value) = var.value.as_deref() else {
+            continue; // reported by check_env
+        };
+        let value_at = format!("{at}/value");
+        if var.name == SHARE_SECRETS_VAR {
+            // Whether the field was written, and how: the default cannot contradict.
+            let field = p
+                .spans
+                .contains("/spec/shareSecretsAcrossWorkspaces")
+                .then_some(spec.share_secrets_across_workspaces);
+            match (value, field) {
+                ("1", Some(false)) | ("0", Some(true)) => out.push(
+                    err(
+                        p,
+                        &value_at,
+                        format!(
+                            "{SHARE_SECRETS_VAR}={value} contradicts `shareSecretsAcrossWorkspaces: {}`",
+                            field == Some(true)
+                        ),
+                    )
+                    .with_help("they are one setting; keep one"),
+                ),
+                ("1" | "0", _) => {}
+                _ => out.push(
+                    err(
+                        p,
+                        &value_at,
+                        format!("{SHARE_SECRETS_VAR} is `{value}`; Mage Pro reads `1` (share secrets across workspaces) or `0`"),
+                    )
+                    .with_help("or use `shareSecretsAcrossWorkspaces: true`"),
+                ),
+            }
+        } else if let Some(field) = spec.user_code_path.as_deref()
+            && field != value
+        {
+            out.push(
+                err(
+                    p,
+                    &value_at,
+                    format!("USER_CODE_PATH `{value}` contradicts `userCodePath: {field}`"),
+                )
+                .with_help("they are one setting; keep one"),
+            );
+        }
+    }
+}
+
+/// ZenML's runner pods need a dedicated namespace: not the namespace of any project (where
+/// workspaces run).
+fn check_runner_namespace(
+    p: &Located<ProjectDocument>,
+    projects: &[Located<ProjectDocument>],
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(wm) = &p.doc.spec.workload_manager else {
+        return;
+    };
+    for other in projects {
+        if other.doc.spec.namespace == wm.namespace {
+            let at = other.pos("/spec/namespace");
+            let whose = if std::ptr::eq(other, p) {
+                "this project's namespace".to_string()
+            } else {
+                format!("the namespace of project `{}`", other.doc.metadata.name)
+            };
+            out.push(
+                err(
+                    p,
+                    "/spec/workloadManager/namespace",
+                    format!(
+                        "`{}` is {whose} ({}:{}:{}); ZenML's runner pods need a dedicated namespace",
+                        wm.namespace, other.file, at.line, at.column
+                    ),
+                )
+                .with_help("name a namespace no project uses, e.g. `zenml-runners`"),
+            );
+        }
+    }
 }
 
 /// ZenML's rules: a registry when building runner images, a bucket for external logs (an

@@ -8,6 +8,7 @@
 //! (lifecycle scripts), and the root's `.berthignore`. Every other file is never read, so
 //! memory is bounded by the input, not by the folder.
 
+use super::yaml::line_column;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -170,13 +171,6 @@ pub fn decode(bytes: Vec<u8>) -> Result<String, Unreadable> {
             })
         }
     }
-}
-
-/// 1-based line and column (in characters) of the position just after `prefix`.
-fn line_column(prefix: &str) -> (usize, usize) {
-    let line = prefix.bytes().filter(|&b| b == b'\n').count() + 1;
-    let last_line = prefix.rsplit('\n').next().unwrap_or("");
-    (line, last_line.chars().count() + 1)
 }
 
 /// Every input file of a repository by path, as the loader and render use them.

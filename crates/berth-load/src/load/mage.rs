@@ -45,6 +45,51 @@ pub fn check_values(
     }
 }
 
+/// Rewrite the executor config at `base` of a document to berth's canonical spelling
+/// ([`crate::model::canonicalise`]), before anything merges it with other layers. Moved
+/// values keep their positions (the spans learn the canonical pointers); a setting
+/// written in two spellings with different values is an error at the other spelling.
+pub fn canonicalise_at(
+    value: &mut Value,
+    spans: &mut Spans,
+    file: &str,
+    base: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let done = crate::model::canonicalise(value);
+    for (written, canonical) in &done.moved {
+        spans.alias(&format!("{base}{written}"), &format!("{base}{canonical}"));
+    }
+    for clash in done.clashes {
+        let field = |pointer: &str| super::diagnostic::field_path(pointer);
+        let shown = |v: &Value| match v {
+            Value::String(s) => format!("`{s}`"),
+            other => format!("`{other}`"),
+        };
+        let at = format!("{base}{}", clash.written);
+        let other = spans.key(&format!("{base}{}", clash.canonical));
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                spans.key(&at),
+                &at,
+                format!(
+                    "{} here but {} at line {}: `{}` and `{}` are one setting in Mage, written twice with different values",
+                    shown(&clash.written_value),
+                    shown(&clash.canonical_value),
+                    other.line,
+                    field(&clash.written),
+                    field(&clash.canonical),
+                ),
+            )
+            .with_help(format!(
+                "keep one; berth reads both as `{}`",
+                field(&clash.canonical)
+            )),
+        );
+    }
+}
+
 /// One layer of executor configuration and where it is written.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -65,13 +110,33 @@ impl ConfigSource {
     pub fn pos_of(&self, pointer: &str) -> yaml::Pos {
         self.spans.key(&format!("{}{pointer}", self.pointer))
     }
+
+    /// The document pointer of a key inside this configuration, spelled as written.
+    pub fn written_at(&self, pointer: &str) -> String {
+        self.spans.written(&format!("{}{pointer}", self.pointer))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Block {
     pub uuid: String,
+    /// Where the block is declared in its pipeline's `metadata.yaml`.
+    pub pos: yaml::Pos,
+    /// Its pointer there (`/blocks/2`).
+    pub pointer: String,
     /// The block's own `executor_config`, if any.
     pub config: Option<ConfigSource>,
+}
+
+/// A trigger of a pipeline (Mage keeps them in `pipelines/<uuid>/triggers.yaml`): its name
+/// is interpolated into `job_name_prefix` as `{trigger_name}`.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub name: String,
+    pub file: String,
+    pub pos: yaml::Pos,
+    /// Pointer of the name in `triggers.yaml`.
+    pub pointer: String,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +145,8 @@ pub struct Pipeline {
     pub file: String,
     /// Blocks with `executor_type: k8s`, in file order.
     pub blocks: Vec<Block>,
+    /// The pipeline's triggers, when it has a `triggers.yaml`.
+    pub triggers: Vec<Trigger>,
 }
 
 /// Everything that configures the Kubernetes executor of one project.
@@ -196,9 +263,13 @@ fn load_project(
                 }
             };
             if let Some(doc) = parse_one(path, text, diagnostics) {
-                sources
-                    .pipelines
-                    .push(pipeline(path, pipeline_dir, &doc, diagnostics));
+                let mut pipeline = pipeline(path, pipeline_dir, &doc, diagnostics);
+                pipeline.triggers = triggers(
+                    &format!("{prefix}{pipeline_dir}/triggers.yaml"),
+                    files,
+                    diagnostics,
+                );
+                sources.pipelines.push(pipeline);
             }
         }
     }
@@ -275,11 +346,14 @@ fn config_at(
         diagnostics.extend(errors.into_iter().map(|e| e.diagnostic));
         return None;
     }
+    let mut value = value;
+    let mut spans = doc.spans.clone();
+    canonicalise_at(&mut value, &mut spans, file, pointer, diagnostics);
     Some(ConfigSource {
         value,
         file: file.to_string(),
         pointer: pointer.to_string(),
-        spans: doc.spans.clone(),
+        spans,
     })
 }
 
@@ -319,6 +393,8 @@ fn pipeline(
         };
         blocks.push(Block {
             uuid: uuid.to_string(),
+            pos: doc.spans.value(&pointer),
+            pointer: pointer.clone(),
             config: config_at(
                 doc,
                 file,
@@ -331,5 +407,38 @@ fn pipeline(
         uuid,
         file: file.to_string(),
         blocks,
+        triggers: Vec::new(),
     }
+}
+
+/// The named triggers of Mage's `triggers.yaml` (`triggers: [{name: ...}, ...]`), if the
+/// file exists. Only the names matter to berth (job names); the rest is Mage's.
+fn triggers(path: &str, files: &super::Files, diagnostics: &mut Vec<Diagnostic>) -> Vec<Trigger> {
+    let text = match files.get(path) {
+        None => return Vec::new(),
+        Some(Err(why)) => {
+            diagnostics.push(super::unreadable_file(path, why, "this Mage file"));
+            return Vec::new();
+        }
+        Some(Ok(text)) => text,
+    };
+    let Some(doc) = parse_one(path, text, diagnostics) else {
+        return Vec::new();
+    };
+    doc.value
+        .get("triggers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, trigger)| {
+            let pointer = format!("/triggers/{i}/name");
+            Some(Trigger {
+                name: trigger.get("name")?.as_str()?.to_string(),
+                file: path.to_string(),
+                pos: doc.spans.value(&pointer),
+                pointer,
+            })
+        })
+        .collect()
 }

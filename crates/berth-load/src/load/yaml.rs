@@ -74,6 +74,8 @@ impl Positions<'_> {
 pub struct Spans {
     values: HashMap<String, Pos>,
     keys: HashMap<String, Pos>,
+    /// Values moved to another pointer, in order: (as written, where they are now).
+    moved: Vec<(String, String)>,
 }
 
 impl Spans {
@@ -88,6 +90,47 @@ impl Spans {
             Some(pos) => *pos,
             None => self.value(pointer),
         }
+    }
+
+    /// Whether a value is written at `pointer` (defaults are not).
+    pub fn contains(&self, pointer: &str) -> bool {
+        self.values.contains_key(pointer)
+    }
+
+    /// Make everything written under `from` findable under `to` as well, where `to` has
+    /// no position of its own: a value moved to another pointer (a setting rewritten to
+    /// its canonical spelling) keeps pointing at where it is written.
+    pub fn alias(&mut self, from: &str, to: &str) {
+        for table in [&mut self.values, &mut self.keys] {
+            let moved: Vec<(String, Pos)> = table
+                .iter()
+                .filter_map(|(pointer, pos)| {
+                    let rest = pointer.strip_prefix(from)?;
+                    (rest.is_empty() || rest.starts_with('/'))
+                        .then(|| (format!("{to}{rest}"), *pos))
+                })
+                .collect();
+            for (pointer, pos) in moved {
+                table.entry(pointer).or_insert(pos);
+            }
+        }
+        self.moved.push((from.to_string(), to.to_string()));
+    }
+
+    /// The pointer a value now at `pointer` is written at (the inverse of [`Spans::alias`]),
+    /// so diagnostics name the field as the file spells it.
+    pub fn written(&self, pointer: &str) -> String {
+        let mut pointer = pointer.to_string();
+        for (from, to) in self.moved.iter().rev() {
+            // A move is recorded where the canonical spelling did not exist yet (else the
+            // keys moved one by one), so everything under `to` came from `from`.
+            if let Some(rest) = pointer.strip_prefix(to.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                pointer = format!("{from}{rest}");
+            }
+        }
+        pointer
     }
 
     fn lookup(&self, pointer: &str, table: &HashMap<String, Pos>) -> Pos {
@@ -147,6 +190,28 @@ enum Frame {
     },
 }
 
+/// Byte offsets where each line starts, with YAML's line breaks: `\n`, `\r\n` and a lone
+/// `\r` (which is how yaml-rust2 counts the lines it reports).
+pub fn line_starts(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut starts = vec![0];
+    for (i, &b) in bytes.iter().enumerate() {
+        let is_break = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+        if is_break {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
+/// 1-based line and column (in characters) of the position just after `prefix`, with
+/// YAML's line breaks.
+pub fn line_column(prefix: &str) -> (usize, usize) {
+    let starts = line_starts(prefix);
+    let last = starts.last().copied().unwrap_or(0);
+    (starts.len(), prefix[last..].chars().count() + 1)
+}
+
 /// What a file holds: every document read before a syntax error stopped the reader, and
 /// the errors (at most one that stopped it, plus values that could not be represented).
 #[derive(Debug, Default)]
@@ -181,12 +246,11 @@ fn parse_into(text: &str, out: &mut Parsed) -> Result<(), YamlError> {
     }
     // YAML readers stop at a NUL byte as if the file ended there: refuse it instead.
     if let Some(at) = text.find('\0') {
-        let line = text[..at].bytes().filter(|&b| b == b'\n').count() + 1;
-        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let (line, column) = line_column(&text[..at]);
         return Err(YamlError {
             pos: Pos {
                 line,
-                column: text[line_start..at].chars().count() + 1,
+                column,
                 offset: at,
             },
             message: "a NUL byte; YAML text cannot hold one".into(),
@@ -561,6 +625,17 @@ mod tests {
             docs[0].value,
             serde_json::json!({"a": "-0x-8000000000000000", "b": "-0x-1", "c": "0x-1"})
         );
+    }
+
+    /// Found by the fuzzer: a lone `\r` is a line break for the YAML reader, so it must be
+    /// one for every other count of lines too.
+    #[test]
+    fn lone_carriage_returns_break_lines_everywhere() {
+        let text = "a: 1\rb: 2\r\nc: [\n";
+        assert_eq!(line_starts(text), [0, 5, 11, 16]);
+        let err = parse(text).unwrap_err();
+        assert!(err.pos.line <= line_starts(text).len(), "{err:?}");
+        assert_eq!(line_column("a\rbc"), (2, 3));
     }
 
     #[test]

@@ -218,7 +218,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "mage-executor-config",
-            bounded(schemars::schema_for!(ExecutorConfig)),
+            bounded(schemars::schema_for!(MageExecutorConfig)),
         ),
     ]
 }

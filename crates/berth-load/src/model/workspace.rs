@@ -57,6 +57,26 @@ pub struct Storage {
     /// Where the volume is mounted in the container (default `/home/src`).
     #[serde(default = "default_mount_path")]
     pub mount_path: String,
+    /// What happens to the workspace's volume claims (its code and data) when the
+    /// workspace leaves git: `keep` (default) leaves them for you to delete; `delete`
+    /// deletes them with the workspace (the StatefulSet's claim retention policy).
+    #[serde(default, skip_serializing_if = "ClaimsOnDelete::is_keep")]
+    pub on_delete: ClaimsOnDelete,
+}
+
+/// What deleting a workspace does to its volume claims.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimsOnDelete {
+    #[default]
+    Keep,
+    Delete,
+}
+
+impl ClaimsOnDelete {
+    pub fn is_keep(&self) -> bool {
+        *self == ClaimsOnDelete::Keep
+    }
 }
 
 impl Default for Storage {
@@ -65,6 +85,7 @@ impl Default for Storage {
             size: default_storage_size(),
             storage_class_name: None,
             mount_path: default_mount_path(),
+            on_delete: ClaimsOnDelete::Keep,
         }
     }
 }
@@ -89,9 +110,15 @@ pub struct KubernetesSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
-    /// Service account the workspace pod runs as (must exist).
+    /// Service account the workspace pod runs as (must exist). Only then is a token of it
+    /// mounted into the workspace (e.g. for Mage's Kubernetes executor to create Jobs);
+    /// without it the workspace gets no Kubernetes credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// User (and group) id the workspace's containers run as; never root. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as_user: Option<i64>,
     /// Extra volumes (Kubernetes `Volume`s), mounted through `volumeMounts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
@@ -132,7 +159,13 @@ pub struct Lifecycle {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Termination {
     /// Shut the workspace down after this many seconds without activity (e.g. 1800).
+    /// Activity is reported by berth's activity agent, a sidecar of the workspace pod: UI
+    /// or API sessions on Mage's port, and CPU use of the workspace's processes.
     pub idle_seconds: u64,
+    /// CPU use of the workspace's processes that counts as activity (a running pipeline
+    /// or kernel), as a Kubernetes quantity. Default `100m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_cpu: Option<Quantity>,
 }
 
 /// A script run before the workspace container starts. It must define
