@@ -161,10 +161,6 @@ async fn an_opted_in_namespace_is_deleted_only_when_nothing_foreign_is_left() {
     .await;
 }
 
-fn storage_line(repo: &Repo, file: &str) -> usize {
-    let text = std::fs::read_to_string(repo.path().join(file)).unwrap();
-    text.lines().position(|l| l.contains("size: 20Gi")).unwrap() + 1
-}
 
 /// Seen: changing storage.size failed the whole plan with a raw API error. Growing it now
 /// expands the claim and re-creates the StatefulSet without touching its pod.
@@ -227,7 +223,7 @@ async fn shrinking_storage_is_refused_and_the_rest_still_applies() {
     let client = cp.client().await;
     let repo = Repo::new("shrink");
     repo.apply(&cp, &[]);
-    let line = storage_line(&repo, "workspaces/analytics/etl-dev.yaml");
+    let line = storage_line_of(&repo, "size: 20Gi");
     repo.edit(
         "workspaces/analytics/etl-dev.yaml",
         "size: 20Gi",
@@ -349,4 +345,58 @@ async fn missing_secrets_and_keys_are_reported() {
         "{stdout}"
     );
     assert!(!stdout.contains("does not exist"), "{stdout}");
+}
+
+/// Immutable changes are planned in review too: `berth diff` between two revisions shows a
+/// growing storage.size as a re-creation that keeps the pods, and refuses a shrink at its
+/// file:line, with no cluster involved.
+#[test]
+fn diff_plans_growth_and_refuses_a_shrink_between_revisions() {
+    let repo = Repo::new("diff-storage");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "base"]);
+    let diff = |base: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+            .args(["diff", "--base", base, "--head", "HEAD"])
+            .arg(repo.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    repo.edit("workspaces/analytics/etl-dev.yaml", "size: 20Gi", "size: 50Gi");
+    git(&["commit", "-qam", "grow"]);
+    let out = diff("HEAD~1");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("re-create  StatefulSet/") && stdout.contains("from 20Gi to 50Gi"),
+        "{stdout}"
+    );
+    let line = storage_line_of(&repo, "size: 50Gi");
+    repo.edit("workspaces/analytics/etl-dev.yaml", "size: 50Gi", "size: 5Gi");
+    git(&["commit", "-qam", "shrink"]);
+    let out = diff("HEAD~1");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}\n{stderr}", text(&out.stdout));
+    assert!(
+        stderr.contains(&format!(
+            "workspaces/analytics/etl-dev.yaml:{line}:11: error: spec.storage.size:"
+        )) && stderr.contains("cannot shrink (50Gi → 5Gi)"),
+        "{stderr}"
+    );
+}
+
+fn storage_line_of(repo: &Repo, needle: &str) -> usize {
+    let text = std::fs::read_to_string(repo.path().join("workspaces/analytics/etl-dev.yaml")).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }

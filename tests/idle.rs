@@ -51,34 +51,6 @@ impl Drop for Running {
     }
 }
 
-/// A kubeconfig for the control plane whose identity is the service account `account`.
-fn account_kubeconfig(
-    cp: &support::ControlPlane,
-    ns: &str,
-    account: &str,
-    dir: &Path,
-) -> std::path::PathBuf {
-    let out = cp
-        .kubectl()
-        .args(["create", "token", account, "-n", ns, "--duration", "1h"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(cp.kubeconfig_path()).unwrap()).unwrap();
-    for user in config["users"].as_sequence_mut().unwrap() {
-        user["user"] = serde_yaml::to_value(json!({"token": token})).unwrap();
-    }
-    let path = dir.join(format!("kubeconfig-{account}"));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 /// `berth activity-agent` for a workspace, as its pod would run it, sampling every 2 s.
 fn agent(kubeconfig: &Path, ns: &str, workspace: &str, port: u16, log: &Path) -> Running {
     let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
@@ -173,17 +145,9 @@ async fn only_the_workspace_without_activity_is_suspended_and_wake_brings_it_bac
 
     // Each agent runs with its workspace's own service account, which may renew its own
     // activity Lease and nothing else.
-    let busy_config = account_kubeconfig(&cp, &ns, "busy", dir.path());
-    let quiet_config = account_kubeconfig(&cp, &ns, "quiet", dir.path());
-    let as_busy = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&busy_config).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let busy_config = support::identity::kubeconfig_as(&cp, &ns, "busy", dir.path());
+    let quiet_config = support::identity::kubeconfig_as(&cp, &ns, "quiet", dir.path());
+    let as_busy = support::identity::client_of(&busy_config).await;
     let forbidden = Api::<Lease>::namespaced(as_busy, &ns)
         .patch(
             "unwatched-activity",

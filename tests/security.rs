@@ -28,35 +28,6 @@ fn kubectl_ok(cp: &support::ControlPlane, args: &[&str], file: Option<&Path>) {
     assert!(out.status.success(), "kubectl {args:?}: {}", text(&out.stderr));
 }
 
-/// A kubeconfig for the control plane as `berth-system/berth`, the identity of deploy/.
-fn berth_kubeconfig(cp: &support::ControlPlane, dir: &Path) -> PathBuf {
-    let out = cp
-        .kubectl()
-        .args(["create", "token", "berth", "-n", "berth-system", "--duration", "1h"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let token = text(&out.stdout).trim().to_string();
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(cp.kubeconfig_path()).unwrap()).unwrap();
-    for user in config["users"].as_sequence_mut().unwrap() {
-        user["user"] = serde_yaml::to_value(json!({"token": token})).unwrap();
-    }
-    let path = dir.join("kubeconfig-berth");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
-async fn client_of(kubeconfig: &Path) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
 fn role(rules: serde_json::Value) -> Role {
     serde_json::from_value(json!({"metadata": {"name": support::unique_name("probe")}, "rules": rules}))
         .unwrap()
@@ -79,8 +50,9 @@ async fn berth_reads_no_foreign_secret_and_cannot_grant_more_than_its_rules() {
         kubectl_ok(&cp, &["apply", "-f"], Some(&deploy(file)));
     }
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = berth_kubeconfig(&cp, dir.path());
-    let berth = client_of(&kubeconfig).await;
+    // berth's identity in deploy/.
+    let kubeconfig = support::identity::kubeconfig_as(&cp, "berth-system", "berth", dir.path());
+    let berth = support::identity::client_of(&kubeconfig).await;
     let probe_ns = cp.namespace("probe").await;
     let roles: Api<Role> = Api::namespaced(berth.clone(), &probe_ns);
 

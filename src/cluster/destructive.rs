@@ -103,18 +103,7 @@ fn claims_of<'a>(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let name = sts
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let templates: Vec<String> = sts
-        .pointer("/spec/volumeClaimTemplates")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
-        .map(|t| format!("{t}-{name}-"))
-        .collect();
+    let templates = destructive::claim_prefixes(sts);
     claims
         .get(namespace)
         .into_iter()

@@ -52,19 +52,27 @@ pub fn namespace_removal(live: &Value) -> (Action, String, Vec<String>) {
 /// The names of the claims a StatefulSet's pods use: `<template>-<statefulset>-<ordinal>`,
 /// for every ordinal it has (at least one: a suspended workspace keeps its claim).
 pub fn claim_names(sts: &Value) -> Vec<String> {
-    let name = sts
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     let replicas = sts
         .pointer("/spec/replicas")
         .and_then(Value::as_u64)
         .unwrap_or(1)
         .max(1);
+    claim_prefixes(sts)
+        .into_iter()
+        .flat_map(|prefix| (0..replicas).map(move |i| format!("{prefix}{i}")))
+        .collect()
+}
+
+/// `<template>-<statefulset>-`: what the names of a StatefulSet's claims start with.
+pub fn claim_prefixes(sts: &Value) -> Vec<String> {
+    let name = sts
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     templates(sts)
         .iter()
         .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
-        .flat_map(|template| (0..replicas).map(move |i| format!("{template}-{name}-{i}")))
+        .map(|template| format!("{template}-{name}-"))
         .collect()
 }
 

@@ -29,11 +29,7 @@ pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
         Ok(meta) if meta.is_dir() => Some(SourceFile::unreadable(IGNORE_FILE, Unreadable::Folder)),
         Ok(_) => Some(read_file(&ignore_file, IGNORE_FILE.to_string())),
     };
-    let ignored = ignore_entry
-        .as_ref()
-        .and_then(SourceFile::text)
-        .map(files::ignore_list)
-        .unwrap_or_default();
+    let ignored = files::ignored_by(ignore_entry.as_ref());
     out.extend(ignore_entry);
 
     // Folders holding a `.git` (other than the root) are other repositories: recorded and

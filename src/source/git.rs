@@ -107,11 +107,7 @@ fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
                 }
                 _ => SourceFile::unreadable(IGNORE_FILE, Unreadable::Folder),
             });
-    let ignored = ignore_entry
-        .as_ref()
-        .and_then(SourceFile::text)
-        .map(files::ignore_list)
-        .unwrap_or_default();
+    let ignored = files::ignored_by(ignore_entry.as_ref());
     out.extend(ignore_entry);
 
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {

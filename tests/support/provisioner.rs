@@ -279,30 +279,5 @@ async fn resize(
 
 /// A storage quantity in bytes (`20Gi`, `50G`, `1.5Ti`, `1e9`, `500Mi`); 0 if unreadable.
 pub fn bytes(quantity: &Quantity) -> f64 {
-    let q = quantity.0.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let Ok(number) = number.parse::<f64>() else {
-        return 0.0;
-    };
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return 0.0,
-    };
-    number * factor
+    berth::quantity::parse(&quantity.0).unwrap_or(0.0)
 }

@@ -43,6 +43,15 @@ pub fn is_skipped(path: &str, ignored: &[String]) -> bool {
         })
 }
 
+/// The prefixes a `.berthignore` entry lists (none when it is absent or unreadable, which
+/// the loader reports).
+pub fn ignored_by(entry: Option<&SourceFile>) -> Vec<String> {
+    entry
+        .and_then(SourceFile::text)
+        .map(ignore_list)
+        .unwrap_or_default()
+}
+
 /// The prefixes listed in a `.berthignore` text.
 pub fn ignore_list(text: &str) -> Vec<String> {
     text.lines()

@@ -86,12 +86,7 @@ fn is_document_file(path: &str, skipped: &[String]) -> bool {
 /// Load and validate every document of the repository.
 pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut skipped = files
-        .iter()
-        .find(|f| f.path == files::IGNORE_FILE)
-        .and_then(SourceFile::text)
-        .map(files::ignore_list)
-        .unwrap_or_default();
+    let mut skipped = files::ignored_by(files.iter().find(|f| f.path == files::IGNORE_FILE));
     let mut loaded = Loaded::default();
     // Parse first: Mage project folders named by Projects hold Mage's files, not berth
     // documents, and are left to the Mage loader.
