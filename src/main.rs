@@ -205,9 +205,10 @@ enum Command {
     /// retried with exponential backoff.
     ///
     /// Run two replicas: a Lease elects the one that writes; the other takes over within
-    /// --lease-duration. Serves /healthz, /readyz, /metrics (Prometheus) and
-    /// POST /hooks/git (GitHub or GitLab push webhooks, verified with the shared secret)
-    /// on --listen. See deploy/ for the in-cluster manifests.
+    /// --lease-duration. Serves a status page at / (every workspace and its state; JSON at
+    /// /api/status), /healthz, /readyz, /metrics (Prometheus) and POST /hooks/git (GitHub
+    /// or GitLab push webhooks, verified with the shared secret) on --listen. See deploy/
+    /// for the in-cluster manifests.
     Watch {
         #[command(flatten)]
         watch: Box<berth::reconcile::cli::WatchArgs>,
@@ -420,18 +421,31 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { path, executor } => {
-            let desired =
-                berth::desired(berth::source::read_dir(&path)?, &RenderContext::default());
+            let desired = berth::validated(berth::source::read_dir(&path)?);
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
             if desired.has_errors() {
                 return Ok(ExitCode::from(1));
             }
-            let yaml = if executor {
-                berth::render::to_yaml(&berth::render::executor::jobs(&desired.resolved))
+            if executor {
+                let jobs = berth::render::executor::jobs(&desired.resolved);
+                out!("{}", berth::render::to_yaml(&jobs));
             } else {
-                berth::render::to_yaml(&desired.objects)
-            };
-            out!("{yaml}");
+                // Each object becomes YAML as it is rendered, and the output goes out in
+                // pieces of about a megabyte: neither every object nor a second copy of the
+                // whole output is held (BENCHMARKS.md).
+                let documents =
+                    berth::render::yaml_documents(&desired.resolved, &RenderContext::default());
+                let mut piece = String::with_capacity(1 << 20);
+                for document in documents {
+                    piece.push_str("---\n");
+                    piece.push_str(&document);
+                    if piece.len() >= 1 << 20 {
+                        out!("{piece}");
+                        piece.clear();
+                    }
+                }
+                out!("{piece}");
+            }
             // The process ends here: freeing thousands of objects one by one only costs time.
             std::mem::forget(desired);
             Ok(ExitCode::SUCCESS)
@@ -466,7 +480,15 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             let plan = berth::plan::compute(&desired.objects, &live);
-            print_plan(&plan, &desired, format, "berth plan", &prefix, color, Vec::new());
+            print_plan(
+                &plan,
+                &desired,
+                format,
+                "berth plan",
+                &prefix,
+                color,
+                Vec::new(),
+            );
             Ok(plan_exit(&plan, &desired, color))
         }
         Command::Diff {
@@ -719,7 +741,15 @@ async fn live_plan(
                 .with_rule("mass-prune"),
         );
     }
-    print_plan(&live.plan, &repo, format, "berth plan", &prefix, color, refusals);
+    print_plan(
+        &live.plan,
+        &repo,
+        format,
+        "berth plan",
+        &prefix,
+        color,
+        refusals,
+    );
     cluster.print_stats(&connection);
     Ok(plan_exit(&live.plan, &repo, color))
 }
@@ -897,11 +927,10 @@ fn plan_exit(plan: &berth::plan::Plan, repo: &berth::Desired, color: bool) -> Ex
 /// Print the objects of a plan that cannot be applied, each as a diagnostic: at the
 /// workspace field it is about (file:line:column) when there is one. True if any.
 fn report_problems(plan: &berth::plan::Plan, repo: &berth::Desired, color: bool) -> bool {
-    let problems: Vec<Diagnostic> =
-        berth::plan::output::findings(plan, Some(&repo.loaded.repo))
-            .into_iter()
-            .filter(Diagnostic::is_error)
-            .collect();
+    let problems: Vec<Diagnostic> = berth::plan::output::findings(plan, Some(&repo.loaded.repo))
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
     report(&problems, &repo.loaded.repo.files, color);
     !problems.is_empty()
 }

@@ -161,7 +161,6 @@ async fn an_opted_in_namespace_is_deleted_only_when_nothing_foreign_is_left() {
     .await;
 }
 
-
 /// Seen: changing storage.size failed the whole plan with a raw API error. Growing it now
 /// expands the claim and re-creates the StatefulSet without touching its pod.
 #[tokio::test]
@@ -373,21 +372,39 @@ fn diff_plans_growth_and_refuses_a_shrink_between_revisions() {
             .output()
             .unwrap()
     };
-    repo.edit("workspaces/analytics/etl-dev.yaml", "size: 20Gi", "size: 50Gi");
+    repo.edit(
+        "workspaces/analytics/etl-dev.yaml",
+        "size: 20Gi",
+        "size: 50Gi",
+    );
     git(&["commit", "-qam", "grow"]);
     let out = diff("HEAD~1");
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     assert!(
         stdout.contains("re-create  StatefulSet/") && stdout.contains("from 20Gi to 50Gi"),
         "{stdout}"
     );
     let line = storage_line_of(&repo, "size: 50Gi");
-    repo.edit("workspaces/analytics/etl-dev.yaml", "size: 50Gi", "size: 5Gi");
+    repo.edit(
+        "workspaces/analytics/etl-dev.yaml",
+        "size: 50Gi",
+        "size: 5Gi",
+    );
     git(&["commit", "-qam", "shrink"]);
     let out = diff("HEAD~1");
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}\n{stderr}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{stderr}",
+        text(&out.stdout)
+    );
     assert!(
         stderr.contains(&format!(
             "workspaces/analytics/etl-dev.yaml:{line}:11: error: spec.storage.size:"
@@ -397,6 +414,7 @@ fn diff_plans_growth_and_refuses_a_shrink_between_revisions() {
 }
 
 fn storage_line_of(repo: &Repo, needle: &str) -> usize {
-    let text = std::fs::read_to_string(repo.path().join("workspaces/analytics/etl-dev.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(repo.path().join("workspaces/analytics/etl-dev.yaml")).unwrap();
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }

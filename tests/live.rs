@@ -816,7 +816,10 @@ async fn one_refused_object_never_stops_the_others() {
     // Each refused object is named with the API's reason, in one line; the count says how
     // many failed, and everything the identity may write was written.
     // (Lines that are not berth's own words are RUST_LOG=debug's, which this test sets.)
-    let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("  failed  ")).collect();
+    let failures: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("  failed  "))
+        .collect();
     assert!(
         failures
             .iter()
@@ -824,7 +827,9 @@ async fn one_refused_object_never_stops_the_others() {
         "{err}"
     );
     assert!(
-        failures.iter().all(|l| !l.contains("Status {") && !l.contains("ApiError")),
+        failures
+            .iter()
+            .all(|l| !l.contains("Status {") && !l.contains("ApiError")),
         "{err}"
     );
     let failed = failures.len();

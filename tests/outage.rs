@@ -248,7 +248,10 @@ async fn sigterm_during_apply_says_what_was_applied_and_what_not_and_exits_143()
         !out.stdout.is_empty()
     };
     for object in created.iter().take(5) {
-        assert!(exists(object), "{object} was reported created but is not there");
+        assert!(
+            exists(object),
+            "{object} was reported created but is not there"
+        );
     }
     for object in not_applied.iter().take(5) {
         assert!(
@@ -257,4 +260,114 @@ async fn sigterm_during_apply_says_what_was_applied_and_what_not_and_exits_143()
         );
     }
     converges(&cp, &repo);
+}
+
+/// Issue 17: `berth watch` bounds each cycle. With a `--cycle-timeout` shorter than the
+/// first apply of a large repository, the cycle is stopped at its deadline (reported as
+/// error kind `timeout`, nothing pruned), retried with backoff, and each retry goes on
+/// from where the last stopped, until the repository is applied.
+#[tokio::test]
+async fn a_cycle_past_its_timeout_is_stopped_and_retried_until_it_converges() {
+    let _serial = SERIAL.lock().await;
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = GeneratedRepo::new("cycle", WORKSPACES);
+    let commit = repo.commit("r1");
+    let dir = repo.scratch("watch");
+    let log = dir.join("stderr.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .arg("watch")
+        .arg(repo.url())
+        .args([
+            "--branch",
+            "main",
+            "--interval",
+            "500ms",
+            "--no-leader-elect",
+        ])
+        .args(["--cycle-timeout", "2s", "--drift-interval", "1h"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--applyset", "berth-outage", "--applyset-namespace"])
+        .arg(format!("{}berth", repo.prefix))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info,kube_client=off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting berth watch");
+    let mut watch = Running(child);
+    let timeouts = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| {
+                l["fields"]["message"] == "reconcile failed" && l["fields"]["kind"] == "timeout"
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    loop {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            panic!("berth watch exited ({status})");
+        }
+        let plan = berth(&cp, &repo, "plan").output().unwrap();
+        if plan.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the repository was not applied within 300 s of 2 s cycles:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stopped = timeouts();
+    eprintln!(
+        "measured: {} cycle(s) stopped at the 2 s cycle timeout before {WORKSPACES} workspaces \
+         were applied, in {:.1?}",
+        stopped.len(),
+        started.elapsed()
+    );
+    assert!(
+        !stopped.is_empty(),
+        "the first apply fit in one 2 s cycle: nothing was stopped"
+    );
+    let message = stopped[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cycle timeout (2s)") && message.contains("nothing was pruned"),
+        "{message}"
+    );
+    // Once applied, the revision is recorded as applied (a cycle within the deadline).
+    let addr = format!("127.0.0.1:{port}");
+    let mut applied = false;
+    for _ in 0..600 {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+            break;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text).await;
+        if text.contains(&format!(
+            "berth_last_applied_revision_info{{revision=\"{commit}\"}} 1"
+        )) {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(applied, "the revision was recorded as applied within 60 s");
 }

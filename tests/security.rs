@@ -15,7 +15,9 @@ use std::time::Duration;
 use support::repo::{Repo, text};
 
 fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file)
 }
 
 fn kubectl_ok(cp: &support::ControlPlane, args: &[&str], file: Option<&Path>) {
@@ -25,12 +27,18 @@ fn kubectl_ok(cp: &support::ControlPlane, args: &[&str], file: Option<&Path>) {
         cmd.arg(file);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 fn role(rules: serde_json::Value) -> Role {
-    serde_json::from_value(json!({"metadata": {"name": support::unique_name("probe")}, "rules": rules}))
-        .unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": support::unique_name("probe")}, "rules": rules}),
+    )
+    .unwrap()
 }
 
 fn refused(result: &Result<Role, kube::Error>) -> Option<String> {
@@ -57,30 +65,45 @@ async fn berth_reads_no_foreign_secret_and_cannot_grant_more_than_its_rules() {
     let roles: Api<Role> = Api::namespaced(berth.clone(), &probe_ns);
 
     // berth's own kind of rule is allowed (a workspace viewer's)…
-    let viewer = role(json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"], "resourceNames": ["w-0"]}]));
+    let viewer = role(
+        json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"], "resourceNames": ["w-0"]}]),
+    );
     // …once the policy is in force (the API server loads it within moments).
     let star = role(json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]));
-    let message = support::wait_for(Duration::from_secs(30), "the admission policy to refuse `*`", || async {
-        let result = roles.create(&PostParams::default(), &star).await;
-        refused(&result).ok_or_else(|| format!("{result:?}"))
-    })
+    let message = support::wait_for(
+        Duration::from_secs(30),
+        "the admission policy to refuse `*`",
+        || async {
+            let result = roles.create(&PostParams::default(), &star).await;
+            refused(&result).ok_or_else(|| format!("{result:?}"))
+        },
+    )
     .await;
-    assert!(message.contains("berth-rbac-guard") && message.contains("berth may not grant"), "{message}");
+    assert!(
+        message.contains("berth-rbac-guard") && message.contains("berth may not grant"),
+        "{message}"
+    );
     roles.create(&PostParams::default(), &viewer).await.unwrap();
     for rules in [
         json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
         json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["escalate"]}]),
         json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]),
     ] {
-        let result = roles.create(&PostParams::default(), &role(rules.clone())).await;
+        let result = roles
+            .create(&PostParams::default(), &role(rules.clone()))
+            .await;
         assert!(refused(&result).is_some(), "{rules}: {result:?}");
     }
 
     // No Secret can be read cluster-wide, nor in a namespace berth does not manage.
     let all: Api<Secret> = Api::all(berth.clone());
-    assert!(matches!(all.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    assert!(
+        matches!(all.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
     let foreign: Api<Secret> = Api::namespaced(berth.clone(), &probe_ns);
-    assert!(matches!(foreign.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    assert!(
+        matches!(foreign.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
 
     // berth, as itself, applies a repository: its RBAC is enough, the admission policy lets
     // its own Roles through, and it may then read Secrets of the namespaces it manages.
@@ -91,7 +114,10 @@ async fn berth_reads_no_foreign_secret_and_cannot_grant_more_than_its_rules() {
         json!({"metadata": {"name": "warehouse-credentials"}, "stringData": {"password": "p"}}),
     )
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     // As the reconciler would: its ApplySet in berth-system, where its account lives.
     let berth_cmd = |command: &str, args: &[&str]| {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
@@ -108,10 +134,18 @@ async fn berth_reads_no_foreign_secret_and_cannot_grant_more_than_its_rules() {
     };
     let apply = |args: &[&str]| berth_cmd("apply", args);
     let out = apply(&[]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let managed: Api<Secret> = Api::namespaced(berth.clone(), &repo.analytics());
     assert!(managed.list_metadata(&ListParams::default()).await.is_ok());
-    assert!(matches!(foreign.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    assert!(
+        matches!(foreign.list_metadata(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
     // The Secret versions berth could not read at the first apply are learnt without
     // restarting anything, then the plan is empty.
     let plan = berth_cmd("plan", &["--format", "json"]);
@@ -134,7 +168,12 @@ async fn workspace_pods_meet_the_restricted_pod_security_standard() {
     let ns = cp.namespace("restricted").await;
     kubectl_ok(
         &cp,
-        &["label", "namespace", &ns, "pod-security.kubernetes.io/enforce=restricted"],
+        &[
+            "label",
+            "namespace",
+            &ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
         None,
     );
     let repo = Repo::new("psa");

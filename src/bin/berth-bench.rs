@@ -70,6 +70,10 @@ enum Command {
         repo: PathBuf,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Stop after this stage (read, load, resolve, render), keeping what it made: a
+        /// heap profile then shows what the stages so far hold at their peak.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Write one repository per adversarial input shape into OUT/<shape>.
     Shapes {
@@ -148,7 +152,7 @@ fn main() -> Result<()> {
             print!("{}", berth::render::to_yaml(&objects));
             Ok(())
         }
-        Command::Stages { repo, runs } => stages(&repo, runs),
+        Command::Stages { repo, runs, until } => stages(&repo, runs, until.as_deref()),
         Command::Shapes { out, bytes } => shapes(&out, bytes),
         Command::Latency {
             file,
@@ -305,7 +309,26 @@ fn shapes(out: &Path, bytes: usize) -> Result<()> {
 
 // ---- stages ------------------------------------------------------------------------------
 
-fn stages(repo: &Path, runs: usize) -> Result<()> {
+fn stages(repo: &Path, runs: usize, until: Option<&str>) -> Result<()> {
+    if let Some(stage) = until {
+        let files = berth::source::read_dir(repo)?;
+        if stage == "read" {
+            return report_until(stage, files);
+        }
+        let loaded = berth::load::load(files);
+        if stage == "load" {
+            return report_until(stage, loaded);
+        }
+        let (resolved, _) = berth::resolve::resolve(&loaded.repo);
+        if stage == "resolve" {
+            return report_until(stage, (loaded, resolved));
+        }
+        let objects = berth::render::render(&resolved, &RenderContext::default());
+        if stage == "render" {
+            return report_until(stage, (loaded, resolved, objects));
+        }
+        bail!("--until takes read, load, resolve or render, not `{stage}`");
+    }
     for _ in 0..runs {
         let mut line = String::new();
         let mut lap = Instant::now();
@@ -338,6 +361,13 @@ fn stages(repo: &Path, runs: usize) -> Result<()> {
     if let Some(peak) = peak {
         println!("peak resident memory: {peak} MB");
     }
+    Ok(())
+}
+
+/// Print the memory after a stage; `kept` is what the stages made, held until here.
+fn report_until<T>(stage: &str, kept: T) -> Result<()> {
+    println!("after {stage}: {} MB resident", resident_mb());
+    drop(kept);
     Ok(())
 }
 

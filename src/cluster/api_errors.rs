@@ -39,7 +39,9 @@ impl ErrorCounter {
         }
     }
 
-    fn record(&self, kind: &'static str) {
+    /// Count one error of `kind`; also for a caller that stopped waiting for an answer
+    /// itself (the election's own deadline: `timeout`).
+    pub fn record(&self, kind: &'static str) {
         if let Ok(mut counts) = self.counts.lock() {
             *counts.entry(kind).or_default() += 1;
         }
@@ -91,9 +93,7 @@ pub fn kind_of_error(err: &BoxError) -> Option<&'static str> {
         {
             return Some("timeout");
         }
-        if e.is::<tokio::time::error::Elapsed>()
-            || e.to_string().contains("deadline has elapsed")
-        {
+        if e.is::<tokio::time::error::Elapsed>() || e.to_string().contains("deadline has elapsed") {
             return Some("timeout");
         }
         cause = e.source();
@@ -176,10 +176,7 @@ mod tests {
             "refused",
         ));
         assert_eq!(kind_of_error(&refused), Some("unreachable"));
-        let slow: BoxError = Box::new(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "slow",
-        ));
+        let slow: BoxError = Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
         assert_eq!(kind_of_error(&slow), Some("timeout"));
         let fenced: BoxError = Box::new(super::super::fence::Fenced);
         assert_eq!(kind_of_error(&fenced), None);

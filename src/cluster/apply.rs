@@ -202,12 +202,15 @@ pub async fn apply(
                     if change.action == Action::Recreate {
                         let grow = change.recreate.as_ref().is_some_and(|r| r.grow.is_some());
                         if !grow && !allow_replace {
-                            return Err("must be re-created (immutable fields changed);                                         re-run with --allow-replace to do it"
+                            return Err("must be re-created (immutable fields changed); \
+                                        re-run with --allow-replace to do it"
                                 .to_string());
                         }
                         return super::destructive::recreate(&cluster, &change, &params).await;
                     }
-                    let object = change.desired.ok_or_else(|| "nothing to apply".to_string())?;
+                    let object = change
+                        .desired
+                        .ok_or_else(|| "nothing to apply".to_string())?;
                     let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
                     api.patch(&change.object.name, &params, &Patch::Apply(&object))
                         .await

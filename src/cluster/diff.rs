@@ -301,7 +301,8 @@ async fn secret_warnings(
             );
         if inventory.unreadable_secrets.contains(&ws.namespace) {
             warnings.push(format!(
-                "workspace {}/{}: berth may not read Secrets in {} yet, so it cannot check                  the ones it references (this apply grants it; see deploy/10-rbac.yaml)",
+                "workspace {}/{}: berth may not read Secrets in {} yet, so it cannot check \
+                 the ones it references (this apply grants it; see deploy/10-rbac.yaml)",
                 ws.namespace, ws.name, ws.namespace
             ));
             continue;
@@ -311,7 +312,8 @@ async fn secret_warnings(
             let id = format!("{}/{}", ws.namespace, secret.name);
             if !versions.contains_key(&id) {
                 warnings.push(format!(
-                    "workspace {}/{}: Secret {} does not exist (variable {variable}); the                      workspace cannot start until it does",
+                    "workspace {}/{}: Secret {} does not exist (variable {variable}); the \
+                     workspace cannot start until it does",
                     ws.namespace, ws.name, secret.name
                 ));
                 continue;
@@ -346,7 +348,8 @@ async fn secret_warnings(
                 && !keys.contains(&secret.key)
             {
                 warnings.push(format!(
-                    "workspace {}/{}: Secret {} has no key {} (variable {variable}); the                      workspace cannot start until it does",
+                    "workspace {}/{}: Secret {} has no key {} (variable {variable}); the \
+                     workspace cannot start until it does",
                     ws.namespace, ws.name, secret.name, secret.key
                 ));
             }

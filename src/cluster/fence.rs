@@ -178,7 +178,9 @@ where
             loop {
                 // A renewal moves the deadline on while the answer is awaited.
                 let Some(deadline) = fence.deadline() else {
-                    tracing::debug!("write dropped: the leader Lease expired while it was in flight");
+                    tracing::debug!(
+                        "write dropped: the leader Lease expired while it was in flight"
+                    );
                     return Err(Fenced.into());
                 };
                 tokio::select! {
@@ -236,7 +238,10 @@ mod tests {
         let err = svc.clone().oneshot(write()).await.unwrap_err();
         assert!(err.is::<Fenced>(), "{err}");
         assert_eq!(
-            svc.clone().oneshot(request("GET", "/api/v1/x")).await.unwrap(),
+            svc.clone()
+                .oneshot(request("GET", "/api/v1/x"))
+                .await
+                .unwrap(),
             "done"
         );
         // Granted: the write goes through.

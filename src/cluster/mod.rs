@@ -16,8 +16,8 @@ mod kinds;
 mod retry;
 mod wait;
 
-pub use apply::{ApplyOptions, ApplyReport, apply, restart};
 pub use api_errors::ErrorCounter;
+pub use apply::{ApplyOptions, ApplyReport, apply, restart};
 pub use counter::RequestCounter;
 pub use diff::{LivePlan, PlanOptions, desired, plan, plan_with_context};
 pub use inventory::Inventory;

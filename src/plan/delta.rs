@@ -346,12 +346,20 @@ fn amount(quantity: &Value, scale: f64) -> i64 {
 }
 
 fn signed(n: i64) -> String {
-    if n > 0 { format!("+{n}") } else { n.to_string() }
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
 }
 
 fn sign(n: i64, show: fn(i64) -> String) -> String {
     let body = show(n.saturating_abs());
-    if n < 0 { format!("-{body}") } else { format!("+{body}") }
+    if n < 0 {
+        format!("-{body}")
+    } else {
+        format!("+{body}")
+    }
 }
 
 /// Millicores as cores: `6`, `0.5`, `2.01`.
@@ -361,7 +369,11 @@ pub fn cpu(millicores: i64) -> String {
         return whole.to_string();
     }
     let fraction = format!("{milli:03}");
-    let sign = if millicores < 0 && whole == 0 { "-" } else { "" };
+    let sign = if millicores < 0 && whole == 0 {
+        "-"
+    } else {
+        ""
+    };
     format!("{sign}{whole}.{}", fraction.trim_end_matches('0'))
 }
 
@@ -382,7 +394,8 @@ pub fn bytes(n: i64) -> String {
         let size = 1u64 << shift;
         if magnitude >= size {
             // Hundredths of the unit, rounded: exact integer arithmetic, no float noise.
-            let hundredths = (u128::from(magnitude) * 100 + u128::from(size) / 2) / u128::from(size);
+            let hundredths =
+                (u128::from(magnitude) * 100 + u128::from(size) / 2) / u128::from(size);
             let (whole, cents) = (hundredths / 100, hundredths % 100);
             return if cents == 0 {
                 format!("{sign}{whole}{unit}")
@@ -424,8 +437,7 @@ mod tests {
             "spec": {"replicas": replicas, "template": {"spec": {"containers": containers}}},
         });
         if let Some(size) = storage {
-            sts["spec"]["volumeClaimTemplates"] =
-                json!([{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": size}}}}]);
+            sts["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": size}}}}]);
         }
         sts
     }
@@ -442,7 +454,10 @@ mod tests {
                     json!({"cpu": "500m", "memory": "1Gi"}),
                     json!({"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}),
                 ),
-                container(json!({"cpu": "10m", "memory": "16Mi"}), json!({"memory": "64Mi"})),
+                container(
+                    json!({"cpu": "10m", "memory": "16Mi"}),
+                    json!({"memory": "64Mi"}),
+                ),
             ],
             Some("20Gi"),
         );
@@ -514,10 +529,7 @@ mod tests {
             {"name": "late-init", "resources": {"requests": {"cpu": "2900m"}}},
         ]);
         // max(app 1 + sidecar 0.25, big-init 3, late-init 2.9 + sidecar 0.25) = 3.15, × 2.
-        assert_eq!(
-            between(&[ws], &[]).total.cpu_requests_millicores,
-            6300
-        );
+        assert_eq!(between(&[ws], &[]).total.cpu_requests_millicores, 6300);
     }
 
     #[test]

@@ -333,7 +333,7 @@ fn restart_of(
         other => format!("{other}: deferred until the workspace is idle"),
     });
     if pending.is_some() {
-        keep_running_env(desired, live, &old_hash);
+        keep_running_env(desired, live, old_hash);
     }
     Some(Restart {
         namespace: key.namespace.clone().unwrap_or_default(),

@@ -11,14 +11,18 @@ use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// For people (colour on a terminal).
     Text,
     /// For a pull-request comment.
     Markdown,
+    /// For programs.
     Json,
-    /// GitHub Actions annotations of what cannot be applied and of warnings, and the plan's
-    /// summary as one notice.
+    /// GitHub Actions annotations at their lines: the repository's errors and warnings and
+    /// what cannot be applied; the summary as one notice; the markdown plan in the job
+    /// summary ($GITHUB_STEP_SUMMARY).
     Github,
-    /// SARIF 2.1.0 of what cannot be applied and of warnings, for code scanning.
+    /// SARIF 2.1.0 of the same findings, for code scanning; the summary and resource delta
+    /// as the run's properties.
     Sarif,
 }
 
@@ -116,12 +120,7 @@ pub fn findings(plan: &Plan, repo: Option<&Repository>) -> Vec<Diagnostic> {
         let placed = warning_workspace(warning)
             .and_then(|(namespace, name)| workspace(Some(namespace), name))
             .map(|ws| {
-                Diagnostic::warning(
-                    &ws.file,
-                    ws.pos("/metadata/name"),
-                    "",
-                    warning.as_str(),
-                )
+                Diagnostic::warning(&ws.file, ws.pos("/metadata/name"), "", warning.as_str())
             });
         found.push(
             placed
@@ -293,11 +292,7 @@ const FOLD_OBJECTS_OVER: usize = 30;
 fn markdown(plan: &Plan, title: &str) -> String {
     let mut out = format!("### {title}\n\n**{}**\n\n", summary(plan));
     if plan.has_changes() {
-        let _ = writeln!(
-            out,
-            "**Resources:** {}\n",
-            resources_line(&plan.resources)
-        );
+        let _ = writeln!(out, "**Resources:** {}\n", resources_line(&plan.resources));
         if plan.resources.projects.len() > 1 {
             out.push_str(&resources_table(&plan.resources));
         }

@@ -311,16 +311,24 @@ spec: {project: p}
     assert!(learnt.restarts.is_empty(), "{:?}", learnt.restarts);
     let live = applied(&learnt, &started);
     let sts = live.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
-    assert_eq!(template_hash(sts), template_hash(started.iter().find(|o| o["kind"] == "StatefulSet").unwrap()));
+    assert_eq!(
+        template_hash(sts),
+        template_hash(started.iter().find(|o| o["kind"] == "StatefulSet").unwrap())
+    );
     assert!(
-        sts["metadata"]["annotations"][ENV_RECORD].as_str().unwrap().contains(":5\""),
+        sts["metadata"]["annotations"][ENV_RECORD]
+            .as_str()
+            .unwrap()
+            .contains(":5\""),
         "the version is learnt: {sts}"
     );
     assert!(compute(&with(Some("5")), &live).restarts.is_empty());
     let changed = compute(&with(Some("6")), &live);
     assert_eq!(changed.restarts.len(), 1);
     assert!(
-        changed.restarts[0].variables[0].source.ends_with("the Secret's data changed"),
+        changed.restarts[0].variables[0]
+            .source
+            .ends_with("the Secret's data changed"),
         "{:?}",
         changed.restarts
     );

@@ -70,7 +70,8 @@ pub struct WatchArgs {
     /// secret, POST /hooks/git refuses everything.
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// Address of /healthz, /readyz, /metrics and /hooks/git (`none`: no server).
+    /// Address of the status page (/ and /api/status), /healthz, /readyz, /metrics and
+    /// /hooks/git (`none`: no server).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// Run without leader election (only when exactly one instance runs).

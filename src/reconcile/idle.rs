@@ -81,7 +81,9 @@ pub fn idle_at(
             .and_then(|s| s.renew_time.as_ref())
             .map(|t| t.0);
         if let Some(since) = annotation(lease, IDLE_SINCE) {
-            if renewed.is_none_or(|r| r <= since) {
+            // `since` is the last renewal cut to whole seconds: compared in whole seconds,
+            // that same renewal (`…:00.5Z`) is not activity after the suspension.
+            if renewed.is_none_or(|r| r.as_second() <= since.as_second()) {
                 idle.insert(key, whole(since));
             }
             continue;
@@ -276,6 +278,24 @@ mod tests {
         assert_eq!(
             idle_of(lease("w-activity", Some("2025-01-01T00:45:00Z"), &[since])),
             None
+        );
+    }
+
+    #[test]
+    fn a_suspension_stays_when_the_last_renewal_had_a_fraction_of_a_second() {
+        // The agent renews in microseconds; the suspension records whole seconds. The
+        // renewal it was made from must not wake it (it did, every poll: a flapping loop).
+        let renewed = "2025-01-01T00:29:59.734512Z";
+        let first = idle_of(lease(
+            "w-activity",
+            Some(renewed),
+            &[(HEARTBEAT, "2025-01-01T01:00:00Z")],
+        ))
+        .expect("idle");
+        assert_eq!(first, "2025-01-01T00:29:59Z");
+        assert_eq!(
+            idle_of(lease("w-activity", Some(renewed), &[(IDLE_SINCE, &first)])).as_deref(),
+            Some(first.as_str())
         );
     }
 

@@ -169,11 +169,9 @@ pub fn start(
             let renew_deadline = candidate.config.renew_deadline();
             // Taken before anything is sent: the Lease cannot have been renewed earlier.
             let sent = tokio::time::Instant::now();
-            let attempt = tokio::time::timeout(
-                renew_deadline,
-                candidate.try_acquire_or_renew(!stopping),
-            )
-            .await;
+            let attempt =
+                tokio::time::timeout(renew_deadline, candidate.try_acquire_or_renew(!stopping))
+                    .await;
             let failure = match attempt {
                 Ok(Ok(true)) => {
                     fence.grant_until(sent + renew_deadline);
@@ -192,6 +190,8 @@ pub fn start(
                 }
                 Err(_) => {
                     reached.store(false, Ordering::Relaxed);
+                    // The request was dropped unanswered: counted here, as a timeout.
+                    cluster.errors.record("timeout");
                     Some(format!(
                         "the API server did not answer within {renew_deadline:?}"
                     ))
@@ -295,7 +295,9 @@ impl Candidate {
         LeaseSpec {
             holder_identity: Some(holder.to_string()),
             // Rounded up: a reader that trusts the record must not wait less than we do.
-            lease_duration_seconds: Some(self.config.lease_duration.as_secs_f64().ceil().max(1.0) as i32),
+            lease_duration_seconds: Some(
+                self.config.lease_duration.as_secs_f64().ceil().max(1.0) as i32
+            ),
             acquire_time: Some(now.clone()),
             renew_time: Some(now),
             lease_transitions: Some(0),

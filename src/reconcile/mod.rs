@@ -14,6 +14,7 @@ pub mod cli;
 pub mod idle;
 pub mod leader;
 pub mod metrics;
+mod page;
 mod server;
 pub mod status;
 pub mod webhook;
@@ -111,6 +112,8 @@ pub struct Shared {
     errors: ErrorCounter,
     /// Bounds and counters of `POST /hooks/git`.
     hooks: server::Hooks,
+    /// Where the status page finds the leader's status when this instance is a standby.
+    page: page::PageState,
 }
 
 impl Shared {
@@ -247,6 +250,7 @@ pub async fn start(
         requests: cluster.requests.clone(),
         errors: cluster.errors.clone(),
         hooks: server::Hooks::default(),
+        page: page::PageState::new(config.applyset.clone()),
     });
     if shared.webhook_secret.is_none() {
         tracing::warn!("no webhook secret: POST /hooks/git refuses every request");
@@ -265,7 +269,7 @@ pub async fn start(
             router,
             server_stop.clone(),
         )));
-        tracing::info!(%listen, "serving /healthz, /readyz, /metrics and /hooks/git");
+        tracing::info!(%listen, "serving the status page, /api/status, /healthz, /readyz, /metrics and /hooks/git");
     }
     let reconciler = Reconciler {
         backoff: Backoff::new(config.backoff_base, config.backoff_max),
@@ -498,11 +502,7 @@ impl Reconciler {
         let timeouts = idle::idle_timeouts(&target.objects);
         let idle = match tokio::time::timeout_at(
             deadline,
-            idle::idle_workspaces(
-                self.cluster.clone(),
-                self.config.applyset.clone(),
-                timeouts,
-            ),
+            idle::idle_workspaces(self.cluster.clone(), self.config.applyset.clone(), timeouts),
         )
         .await
         {
@@ -615,7 +615,8 @@ impl Reconciler {
         };
         // A plan writes nothing: on shutdown, a lost Lease or the cycle's deadline it is
         // simply dropped.
-        let plan = crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx);
+        let plan =
+            crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx);
         let live = tokio::select! {
             live = plan => match live {
                 Ok(live) => live,
@@ -756,7 +757,12 @@ impl Reconciler {
                 ),
             ),
             Some(Stop::Lost) => {
-                tracing::warn!(applied, not_sent, in_flight, "lost the leader Lease: abandoned the apply in flight; the new leader re-plans");
+                tracing::warn!(
+                    applied,
+                    not_sent,
+                    in_flight,
+                    "lost the leader Lease: abandoned the apply in flight; the new leader re-plans"
+                );
                 Outcome::Abandoned
             }
             _ => {
@@ -842,6 +848,13 @@ impl Reconciler {
                 );
                 tracing::warn!("{message}");
                 self.event(true, "DriftHealed", &message).await;
+                self.shared.set_status(|s| {
+                    s.last_drift = Some(status::DriftInfo {
+                        at: status::now(),
+                        revision: target.commit.clone(),
+                        objects,
+                    });
+                });
             }
         }
         // Idle transitions.
@@ -960,8 +973,10 @@ impl Reconciler {
                 state: state.to_string(),
                 reason,
                 pending_restart: restart.and_then(|r| r.pending.clone()),
+                ..Default::default()
             });
         }
+        status::annotate(&mut list, &live.desired, &live.plan);
         self.shared.set_status(|s| s.workspaces = list);
     }
 
@@ -1036,19 +1051,27 @@ impl Reconciler {
     }
 }
 
-/// A change that is only the suspension or resumption of an idle workspace.
+/// A change that is only the suspension or resumption of an idle workspace: its
+/// StatefulSet, or its activity Lease (which carries the suspension too).
 fn is_idle_change(
     change: &crate::plan::Change,
     idle: &BTreeMap<String, String>,
     before: &BTreeMap<String, String>,
 ) -> bool {
+    let workspace = match change.object.kind.as_str() {
+        "StatefulSet" => change.object.name.as_str(),
+        "Lease" => match change.object.name.strip_suffix("-activity") {
+            Some(workspace) => workspace,
+            None => return false,
+        },
+        _ => return false,
+    };
     let key = format!(
         "{}/{}",
         change.object.namespace.as_deref().unwrap_or_default(),
-        change.object.name
+        workspace
     );
     change.action == Action::Update
-        && change.object.kind == "StatefulSet"
         && (idle.contains_key(&key) != before.contains_key(&key)
             || change
                 .desired

@@ -117,6 +117,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY)),
     );
     Router::new()
+        .route("/", get(super::page::page))
+        .route("/api/status", get(super::page::api))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -160,9 +162,8 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             },
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(
-            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-        );
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         tokio::spawn(async move {
             // A client that goes away or breaks the protocol: nothing to report.
             let _ = connection.await;
@@ -231,7 +232,11 @@ fn answer(code: StatusCode, text: &str) -> Response {
 async fn hook(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let secret = shared.webhook_secret.as_deref().unwrap_or_default().as_bytes();
+    let secret = shared
+        .webhook_secret
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes();
     // Refused on the headers alone: no proof, or a wrong token. The body stays unread.
     let verifier = match webhook::proof(&headers) {
         None => return answer(StatusCode::UNAUTHORIZED, "signature or token missing"),

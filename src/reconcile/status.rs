@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::fmt::Write as _;
 
 /// The key of the status document in the ConfigMap's data.
@@ -48,18 +48,39 @@ pub struct ErrorInfo {
     pub since: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceStatus {
     pub namespace: String,
     pub name: String,
+    /// The workspace's project and environment (from its StatefulSet's labels).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub environment: String,
     /// `ready`, `starting`, `restarting`, `suspended` or `failed`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// An environment change waiting (`manual`: for `berth restart`; `when-idle`).
+    /// An environment change waiting (`manual`: for `berth restart`; `when-idle`), and
+    /// which variables changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_restart: Option<String>,
+    /// What applying does not fix, from the plan: a Secret the workspace references that
+    /// does not exist, or lacks a key (names only, never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The last time the reconciler put back what someone changed in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftInfo {
+    pub at: String,
+    /// The revision whose state was restored.
+    pub revision: String,
+    /// The objects that were changed back (`Kind/namespace/name`).
+    pub objects: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,8 +95,55 @@ pub struct Status {
     pub last_seen: Option<RevisionInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<DriftInfo>,
     #[serde(default)]
     pub workspaces: Vec<WorkspaceStatus>,
+}
+
+/// Fill in what a workspace's state does not say, from the plan and its desired objects:
+/// project and environment (the StatefulSet's `berth/project` and `berth/environment`
+/// labels), the plan's warnings about the workspace (`workspace <ns>/<name>: …`), and the
+/// variables a pending restart waits to apply.
+pub fn annotate(workspaces: &mut [WorkspaceStatus], desired: &[Value], plan: &crate::plan::Plan) {
+    for w in workspaces.iter_mut() {
+        let sts = desired.iter().find(|o| {
+            o.get("kind").and_then(Value::as_str) == Some("StatefulSet")
+                && o.pointer("/metadata/namespace").and_then(Value::as_str)
+                    == Some(w.namespace.as_str())
+                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(w.name.as_str())
+        });
+        let label = |key: &str| {
+            sts.and_then(|o| o.pointer("/metadata/labels"))
+                .and_then(|l| l.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        w.project = label(crate::render::PROJECT_LABEL);
+        w.environment = label("berth/environment");
+        w.warnings = plan
+            .warnings
+            .iter()
+            .filter(|text| {
+                crate::plan::output::warning_workspace(text)
+                    == Some((w.namespace.as_str(), w.name.as_str()))
+            })
+            .filter_map(|text| text.split_once(": ").map(|(_, what)| what))
+            // One space between words, however the message was wrapped.
+            .map(|what| what.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        let restart = plan
+            .restarts
+            .iter()
+            .find(|r| r.namespace == w.namespace && r.workspace == w.name);
+        if let (Some(pending), Some(r)) = (&mut w.pending_restart, restart)
+            && !r.variables.is_empty()
+        {
+            let names: Vec<&str> = r.variables.iter().map(|v| v.name.as_str()).collect();
+            pending.push_str(&format!("; environment changed: {}", names.join(", ")));
+        }
+    }
 }
 
 pub fn now() -> String {
@@ -106,6 +174,15 @@ impl Status {
         if let Some(r) = &self.last_seen {
             let _ = writeln!(out, "last seen:    {} {}", short(&r.revision), r.summary);
         }
+        if let Some(d) = &self.last_drift {
+            let _ = writeln!(
+                out,
+                "last drift:   healed {} (at {}, revision {})",
+                d.objects.join(", "),
+                d.at,
+                short(&d.revision)
+            );
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(
                 out,
@@ -135,6 +212,7 @@ impl Status {
                 if let Some(p) = &w.pending_restart {
                     details.push(format!("restart pending ({p})"));
                 }
+                details.extend(w.warnings.iter().cloned());
                 let _ = writeln!(
                     out,
                     "{:width$}  {:10}  {}",
@@ -250,6 +328,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn workspaces_learn_their_project_warnings_and_what_a_pending_restart_waits_for() {
+        use crate::plan::{Plan, Restart, VarChange};
+        let sts = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"namespace": "a", "name": "etl",
+                "labels": {"berth/project": "analytics", "berth/environment": "dev"}},
+        });
+        let plan = Plan {
+            warnings: vec![
+                "workspace a/etl: Secret creds does not exist (variable DB_PASSWORD); the workspace cannot start until it does".into(),
+                "workspace a/other: Secret x does not exist (variable Y)".into(),
+            ],
+            restarts: vec![Restart {
+                namespace: "a".into(),
+                workspace: "etl".into(),
+                variables: vec![VarChange {
+                    name: "LOG_LEVEL".into(),
+                    change: "changed",
+                    source: "workspace env".into(),
+                }],
+                pending: Some("manual: run `berth restart` to apply".into()),
+            }],
+            ..Plan::default()
+        };
+        let mut list = vec![WorkspaceStatus {
+            namespace: "a".into(),
+            name: "etl".into(),
+            state: "ready".into(),
+            pending_restart: Some("manual: run `berth restart` to apply".into()),
+            ..Default::default()
+        }];
+        annotate(&mut list, &[sts], &plan);
+        let w = &list[0];
+        assert_eq!(
+            (w.project.as_str(), w.environment.as_str()),
+            ("analytics", "dev")
+        );
+        assert_eq!(
+            w.warnings,
+            [
+                "Secret creds does not exist (variable DB_PASSWORD); the workspace cannot start until it does"
+            ]
+        );
+        assert_eq!(
+            w.pending_restart.as_deref(),
+            Some("manual: run `berth restart` to apply; environment changed: LOG_LEVEL")
+        );
+    }
+
+    #[test]
     fn text_shows_revisions_error_and_workspaces() {
         let status = Status {
             source: "file:///repo (branch main)".into(),
@@ -270,12 +398,13 @@ mod tests {
                 message: "ws.yaml:3:1: error: unknown field".into(),
                 since: "2025-01-01T00:01:00Z".into(),
             }),
+            last_drift: None,
             workspaces: vec![WorkspaceStatus {
                 namespace: "a".into(),
                 name: "etl".into(),
                 state: "suspended".into(),
                 reason: Some("idle since 2025-01-01T00:00:00Z".into()),
-                pending_restart: None,
+                ..Default::default()
             }],
         };
         let text = status.to_text();

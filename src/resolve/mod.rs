@@ -9,8 +9,9 @@ pub use berth_load::pattern;
 
 pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash, is_project_setting};
 
-use crate::load::{Diagnostic, Repository};
-use crate::model::{ProjectSpec, WorkspaceSpec};
+use crate::load::{Diagnostic, Located, Repository};
+use crate::model::{ProjectDocument, ProjectSpec, WorkspaceDocument, WorkspaceSpec};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// berth's own image, which runs the activity agent unless a project names another.
@@ -82,52 +83,29 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
             spec: p.doc.spec.clone(),
         });
     }
-    for w in &repo.workspaces {
-        let Some(project) = repo.project(&w.doc.spec.project) else {
-            continue; // reported by the loader
-        };
-        let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
-        // Workspace, else project (its field or its USER_CODE_PATH variable), else Mage's.
-        let user_code_path = wspec
-            .user_code_path
-            .as_deref()
-            .or_else(|| pspec.code_path())
-            .unwrap_or(DEFAULT_USER_CODE_PATH)
-            .to_string();
-        let mut labels = project.doc.metadata.labels.clone();
-        labels.extend(w.doc.metadata.labels.clone());
-        let mut annotations = project.doc.metadata.annotations.clone();
-        annotations.extend(w.doc.metadata.annotations.clone());
-        let executor_defaults = policies
-            .iter()
-            .any(|p| p.project == project.doc.metadata.name);
-        resolved.workspaces.push(ResolvedWorkspace {
-            name: w.doc.metadata.name.clone(),
-            project: project.doc.metadata.name.clone(),
-            namespace: pspec.namespace.clone(),
-            environment: wspec.environment.clone(),
-            image: wspec
-                .image
-                .clone()
-                .or_else(|| pspec.image.clone())
-                .unwrap_or_default(),
-            env: with_executor_defaults(
-                effective_env(pspec, wspec, &user_code_path),
-                executor_defaults,
-            ),
-            executor_defaults,
-            scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
-            agent_image: pspec
-                .activity_agent_image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_AGENT_IMAGE.to_string()),
-            user_code_path,
-            labels,
-            annotations,
-            spec: wspec.clone(),
-            file: w.file.clone(),
-        });
-    }
+    // Projects by name: one lookup per workspace, not a scan of every project.
+    let projects: std::collections::HashMap<&str, &Located<ProjectDocument>> = repo
+        .projects
+        .iter()
+        .rev()
+        .map(|p| (p.doc.metadata.name.as_str(), p))
+        .collect();
+    let with_defaults: std::collections::HashSet<&str> =
+        policies.iter().map(|p| p.project.as_str()).collect();
+    resolved.workspaces = repo
+        .workspaces
+        .par_iter()
+        .filter_map(|w| {
+            // A workspace of an unknown project is reported by the loader.
+            let project = *projects.get(w.doc.spec.project.as_str())?;
+            Some(resolve_workspace(
+                w,
+                project,
+                with_defaults.contains(project.doc.metadata.name.as_str()),
+                repo,
+            ))
+        })
+        .collect();
     resolved
         .projects
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -140,6 +118,52 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     diagnostics.extend(findings);
     diagnostics.extend(guardrails::check(repo, &resolved));
     (resolved, diagnostics)
+}
+
+fn resolve_workspace(
+    w: &Located<WorkspaceDocument>,
+    project: &Located<ProjectDocument>,
+    executor_defaults: bool,
+    repo: &Repository,
+) -> ResolvedWorkspace {
+    let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
+    // Workspace, else project (its field or its USER_CODE_PATH variable), else Mage's.
+    let user_code_path = wspec
+        .user_code_path
+        .as_deref()
+        .or_else(|| pspec.code_path())
+        .unwrap_or(DEFAULT_USER_CODE_PATH)
+        .to_string();
+    let mut labels = project.doc.metadata.labels.clone();
+    labels.extend(w.doc.metadata.labels.clone());
+    let mut annotations = project.doc.metadata.annotations.clone();
+    annotations.extend(w.doc.metadata.annotations.clone());
+    ResolvedWorkspace {
+        name: w.doc.metadata.name.clone(),
+        project: project.doc.metadata.name.clone(),
+        namespace: pspec.namespace.clone(),
+        environment: wspec.environment.clone(),
+        image: wspec
+            .image
+            .clone()
+            .or_else(|| pspec.image.clone())
+            .unwrap_or_default(),
+        env: with_executor_defaults(
+            effective_env(pspec, wspec, &user_code_path),
+            executor_defaults,
+        ),
+        executor_defaults,
+        scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
+        agent_image: pspec
+            .activity_agent_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AGENT_IMAGE.to_string()),
+        user_code_path,
+        labels,
+        annotations,
+        spec: wspec.clone(),
+        file: w.file.clone(),
+    }
 }
 
 /// Workspaces of a project with executor defaults read them from a mounted file, as Mage's

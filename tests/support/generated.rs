@@ -52,7 +52,12 @@ impl GeneratedRepo {
         let bare = repo.bare();
         git(
             &repo.work(),
-            &["remote", "add", "origin", bare.to_str().expect("a UTF-8 path")],
+            &[
+                "remote",
+                "add",
+                "origin",
+                bare.to_str().expect("a UTF-8 path"),
+            ],
         );
         repo
     }
@@ -110,7 +115,10 @@ impl GeneratedRepo {
     pub fn commit(&self, rev: &str) -> String {
         self.generate(rev);
         git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "-m", &format!("revision {rev}")]);
+        git(
+            &self.work(),
+            &["commit", "-q", "-m", &format!("revision {rev}")],
+        );
         git(&self.work(), &["push", "-q", "origin", "main"]);
         git(&self.work(), &["rev-parse", "HEAD"])
     }

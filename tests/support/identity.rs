@@ -11,7 +11,15 @@ use super::ControlPlane;
 pub fn kubeconfig_as(cp: &ControlPlane, namespace: &str, account: &str, dir: &Path) -> PathBuf {
     let out = cp
         .kubectl()
-        .args(["create", "token", account, "-n", namespace, "--duration", "1h"])
+        .args([
+            "create",
+            "token",
+            account,
+            "-n",
+            namespace,
+            "--duration",
+            "1h",
+        ])
         .output()
         .expect("running kubectl create token");
     assert!(
@@ -23,8 +31,8 @@ pub fn kubeconfig_as(cp: &ControlPlane, namespace: &str, account: &str, dir: &Pa
     let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("the admin kubeconfig");
     let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("a kubeconfig");
     for user in config["users"].as_sequence_mut().expect("users") {
-        user["user"] = serde_yaml::to_value(serde_json::json!({ "token": token }))
-            .expect("a token entry");
+        user["user"] =
+            serde_yaml::to_value(serde_json::json!({ "token": token })).expect("a token entry");
     }
     let path = dir.join(format!("kubeconfig-{namespace}-{account}"));
     std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing it");

@@ -65,6 +65,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub mod generated;
+pub mod identity;
 pub mod outage;
 pub mod provisioner;
 pub mod repo;
@@ -857,7 +858,9 @@ fn start_once(
         .arg(format!("--service-account-issuer={server}"))
         .arg(pki_arg("service-account-key-file", "sa.pub"))
         .arg(pki_arg("service-account-signing-key-file", "sa.key"))
-        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        // Room for tests that apply generated repositories of hundreds of workspaces (a
+        // Service each); a /24 holds only 254.
+        .arg("--service-cluster-ip-range=10.0.0.0/16")
         .arg("--allow-privileged=true")
         .arg(format!("--cert-dir={}", root.join("cert-dir").display()));
     if kind == Kind::Plain {

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -32,7 +32,11 @@ fn find_etcd(cp: &ControlPlane) -> anyhow::Result<(i32, Vec<String>)> {
     let data_dir = format!("--data-dir={}", cp.inner.root.join("etcd-data").display());
     for entry in std::fs::read_dir("/proc").context("reading /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -45,7 +49,7 @@ fn find_etcd(cp: &ControlPlane) -> anyhow::Result<(i32, Vec<String>)> {
             .collect();
         let is_etcd = argv.first().is_some_and(|a| a.ends_with("/etcd"));
         // A killed etcd not yet reaped is a zombie with an empty command line: skipped.
-        if is_etcd && argv.iter().any(|a| *a == data_dir) {
+        if is_etcd && argv.contains(&data_dir) {
             return Ok((pid, argv));
         }
     }
@@ -66,7 +70,12 @@ pub fn kill_etcd(cp: &ControlPlane) -> EtcdDown {
     let port = client_port(&argv).expect("etcd's client port");
     // SAFETY: a plain syscall on a pid we just read, belonging to our own child.
     let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert_eq!(killed, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        killed,
+        0,
+        "kill -9 {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         assert!(
@@ -167,7 +176,9 @@ impl Proxy {
             .trim_start_matches("https://")
             .parse()
             .expect("the API server's address");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let state = Arc::new(ProxyState {
             cut: AtomicBool::new(false),
@@ -208,7 +219,11 @@ impl Proxy {
     /// A kubeconfig like the control plane's admin one, through this proxy.
     pub fn kubeconfig(&self, cp: &ControlPlane, dir: &Path) -> PathBuf {
         let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("reading the kubeconfig");
-        assert!(text.contains(cp.server()), "the kubeconfig names {}", cp.server());
+        assert!(
+            text.contains(cp.server()),
+            "the kubeconfig names {}",
+            cp.server()
+        );
         let path = dir.join("kubeconfig-through-proxy");
         std::fs::write(&path, text.replace(cp.server(), &self.url()))
             .expect("writing the proxy's kubeconfig");
@@ -263,7 +278,8 @@ async fn swallow(mut client: TcpStream, state: &ProxyState, generation: u64) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let read = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
-        if !state.cut.load(Ordering::SeqCst) || state.generation.load(Ordering::SeqCst) != generation
+        if !state.cut.load(Ordering::SeqCst)
+            || state.generation.load(Ordering::SeqCst) != generation
         {
             return;
         }

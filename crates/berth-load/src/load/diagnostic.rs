@@ -325,8 +325,10 @@ fn github_property(text: &str) -> String {
 pub fn github(diagnostics: &[Diagnostic], ctx: &Context) -> String {
     let mut out = String::new();
     for (severity, command) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
-        let of_kind: Vec<&Diagnostic> =
-            diagnostics.iter().filter(|d| d.severity == severity).collect();
+        let of_kind: Vec<&Diagnostic> = diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .collect();
         let shown = if of_kind.len() > GITHUB_ANNOTATIONS_PER_KIND {
             GITHUB_ANNOTATIONS_PER_KIND - 1
         } else {
@@ -590,15 +592,23 @@ mod tests {
 
     #[test]
     fn github_annotations_escape_and_point_at_the_line() {
-        let d = Diagnostic::error("w, x.yaml", at(3, 12, 33), "/spec/project", "100% wrong:\nreally")
-            .with_help("declared projects: a");
+        let d = Diagnostic::error(
+            "w, x.yaml",
+            at(3, 12, 33),
+            "/spec/project",
+            "100% wrong:\nreally",
+        )
+        .with_help("declared projects: a");
         let ctx = Context {
             prefix: "deploy/berth/",
             summary: Some(("berth plan", "1 to create".into())),
             ..Context::default()
         };
         assert_eq!(
-            github(&[d, Diagnostic::general(Severity::Warning, "no place")], &ctx),
+            github(
+                &[d, Diagnostic::general(Severity::Warning, "no place")],
+                &ctx
+            ),
             "::error file=deploy/berth/w%2C x.yaml,line=3,col=12,title=berth%3A spec.project::100%25 wrong:%0Areally%0Ahelp: declared projects: a\n\
              ::warning title=berth::no place\n\
              ::notice title=berth plan::1 to create\n"
@@ -623,7 +633,12 @@ mod tests {
     #[test]
     fn sarif_places_results_and_keeps_placeless_findings_as_notifications() {
         let found = [
-            Diagnostic::error("ws/a b.yaml", at(3, 12, 0), "/spec/project", "unknown project"),
+            Diagnostic::error(
+                "ws/a b.yaml",
+                at(3, 12, 0),
+                "/spec/project",
+                "unknown project",
+            ),
             Diagnostic::general(Severity::Warning, "apply would refuse").with_rule("mass-prune"),
         ];
         let log: serde_json::Value = serde_json::from_str(&sarif(
@@ -640,7 +655,10 @@ mod tests {
         assert_eq!(run["results"].as_array().unwrap().len(), 1);
         let result = &run["results"][0];
         assert_eq!(result["ruleId"], "invalid");
-        assert_eq!(run["tool"]["driver"]["rules"][result["ruleIndex"].as_u64().unwrap() as usize]["id"], "invalid");
+        assert_eq!(
+            run["tool"]["driver"]["rules"][result["ruleIndex"].as_u64().unwrap() as usize]["id"],
+            "invalid"
+        );
         let location = &result["locations"][0]["physicalLocation"];
         assert_eq!(location["artifactLocation"]["uri"], "repo/ws/a%20b.yaml");
         assert_eq!(location["region"]["startLine"], 3);

@@ -88,37 +88,38 @@ pub fn load(mut files: Vec<SourceFile>) -> Loaded {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut skipped = files::ignored_by(files.iter().find(|f| f.path == files::IGNORE_FILE));
     let mut loaded = Loaded::default();
-    // Parse first: Mage project folders named by Projects hold Mage's files, not berth
-    // documents, and are left to the Mage loader.
+    // Every document file is read whole (parsed, checked against its schema, typed) on its
+    // own, in parallel: only its typed documents outlive it, never every file's parsed
+    // YAML at once (160 MB at 10,000 workspaces).
     let documents: Vec<&SourceFile> = files
         .iter()
         .filter(|f| is_document_file(&f.path, &skipped))
         .collect();
-    let parsed: Vec<(&SourceFile, ParsedFile)> = documents
-        .iter()
-        .copied()
-        .zip(
-            documents
-                .par_iter()
-                .map(|f| parse_file(f))
-                .collect::<Vec<_>>(),
-        )
-        .collect();
-    for (_, docs) in &parsed {
-        for doc in docs.iter().flat_map(|parsed| &parsed.docs) {
-            if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Project")
-                && let Some(root) = doc
-                    .value
-                    .pointer("/spec/mageProject")
-                    .and_then(|v| v.as_str())
-            {
-                skipped.push(mage::folder(root));
-            }
-        }
+    let results: Vec<FileLoad> = documents.par_iter().map(|f| load_file(f)).collect();
+    // Mage project folders named by Projects hold Mage's files, not berth documents, and
+    // are left to the Mage loader: what was read of them is dropped.
+    for result in &results {
+        skipped.extend(result.mage_projects.iter().map(|root| mage::folder(root)));
     }
-    for (file, docs) in parsed {
-        if is_document_file(&file.path, &skipped) {
-            load_file(file, docs, &mut loaded);
+    let kept = |file: &SourceFile| is_document_file(&file.path, &skipped);
+    let total = |count: fn(&FileLoad) -> usize| -> usize {
+        documents
+            .iter()
+            .zip(&results)
+            .filter(|(file, _)| kept(file))
+            .map(|(_, result)| count(result))
+            .sum()
+    };
+    let repo = &mut loaded.repo;
+    repo.projects.reserve_exact(total(|r| r.projects.len()));
+    repo.workspaces.reserve_exact(total(|r| r.workspaces.len()));
+    repo.policies.reserve_exact(total(|r| r.policies.len()));
+    for (file, result) in documents.iter().zip(results) {
+        if kept(file) {
+            loaded.repo.projects.extend(result.projects);
+            loaded.repo.workspaces.extend(result.workspaces);
+            loaded.repo.policies.extend(result.policies);
+            loaded.diagnostics.extend(result.diagnostics);
         }
     }
     report_unread(&files, &skipped, &mut loaded.diagnostics);
@@ -202,42 +203,49 @@ pub fn cap_warnings(diagnostics: &mut Vec<Diagnostic>) {
     *diagnostics = kept;
 }
 
-type ParsedFile = Result<yaml::Parsed, Unreadable>;
-
-fn parse_file(file: &SourceFile) -> ParsedFile {
-    match &file.content {
-        Ok(text) => Ok(yaml::parse_all(text)),
-        Err(why) => Err(why.clone()),
-    }
+/// What one document file holds.
+#[derive(Default)]
+struct FileLoad {
+    projects: Vec<Located<ProjectDocument>>,
+    workspaces: Vec<Located<WorkspaceDocument>>,
+    policies: Vec<Located<PolicyDocument>>,
+    diagnostics: Vec<Diagnostic>,
+    /// `spec.mageProject` of every Project document in the file, valid or not.
+    mage_projects: Vec<String>,
 }
 
-fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
-    let docs = match docs {
-        Ok(parsed) => {
-            loaded
-                .diagnostics
-                .extend(parsed.errors.into_iter().map(|err| {
-                    Diagnostic::error(
-                        &file.path,
-                        err.pos,
-                        "",
-                        format!("invalid YAML: {}", err.message),
-                    )
-                }));
-            parsed.docs
-        }
+fn load_file(file: &SourceFile) -> FileLoad {
+    let mut out = FileLoad::default();
+    let parsed = match &file.content {
+        Ok(text) => yaml::parse_all(text),
         Err(why) => {
-            loaded
-                .diagnostics
-                .push(unreadable_file(&file.path, &why, "this file"));
-            return;
+            out.diagnostics
+                .push(unreadable_file(&file.path, why, "this file"));
+            return out;
         }
     };
+    out.diagnostics.extend(parsed.errors.into_iter().map(|err| {
+        Diagnostic::error(
+            &file.path,
+            err.pos,
+            "",
+            format!("invalid YAML: {}", err.message),
+        )
+    }));
+    let docs = parsed.docs;
     for doc in docs {
+        if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Project")
+            && let Some(root) = doc
+                .value
+                .pointer("/spec/mageProject")
+                .and_then(|v| v.as_str())
+        {
+            out.mage_projects.push(root.to_string());
+        }
         let path = file.path.as_str();
         let root = doc.spans.value("");
         let Some(object) = doc.value.as_object() else {
-            loaded.diagnostics.push(Diagnostic::error(
+            out.diagnostics.push(Diagnostic::error(
                 path,
                 root,
                 "",
@@ -248,7 +256,7 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
         match object.get("apiVersion").and_then(|v| v.as_str()) {
             Some(API_VERSION) => {}
             Some(other) => {
-                loaded.diagnostics.push(
+                out.diagnostics.push(
                     Diagnostic::error(
                         path,
                         doc.spans.value("/apiVersion"),
@@ -261,7 +269,7 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
             }
             // Neither apiVersion nor kind: some other tool's YAML, not a typo of ours.
             None if !object.contains_key("kind") => {
-                loaded.diagnostics.push(
+                out.diagnostics.push(
                     Diagnostic::warning(
                         path,
                         root,
@@ -273,7 +281,7 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
                 continue;
             }
             None => {
-                loaded.diagnostics.push(
+                out.diagnostics.push(
                     Diagnostic::error(path, root, "/apiVersion", "missing `apiVersion`")
                         .with_help(format!("add `apiVersion: {API_VERSION}`")),
                 );
@@ -294,7 +302,7 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
                 } else {
                     format!("unknown kind `{kind}`")
                 };
-                loaded.diagnostics.push(
+                out.diagnostics.push(
                     Diagnostic::error(path, pos, "/kind", message)
                         .with_help("expected one of Project, Workspace, Policy"),
                 );
@@ -312,8 +320,7 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
             }
         }
         let clean = schema_errors.is_empty();
-        loaded
-            .diagnostics
+        out.diagnostics
             .extend(schema_errors.into_iter().map(|e| e.diagnostic));
         if !recoverable {
             continue;
@@ -327,22 +334,21 @@ fn load_file(file: &SourceFile, docs: ParsedFile, loaded: &mut Loaded) {
         if !executor.is_empty()
             && let Some(config) = doc.value.pointer_mut(executor)
         {
-            mage::canonicalise_at(
-                config,
-                &mut doc.spans,
-                path,
-                executor,
-                &mut loaded.diagnostics,
-            );
+            mage::canonicalise_at(config, &mut doc.spans, path, executor, &mut out.diagnostics);
         }
-        let repo = &mut loaded.repo;
-        let diagnostics = &mut loaded.diagnostics;
+        let diagnostics = &mut out.diagnostics;
         match kind.as_str() {
-            "Project" => push_typed(&mut repo.projects, doc, path, clean, diagnostics),
-            "Workspace" => push_typed(&mut repo.workspaces, doc, path, clean, diagnostics),
-            _ => push_typed(&mut repo.policies, doc, path, clean, diagnostics),
+            "Project" => push_typed(&mut out.projects, doc, path, clean, diagnostics),
+            "Workspace" => push_typed(&mut out.workspaces, doc, path, clean, diagnostics),
+            _ => push_typed(&mut out.policies, doc, path, clean, diagnostics),
         }
     }
+    // A file mostly holds one document: no room for four (a kilobyte each) per file while
+    // every file's documents wait to be merged.
+    out.projects.shrink_to_fit();
+    out.workspaces.shrink_to_fit();
+    out.policies.shrink_to_fit();
+    out
 }
 
 /// The error for a file berth needs but cannot read, at the fault's position when known.
