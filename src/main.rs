@@ -421,7 +421,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { path, executor } => {
-            let desired = berth::validated(berth::source::read_dir(&path)?);
+            let mut desired = berth::validated(berth::source::read_dir(&path)?);
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
             if desired.has_errors() {
                 return Ok(ExitCode::from(1));
@@ -430,6 +430,13 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 let jobs = berth::render::executor::jobs(&desired.resolved);
                 out!("{}", berth::render::to_yaml(&jobs));
             } else {
+                // What was read is reported: only the resolved workspaces are rendered.
+                let repo = &mut desired.loaded.repo;
+                drop((
+                    std::mem::take(&mut repo.workspaces),
+                    std::mem::take(&mut repo.projects),
+                    std::mem::take(&mut repo.policies),
+                ));
                 // Each object becomes YAML as it is rendered, and the output goes out in
                 // pieces of about a megabyte: neither every object nor a second copy of the
                 // whole output is held (BENCHMARKS.md).

@@ -7,7 +7,6 @@ use super::diff::{LivePlan, api_for};
 use super::kinds::kind_of;
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::{Action, Change};
-use crate::render::key_of;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -128,11 +127,15 @@ pub async fn apply(
         );
     }
     let set = &options.applyset;
-    let desired_kinds: BTreeSet<String> = plan.desired.iter().filter_map(group_kind).collect();
+    let desired_kinds: BTreeSet<String> = plan
+        .desired
+        .iter()
+        .filter_map(|o| group_kind(&o.key))
+        .collect();
     let desired_namespaces: BTreeSet<String> = plan
         .desired
         .iter()
-        .filter_map(|o| key_of(o)?.namespace)
+        .filter_map(|o| o.key.namespace.clone())
         .collect();
 
     let mut report = ApplyReport::default();
@@ -545,8 +548,7 @@ async fn write_parent(
     Ok(())
 }
 
-fn group_kind(object: &Value) -> Option<String> {
-    let key = key_of(object)?;
+fn group_kind(key: &crate::render::ObjectKey) -> Option<String> {
     Some(kind_of(&key.api_version, &key.kind)?.group_kind())
 }
 

@@ -87,16 +87,21 @@ impl ApplySet {
     pub fn decorate(&self, objects: &mut [Value]) {
         let id = self.id();
         for object in objects {
-            let hash = applied_hash(object);
-            if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                let labels = metadata.entry("labels").or_insert_with(|| json!({}));
-                if let Some(labels) = labels.as_object_mut() {
-                    labels.insert(PART_OF.into(), Value::String(id.clone()));
-                }
-                let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
-                if let Some(annotations) = annotations.as_object_mut() {
-                    annotations.insert(APPLIED_HASH.into(), Value::String(hash));
-                }
+            self.decorate_one(&id, object);
+        }
+    }
+
+    /// [`ApplySet::decorate`] of one object, with the set's [`ApplySet::id`].
+    pub fn decorate_one(&self, id: &str, object: &mut Value) {
+        let hash = applied_hash(object);
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(PART_OF.into(), Value::String(id.to_string()));
+            }
+            let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(APPLIED_HASH.into(), Value::String(hash));
             }
         }
     }

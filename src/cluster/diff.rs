@@ -7,8 +7,9 @@ use super::applyset::{APPLIED_HASH, ApplySet};
 use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
 use super::{Cluster, FIELD_MANAGER};
+use crate::plan::live::Live;
 use crate::plan::{Action, Plan};
-use crate::render::{ObjectKey, RenderContext, key_of};
+use crate::render::{ObjectKey, ObjectText, RenderContext, key_of};
 use crate::resolve::{Resolved, VarValue};
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
@@ -16,6 +17,7 @@ use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Dry-runs in flight at once.
 const CONCURRENCY: usize = 16;
@@ -30,8 +32,9 @@ pub struct PlanOptions {
 pub struct LivePlan {
     pub plan: Plan,
     pub inventory: Inventory,
-    /// Desired objects, decorated as ApplySet members.
-    pub desired: Vec<Value>,
+    /// Desired objects, decorated as ApplySet members, in apply order; as JSON text (read
+    /// one back with [`ObjectText::value`]).
+    pub desired: Vec<ObjectText>,
     /// Updates that conflict with other field managers: object → the server's message.
     pub conflicts: Vec<(String, String)>,
 }
@@ -77,7 +80,7 @@ pub async fn desired(
     .await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions,
-        unreadable_secrets: inventory.unreadable_secrets,
+        read_secrets: inventory.read_secrets,
         reconciler_namespace: options.applyset.namespace.clone(),
         ..RenderContext::default()
     };
@@ -112,42 +115,41 @@ pub async fn plan_with_context(
     .await?;
     let ctx = RenderContext {
         secret_versions: inventory.secret_versions.clone(),
-        unreadable_secrets: inventory.unreadable_secrets.clone(),
+        read_secrets: inventory.read_secrets.clone(),
         reconciler_namespace: options.applyset.namespace.clone(),
         ..base
     };
-    let mut desired = crate::render::render(resolved, &ctx);
-    let kinds: BTreeSet<String> = desired
+    // Each object is decorated and kept as JSON text as soon as it is rendered: the
+    // desired side of 10,000 workspaces in 50 MB instead of 300 MB of `Value`s.
+    let id = options.applyset.id();
+    let desired: Vec<ObjectText> = crate::render::render_each(resolved, &ctx, |key, mut object| {
+        options.applyset.decorate_one(&id, &mut object);
+        ObjectText::new(key.clone(), &object)
+    })
+    .into_iter()
+    .map(|(_, text)| text)
+    .collect();
+    let index = Arc::new(inventory::DesiredIndex::new(desired));
+    inventory.members = inventory::read_members(
+        cluster,
+        &options.applyset,
+        inventory.parent_group_kinds(),
+        index.clone(),
+    )
+    .await?;
+    let desired = inventory::DesiredIndex::into_objects(index);
+    let members: BTreeMap<&ObjectKey, &Live> = inventory
+        .members
         .iter()
-        .filter_map(key_of)
-        .filter_map(|k| kind_of(&k.api_version, &k.kind))
-        .map(|k| k.group_kind())
+        .map(|m| (&m.key, &m.live))
         .collect();
-    // The LISTs run while the desired objects are decorated.
-    let members = {
-        let (cluster, set, parent_kinds) = (
-            cluster.clone(),
-            options.applyset.clone(),
-            inventory.parent_group_kinds(),
-        );
-        tokio::spawn(
-            async move { inventory::read_members(&cluster, &set, parent_kinds, &kinds).await },
-        )
-    };
-    options.applyset.decorate(&mut desired);
-    inventory.members = members
-        .await
-        .map_err(|e| anyhow!("listing berth's objects: {e}"))??;
     // Updates get their diff from the server's dry-run below, not from the local compare.
-    let mut plan = crate::plan::compute_without_diffs(&desired, &inventory.members);
+    let mut plan = crate::plan::live::compute(&desired, &members);
+    drop(members);
 
     // Confirm each update with a dry-run; drop those the server says change nothing.
     // Live objects by key: one lookup per change, not a scan of every member.
-    let live_by_key: BTreeMap<ObjectKey, &Value> = inventory
-        .members
-        .iter()
-        .filter_map(|m| Some((key_of(m)?, m)))
-        .collect();
+    let live_by_key: BTreeMap<ObjectKey, &Value> = inventory.whole();
     let live_of =
         |change: &crate::plan::Change| live_by_key.get(&change.object).map(|v| (*v).clone());
     // A suspension for idleness is applied only to the StatefulSet it was planned against:

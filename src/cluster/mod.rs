@@ -28,6 +28,8 @@ use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long one request may wait for the API server's answer (berth never watches, so no
@@ -58,6 +60,9 @@ pub struct Cluster {
     pub errors: ErrorCounter,
     /// The API server's URL, for messages.
     pub server: String,
+    /// Set once listing Secrets across all namespaces was refused: this connection lists
+    /// them per namespace from then on, without asking again (`inventory`).
+    secrets_per_namespace: Arc<AtomicBool>,
 }
 
 impl Cluster {
@@ -102,7 +107,17 @@ impl Cluster {
             requests,
             errors,
             server,
+            secrets_per_namespace: Arc::default(),
         })
+    }
+
+    /// Whether listing Secrets across all namespaces was refused on this connection.
+    fn secrets_listed_per_namespace(&self) -> bool {
+        self.secrets_per_namespace.load(Ordering::Relaxed)
+    }
+
+    fn list_secrets_per_namespace(&self) {
+        self.secrets_per_namespace.store(true, Ordering::Relaxed);
     }
 
     /// A client error in words (see [`error::describe`]).

@@ -35,6 +35,32 @@ fn walk(desired: &Value, live: Option<&Value>, pointer: String, out: &mut Vec<St
     }
 }
 
+/// Whether `live` holds exactly `desired`'s values wherever `desired` sets one (fields
+/// only live has — the server's defaults, other managers' fields — do not count), so that
+/// `desired` can stand in for `live` wherever a plan reads a field `desired` sets. Stricter
+/// than [`changed_fields`] being empty: values must be equal as written (`1000m` is not
+/// `1` here), list lengths too; like it, an empty map or list or a null that live leaves
+/// out is no difference.
+pub fn same_where_set(desired: &Value, live: &Value) -> bool {
+    let mut todo = vec![(desired, Some(live))];
+    while let Some((d, l)) = todo.pop() {
+        match (d, l) {
+            (Value::Object(d), Some(Value::Object(l))) => {
+                todo.extend(d.iter().map(|(k, v)| (v, l.get(k))));
+            }
+            (Value::Array(d), Some(Value::Array(l))) if d.len() == l.len() => {
+                todo.extend(d.iter().zip(l).map(|(d, l)| (d, Some(l))));
+            }
+            (Value::Object(d), None) if d.is_empty() => {}
+            (Value::Array(d), None) if d.is_empty() => {}
+            (Value::Null, None) => {}
+            (d, Some(l)) if !d.is_object() && !d.is_array() && d == l => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn same_scalar(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
         (Value::String(d), Value::String(l)) => d == l || crate::quantity::same(d, l),

@@ -185,7 +185,7 @@ impl Add for Delta {
 /// What applying `desired` over `live` changes. Live objects count when git still holds
 /// them or berth manages them: a plan deletes no other object, so no other object's
 /// resources go away.
-pub fn between(desired: &[Value], live: &[Value]) -> Delta {
+pub fn between<'a>(desired: &[Value], live: impl IntoIterator<Item = &'a Value>) -> Delta {
     let wanted: BTreeSet<(&str, &str)> = desired.iter().filter_map(workspace_key).collect();
     let mut projects: BTreeMap<String, Resources> = BTreeMap::new();
     for object in desired {

@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod delta;
 pub mod destructive;
+pub mod live;
 pub mod output;
 
 use crate::render::{ENV_HASH, ENV_RECORD, ENV_SOURCES, MANAGED_BY, ObjectKey, key_of, kind_rank};
@@ -161,18 +162,18 @@ fn is_managed(object: &Value) -> bool {
 
 /// Compare desired with live objects. Live objects berth does not manage are never deleted.
 pub fn compute(desired: &[Value], live: &[Value]) -> Plan {
-    compute_with(desired, live, true)
+    compute_with(desired, &live.iter().collect::<Vec<_>>(), true)
 }
 
 /// [`compute`] without the diffs of updates, for a caller that asks the server for them.
 pub fn compute_without_diffs(desired: &[Value], live: &[Value]) -> Plan {
-    compute_with(desired, live, false)
+    compute_with(desired, &live.iter().collect::<Vec<_>>(), false)
 }
 
-fn compute_with(desired: &[Value], live: &[Value], diffs: bool) -> Plan {
-    let resources = delta::between(desired, live);
+fn compute_with(desired: &[Value], live: &[&Value], diffs: bool) -> Plan {
+    let resources = delta::between(desired, live.iter().copied());
     let live: BTreeMap<ObjectKey, &Value> =
-        live.iter().filter_map(|o| Some((key_of(o)?, o))).collect();
+        live.iter().filter_map(|o| Some((key_of(o)?, *o))).collect();
     // Desired objects by key: restarts look up env ConfigMaps by key, not by a scan.
     let desired_by_key: BTreeMap<ObjectKey, &Value> = desired
         .iter()

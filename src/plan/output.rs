@@ -95,15 +95,24 @@ pub fn annotate(
 /// a problem at its field, a warning (`workspace <namespace>/<name>: …`) at the
 /// workspace's name.
 pub fn findings(plan: &Plan, repo: Option<&Repository>) -> Vec<Diagnostic> {
-    let workspace = |namespace: Option<&str>, name: &str| {
-        repo?.workspaces.iter().find(|w| {
-            w.doc.metadata.name == name
-                && repo
-                    .and_then(|r| r.project(&w.doc.spec.project))
-                    .map(|p| p.doc.spec.namespace.as_str())
-                    == namespace
-        })
-    };
+    // Workspaces by namespace and name (the first of each), looked up once per finding:
+    // a scan per finding is quadratic (thousands of warnings, thousands of workspaces).
+    let mut by_name = std::collections::HashMap::new();
+    if let Some(repo) = repo {
+        let namespaces: std::collections::HashMap<&str, &str> = repo
+            .projects
+            .iter()
+            .rev()
+            .map(|p| (p.doc.metadata.name.as_str(), p.doc.spec.namespace.as_str()))
+            .collect();
+        for w in &repo.workspaces {
+            let namespace = namespaces.get(w.doc.spec.project.as_str()).copied();
+            by_name
+                .entry((namespace, w.doc.metadata.name.as_str()))
+                .or_insert(w);
+        }
+    }
+    let workspace = |namespace: Option<&str>, name: &str| by_name.get(&(namespace, name)).copied();
     let mut found = Vec::new();
     for (change, problem) in plan.problems() {
         let message = format!("{}: {}", change.object, problem.message);

@@ -284,11 +284,7 @@ spec: {project: p}
                 .map(|v| [("ns/s".to_string(), v.to_string())].into())
                 .unwrap_or_default(),
             // No version: berth may not read the namespace's Secrets yet.
-            unreadable_secrets: version
-                .is_none()
-                .then(|| "ns".to_string())
-                .into_iter()
-                .collect(),
+            read_secrets: version.map(|_| "ns".to_string()).into_iter().collect(),
             ..Default::default()
         };
         let desired = crate::desired(vec![SourceFile::new("r.yaml", text)], &ctx);

@@ -22,7 +22,7 @@ pub mod rbac;
 mod workload_manager;
 mod workspace;
 
-pub use object::{ObjectKey, key_of, kind_rank};
+pub use object::{ObjectKey, ObjectText, key_of, kind_rank};
 pub use workspace::env_config_map_name;
 
 use crate::resolve::Resolved;
@@ -58,9 +58,10 @@ pub struct RenderContext {
     /// resourceVersion of Secrets referenced by env (`namespace/name` → version), so a
     /// change of a shared Secret's data rolls the workspaces using it. Empty offline.
     pub secret_versions: BTreeMap<String, String>,
-    /// Namespaces whose Secrets berth may not read (yet): a Secret missing from
-    /// `secret_versions` there is unknown, not absent.
-    pub unreadable_secrets: std::collections::BTreeSet<String>,
+    /// Namespaces whose Secrets berth listed: a Secret missing from `secret_versions`
+    /// there is absent. Elsewhere (offline, or where berth may not list Secrets yet) it is
+    /// unknown, and never a reason to restart.
+    pub read_secrets: std::collections::BTreeSet<String>,
     /// Workspaces suspended for idleness by the reconciler (`namespace/workspace` → when
     /// their activity stopped, RFC 3339): rendered with `replicas: 0` and
     /// [`IDLE_SINCE`], so a suspension is the desired state, not drift.
@@ -79,7 +80,7 @@ impl Default for RenderContext {
     fn default() -> Self {
         RenderContext {
             secret_versions: BTreeMap::new(),
-            unreadable_secrets: Default::default(),
+            read_secrets: Default::default(),
             idle: BTreeMap::new(),
             reconciler_namespace: DEFAULT_APPLYSET_NAMESPACE.to_string(),
         }
@@ -179,10 +180,15 @@ pub fn render_each<T: Send>(
 /// (what [`to_yaml`] of [`render`] writes), each object written out as soon as it is
 /// rendered: the documents, in apply order.
 pub fn yaml_documents(resolved: &Resolved, ctx: &RenderContext) -> Vec<String> {
-    render_each(resolved, ctx, |_, object| emit::to_string(&object))
-        .into_iter()
-        .map(|(_, document)| document)
-        .collect()
+    render_each(resolved, ctx, |_, object| {
+        let mut document = emit::to_string(&object);
+        // Written as it grew, a document holds up to twice its length.
+        document.shrink_to_fit();
+        document
+    })
+    .into_iter()
+    .map(|(_, document)| document)
+    .collect()
 }
 
 /// Objects as multi-document YAML that `kubectl apply -f -` accepts.
@@ -194,4 +200,51 @@ pub fn to_yaml(objects: &[Value]) -> String {
         out.push_str(&document);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample repository, with and without cluster facts: rendering object by object
+    /// writes exactly what rendering everything writes, in the same order.
+    #[test]
+    fn rendering_each_object_writes_what_rendering_all_writes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-repo");
+        let files = crate::source::read_dir(&root).expect("the sample repository");
+        let desired = crate::validated(files);
+        assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+        let facts = RenderContext {
+            secret_versions: desired
+                .resolved
+                .workspaces
+                .iter()
+                .flat_map(|w| &w.env)
+                .filter_map(|v| match &v.value {
+                    crate::resolve::VarValue::Secret(s) => Some(s.name.clone()),
+                    crate::resolve::VarValue::Literal(_) => None,
+                })
+                .flat_map(|name| {
+                    desired
+                        .resolved
+                        .projects
+                        .iter()
+                        .map(move |p| (format!("{}/{name}", p.namespace), "7".to_string()))
+                })
+                .collect(),
+            ..RenderContext::default()
+        };
+        for ctx in [RenderContext::default(), facts] {
+            let objects = render(&desired.resolved, &ctx);
+            let documents = yaml_documents(&desired.resolved, &ctx);
+            let joined: String = documents.iter().map(|d| format!("---\n{d}")).collect();
+            assert_eq!(joined, to_yaml(&objects));
+            let keys: Vec<ObjectKey> = render_each(&desired.resolved, &ctx, |_, _| ())
+                .into_iter()
+                .map(|(key, ())| key)
+                .collect();
+            let expected: Vec<ObjectKey> = objects.iter().filter_map(key_of).collect();
+            assert_eq!(keys, expected);
+        }
+    }
 }

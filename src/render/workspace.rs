@@ -114,7 +114,7 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         .pointer_mut("/metadata/annotations")
         .and_then(Value::as_object_mut)
     {
-        let readable = !ctx.unreadable_secrets.contains(&ws.namespace);
+        let readable = ctx.read_secrets.contains(&ws.namespace);
         annotations.insert(
             ENV_RECORD.into(),
             Value::String(env_record(ws, &versions, readable)),

@@ -1,0 +1,455 @@
+//! Planning against many live objects in little memory. A live plan reads every member of
+//! the ApplySet, but nearly all of them are exactly what git wants: such a member is kept
+//! as [`Live::Same`] (what the plan needs of it besides, a few bytes) instead of the whole
+//! object, and its desired object stays JSON text ([`ObjectText`]), never read back. Only
+//! the objects that differ, or that git no longer holds, are planned the usual way, by
+//! [`super::compute_without_diffs`] on those alone, so every change, restart and note is
+//! what planning over every object gives (a property test checks it).
+
+use super::delta::{self, Delta, Resources};
+use super::{Plan, compare};
+use crate::render::{ObjectKey, ObjectText, env_config_map_name};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A live object as a live plan keeps it.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// The object as the server has it, without its managedFields: it differs from the
+    /// desired object of its key, or git holds no object of its key.
+    Full(Value),
+    /// Equal, as written, to the desired object of its key wherever that one sets a value
+    /// ([`compare::same_where_set`]), so the desired object stands in for it.
+    Same(Same),
+}
+
+/// What a plan needs of a live object that is what git wants.
+#[derive(Debug, Clone, Default)]
+pub struct Same {
+    /// What the pair adds to the plan's resource delta (a StatefulSet's desired resources
+    /// minus its live ones, per project), when it is not nothing: fields the server
+    /// defaults, such as requests from limits, count on the live side as they are.
+    pub delta: Vec<(String, Resources)>,
+}
+
+impl Live {
+    pub fn full(&self) -> Option<&Value> {
+        match self {
+            Live::Full(object) => Some(object),
+            Live::Same(_) => None,
+        }
+    }
+}
+
+/// Keep `live` whole, or as [`Live::Same`] when `desired` (the desired object of its key)
+/// can stand in for it.
+pub fn classify(desired: &Value, live: Value) -> Live {
+    if !compare::same_where_set(desired, &live) || !same_config_map_keys(desired, &live) {
+        return Live::Full(live);
+    }
+    let mut parts = Vec::new();
+    if let Some((project, r)) = delta::of_object(desired) {
+        parts.push((project, r));
+    }
+    if let Some((project, r)) = delta::of_object(&live) {
+        parts.push((project, -r));
+    }
+    let delta = sum(parts);
+    Live::Same(Same {
+        delta: delta.projects.into_iter().collect(),
+    })
+}
+
+/// A ConfigMap's data is read key by key (a workspace's environment, by
+/// [`super::compute`]'s restarts): a live key that git does not set would be read too, so
+/// such a ConfigMap is kept whole.
+fn same_config_map_keys(desired: &Value, live: &Value) -> bool {
+    if desired.get("kind").and_then(Value::as_str) != Some("ConfigMap") {
+        return true;
+    }
+    let keys = |o: &Value| {
+        o.get("data")
+            .and_then(Value::as_object)
+            .map_or(0, |d| d.len())
+    };
+    keys(desired) == keys(live)
+}
+
+/// Per-project contributions summed as [`delta::between`] sums them.
+fn sum(parts: impl IntoIterator<Item = (String, Resources)>) -> Delta {
+    let mut projects: BTreeMap<String, Resources> = BTreeMap::new();
+    for (project, r) in parts {
+        *projects.entry(project).or_default() += r;
+    }
+    projects.retain(|_, r| !r.is_zero());
+    Delta {
+        total: projects.values().fold(Resources::default(), |a, &b| a + b),
+        projects,
+    }
+}
+
+/// [`super::compute_without_diffs`] of `desired` (in apply order) against `live`, where
+/// the objects that are [`Live::Same`] are not read at all: the plan is planned over the
+/// others, and each of them counts as unchanged (its delta added). The desired env
+/// ConfigMap of a StatefulSet that is planned is read too, with itself standing in for a
+/// [`Live::Same`] live one, so a restart finds what it compares.
+pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Plan {
+    let is_same = |key: &ObjectKey| matches!(live.get(key), Some(Live::Same(_)));
+    // Env ConfigMaps of StatefulSets that are planned: a restart may read both sides.
+    let env_maps: BTreeSet<ObjectKey> = desired
+        .iter()
+        .map(|d| &d.key)
+        .filter(|k| k.kind == "StatefulSet" && !is_same(k))
+        .map(|k| ObjectKey {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: k.namespace.clone(),
+            name: env_config_map_name(&k.name),
+        })
+        .filter(is_same)
+        .collect();
+    let mut planned = Vec::new();
+    let mut stand_ins = Vec::new();
+    let mut unchanged = 0;
+    let mut same = Vec::new();
+    for object in desired {
+        match live.get(&object.key) {
+            Some(Live::Same(s)) if !env_maps.contains(&object.key) => {
+                unchanged += 1;
+                same.extend(s.delta.iter().cloned());
+            }
+            Some(Live::Same(s)) => {
+                let value = object.value();
+                stand_ins.push(value.clone());
+                planned.push(value);
+                same.extend(s.delta.iter().cloned());
+            }
+            _ => planned.push(object.value()),
+        }
+    }
+    let live: Vec<&Value> = live
+        .values()
+        .filter_map(|l| l.full())
+        .chain(&stand_ins)
+        .collect();
+    let mut plan = super::compute_with(&planned, &live, false);
+    plan.unchanged += unchanged;
+    plan.resources = plan.resources + sum(same);
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::SourceFile;
+    use crate::render::{RenderContext, key_of};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Workspaces with what a plan reads specially: restart policies, an idle timeout
+    /// (Lease, ServiceAccount, Role, RoleBinding), a Secret reference, a suspension, and
+    /// resources (the delta).
+    fn rendered() -> Vec<Value> {
+        let text = r#"
+apiVersion: berth/v1alpha1
+kind: Project
+metadata: {name: p}
+spec:
+  namespace: ns
+  image: mageai/mageai:1
+  shareSecretsAcrossWorkspaces: true
+  env:
+    - {name: SHARED, value: "1"}
+    - {name: PASSWORD, secretRef: {name: db, key: password}}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: a}
+spec:
+  project: p
+  environment: dev
+  resources: {requests: {cpu: 500m, memory: 1Gi}, limits: {cpu: "1", memory: 2Gi}}
+  lifecycle: {termination: {idleSeconds: 600}}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: b}
+spec:
+  project: p
+  environment: prod
+  env: [{name: OWN, value: "x"}]
+  lifecycle: {restart: manual}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: c}
+spec: {project: p, environment: dev, suspended: true, storage: {size: 20Gi}}
+"#;
+        let desired = crate::desired(
+            vec![SourceFile::new("repo.yaml", text)],
+            &RenderContext::default(),
+        );
+        assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+        desired.objects
+    }
+
+    /// A small deterministic generator of choices (splitmix64).
+    struct Dice(u64);
+
+    impl Dice {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Pointers of every value in `value`.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let k = k.replace('~', "~0").replace('/', "~1");
+                    pointers(v, format!("{at}/{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    pointers(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    /// What the server and people do to a live object: defaults and foreign fields, edits
+    /// of berth's fields (to other values, to the same amount spelled otherwise, to other
+    /// types), removals, longer lists, another env hash or record, extra ConfigMap keys.
+    fn mutate(object: &mut Value, dice: &mut Dice) {
+        for _ in 0..dice.below(3) {
+            let mut all = Vec::new();
+            pointers(object, String::new(), &mut all);
+            let at = all[dice.below(all.len())].clone();
+            let (parent, last) = at.rsplit_once('/').unwrap_or(("", ""));
+            let last = last.replace("~1", "/").replace("~0", "~");
+            let replacement = match dice.below(9) {
+                0 => json!("changed"),
+                1 => json!(1),
+                2 => json!({"server": "default"}),
+                3 => json!([]),
+                4 => json!({}),
+                5 => Value::Null,
+                6 => match object.pointer(&at) {
+                    Some(Value::String(s)) if s == "1" => json!("1000m"),
+                    Some(Value::String(s)) if s == "500m" => json!("0.5"),
+                    Some(Value::Number(n)) => json!(n.to_string()),
+                    Some(other) => other.clone(),
+                    None => continue,
+                },
+                7 => {
+                    // Removed.
+                    match object.pointer_mut(parent) {
+                        Some(Value::Object(map)) => {
+                            map.shift_remove(&last);
+                        }
+                        Some(Value::Array(items)) => {
+                            items.pop();
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ => {
+                    // A field beside it (the server's default, another manager's field).
+                    if let Some(Value::Object(map)) = object.pointer_mut(parent) {
+                        map.insert(format!("extra{}", dice.below(2)), json!("x"));
+                    } else if let Some(Value::Array(items)) = object.pointer_mut(parent) {
+                        items.push(json!("extra"));
+                    }
+                    continue;
+                }
+            };
+            if at.is_empty() {
+                continue;
+            }
+            if let Some(slot) = object.pointer_mut(&at) {
+                *slot = replacement;
+            }
+        }
+    }
+
+    /// What the cluster holds: each rendered object as it is, changed, or missing; env
+    /// hashes and records of other revisions; objects git no longer holds.
+    fn live_of(desired: &[Value], dice: &mut Dice) -> Vec<Value> {
+        let mut live = Vec::new();
+        for original in desired {
+            let mut object = original.clone();
+            object["metadata"]["resourceVersion"] = json!("7");
+            object["status"] = json!({"replicas": 1});
+            match dice.below(8) {
+                0 => continue,
+                1 | 2 => {
+                    mutate(&mut object, dice);
+                    // What names an object is the server's: never missing or changed.
+                    let original = |p: &str| object_at(original, p);
+                    for p in [
+                        "/apiVersion",
+                        "/kind",
+                        "/metadata/name",
+                        "/metadata/namespace",
+                    ] {
+                        if let Some(v) = original(p) {
+                            if !object["metadata"].is_object() {
+                                object["metadata"] = json!({});
+                            }
+                            match p {
+                                "/apiVersion" => object["apiVersion"] = v,
+                                "/kind" => object["kind"] = v,
+                                "/metadata/name" => object["metadata"]["name"] = v,
+                                _ => object["metadata"]["namespace"] = v,
+                            }
+                        }
+                    }
+                }
+                3 if object["kind"] == "StatefulSet" => {
+                    object["spec"]["template"]["metadata"]["annotations"]
+                        [crate::render::ENV_HASH] = json!(format!("old{}", dice.below(2)));
+                    match dice.below(3) {
+                        0 => {
+                            if let Some(a) = object["metadata"]["annotations"].as_object_mut() {
+                                a.shift_remove(crate::render::ENV_RECORD);
+                            }
+                        }
+                        1 => {
+                            object["metadata"]["annotations"][crate::render::ENV_RECORD] =
+                                json!(r#"{"SHARED":["project env","v:0"]}"#)
+                        }
+                        _ => {}
+                    }
+                }
+                4 if object["kind"] == "ConfigMap" => {
+                    object["data"]["PASSWORD"] = json!("typed by hand");
+                }
+                _ => {}
+            }
+            live.push(object);
+        }
+        for (i, managed) in [(0, true), (1, false)] {
+            if dice.below(2) == 0 {
+                live.push(json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("gone-{i}"), "namespace": "ns",
+                        "labels": if managed { json!({crate::render::MANAGED_BY: "berth"}) } else { json!({}) }},
+                    "data": {"a": "b"},
+                }));
+            }
+        }
+        live
+    }
+
+    fn object_at(object: &Value, pointer: &str) -> Option<Value> {
+        object.pointer(pointer).cloned()
+    }
+
+    fn same_plan(a: &Plan, b: &Plan) -> Result<(), TestCaseError> {
+        prop_assert_eq!(serde_json::to_value(a).ok(), serde_json::to_value(b).ok());
+        let desired = |p: &Plan| {
+            p.changes
+                .iter()
+                .map(|c| c.desired.clone())
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(desired(a), desired(b));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Standing desired objects in for live ones that are [`Live::Same`] plans exactly
+        /// what planning over every whole live object plans: the same changes (with their
+        /// fields, reasons, notes, problems and objects to apply), restarts, unchanged
+        /// count and resource delta.
+        #[test]
+        fn compact_live_objects_plan_what_whole_ones_plan(seed in any::<u64>()) {
+            let desired = rendered();
+            let mut dice = Dice(seed);
+            let live = live_of(&desired, &mut dice);
+            let expected = super::super::compute_without_diffs(&desired, &live);
+            let by_key: BTreeMap<ObjectKey, &Value> =
+                desired.iter().filter_map(|d| Some((key_of(d)?, d))).collect();
+            let classified: BTreeMap<ObjectKey, Live> = live
+                .iter()
+                .filter_map(|l| {
+                    let key = key_of(l)?;
+                    let kept = match by_key.get(&key) {
+                        Some(d) => classify(d, l.clone()),
+                        None => Live::Full(l.clone()),
+                    };
+                    Some((key, kept))
+                })
+                .collect();
+            let texts: Vec<ObjectText> = desired
+                .iter()
+                .filter_map(|d| Some(ObjectText::new(key_of(d)?, d)))
+                .collect();
+            let refs: BTreeMap<&ObjectKey, &Live> = classified.iter().collect();
+            same_plan(&compute(&texts, &refs), &expected)?;
+        }
+
+        /// Whatever [`compare::same_where_set`] calls the same, the full compare calls
+        /// unchanged.
+        #[test]
+        fn same_where_set_is_never_a_change(seed in any::<u64>()) {
+            let desired = rendered();
+            let mut dice = Dice(seed);
+            for object in &desired {
+                let mut live = object.clone();
+                mutate(&mut live, &mut dice);
+                if compare::same_where_set(object, &live) {
+                    prop_assert!(compare::changed_fields(object, &live).is_empty());
+                }
+            }
+        }
+    }
+
+    /// Objects as they are rendered are all kept compact, and a workspace's edited field
+    /// keeps that object whole.
+    #[test]
+    fn unchanged_objects_are_kept_compact() {
+        let desired = rendered();
+        for object in &desired {
+            let mut live = object.clone();
+            live["status"] = json!({"x": 1});
+            assert!(matches!(classify(object, live), Live::Same(_)), "{object}");
+        }
+        let sts = desired
+            .iter()
+            .find(|o| o["kind"] == "StatefulSet")
+            .expect("a StatefulSet");
+        let mut live = sts.clone();
+        live["spec"]["replicas"] = json!(3);
+        assert!(matches!(classify(sts, live), Live::Full(_)));
+    }
+
+    /// The text form of a desired object reads back as the same object, key order and
+    /// numbers included.
+    #[test]
+    fn object_text_reads_back_the_same_object() {
+        for object in rendered() {
+            let text = ObjectText::new(key_of(&object).expect("a key"), &object);
+            assert_eq!(text.value(), object);
+            assert_eq!(
+                serde_json::to_string(&text.value()).ok(),
+                serde_json::to_string(&object).ok()
+            );
+        }
+    }
+}
