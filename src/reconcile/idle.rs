@@ -12,6 +12,7 @@ use crate::activity::{HEARTBEAT, heartbeat_deadline};
 use crate::cluster::Cluster;
 use crate::cluster::applyset::ApplySet;
 use crate::render::{IDLE_SECONDS, IDLE_SINCE};
+use crate::resolve::Resolved;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,23 +24,23 @@ use std::collections::BTreeMap;
 pub use crate::render::lifecycle::lease_name;
 
 /// Workspaces that can go idle: `namespace/workspace` → idle timeout in seconds, from the
-/// rendered StatefulSets' `berth/idle-seconds`.
-pub fn idle_timeouts(objects: &[Value]) -> BTreeMap<String, u64> {
-    objects
-        .iter()
-        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("StatefulSet"))
-        .filter_map(|o| {
-            let seconds = o
-                .pointer("/metadata/annotations")?
-                .get(IDLE_SECONDS)?
-                .as_str()?
-                .parse()
-                .ok()?;
-            let ns = o.pointer("/metadata/namespace")?.as_str()?;
-            let name = o.pointer("/metadata/name")?.as_str()?;
-            Some((format!("{ns}/{name}"), seconds))
-        })
-        .collect()
+/// rendered StatefulSets' `berth/idle-seconds` (rendered one at a time, none kept).
+pub fn idle_timeouts(resolved: &Resolved) -> BTreeMap<String, u64> {
+    let ctx = crate::render::RenderContext::default();
+    crate::render::render_each(resolved, &ctx, |key, object| {
+        (key.kind == "StatefulSet").then(|| idle_timeout(&object))?
+    })
+    .into_iter()
+    .filter_map(|(key, seconds)| Some((format!("{}/{}", key.namespace?, key.name), seconds?)))
+    .collect()
+}
+
+fn idle_timeout(sts: &Value) -> Option<u64> {
+    sts.pointer("/metadata/annotations")?
+        .get(IDLE_SECONDS)?
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 fn annotation(lease: &Lease, key: &str) -> Option<Timestamp> {
@@ -301,13 +302,26 @@ mod tests {
 
     #[test]
     fn timeouts_come_from_the_rendered_annotation() {
-        let objects = [
-            json!({"kind": "StatefulSet", "metadata": {"name": "w", "namespace": "n", "annotations": {IDLE_SECONDS: "1800"}}}),
-            json!({"kind": "StatefulSet", "metadata": {"name": "v", "namespace": "n"}}),
-            json!({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n", "annotations": {IDLE_SECONDS: "5"}}}),
-        ];
+        let text = "
+apiVersion: berth/v1alpha1
+kind: Project
+metadata: {name: p}
+spec: {namespace: n, image: mageai/mageai:1}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: w}
+spec: {project: p, lifecycle: {termination: {idleSeconds: 1800}}}
+---
+apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: v}
+spec: {project: p}
+";
+        let desired = crate::validated(vec![crate::load::SourceFile::new("r.yaml", text)]);
+        assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
         assert_eq!(
-            idle_timeouts(&objects),
+            idle_timeouts(&desired.resolved),
             BTreeMap::from([("n/w".to_string(), 1800)])
         );
     }

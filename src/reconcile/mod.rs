@@ -305,9 +305,12 @@ pub async fn start(
 struct Target {
     commit: String,
     summary: String,
-    resolved: Resolved,
-    /// Rendered without cluster facts: for the idle timeouts.
-    objects: Vec<Value>,
+    /// Shared: a cycle takes its target by cloning, and 10,000 workspaces resolve to
+    /// hundreds of megabytes.
+    resolved: Arc<Resolved>,
+    /// Workspaces that can go idle (`namespace/workspace` → seconds), from the rendered
+    /// StatefulSets, read once per revision.
+    idle_timeouts: Arc<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,7 +502,7 @@ impl Reconciler {
         };
 
         // 3. Idle workspaces: one LIST of Leases.
-        let timeouts = idle::idle_timeouts(&target.objects);
+        let timeouts = (*target.idle_timeouts).clone();
         let idle = match tokio::time::timeout_at(
             deadline,
             idle::idle_workspaces(self.cluster.clone(), self.config.applyset.clone(), timeouts),
@@ -559,7 +562,9 @@ impl Reconciler {
     /// Validate a new revision: valid → pending (applied next), invalid → reported.
     async fn evaluate(&mut self, revision: &Revision) {
         let files = revision.files.clone();
-        let desired = crate::desired(files, &RenderContext::default());
+        // Validated, not rendered: each plan renders with the cluster's facts; here only
+        // the idle timeouts are read from the rendered StatefulSets, one at a time.
+        let desired = crate::validated(files);
         if desired.has_errors() {
             let errors: Vec<String> = desired
                 .diagnostics
@@ -591,8 +596,8 @@ impl Reconciler {
         self.pending = Some(Target {
             commit: revision.commit.clone(),
             summary: revision.summary.clone(),
-            resolved: desired.resolved,
-            objects: desired.objects,
+            idle_timeouts: Arc::new(idle::idle_timeouts(&desired.resolved)),
+            resolved: Arc::new(desired.resolved),
         });
         // A valid head replaces an invalid one.
         self.invalid = None;
@@ -929,7 +934,20 @@ impl Reconciler {
             .desired
             .iter()
             .filter(|o| o.key.kind == "StatefulSet")
-            .map(crate::render::ObjectText::value)
+            .map(|o| {
+                // What the status reads (names, labels, replicas): read back one at a
+                // time, the rest of each StatefulSet dropped at once.
+                let object = o.value();
+                serde_json::json!({
+                    "kind": "StatefulSet",
+                    "metadata": {
+                        "namespace": object.pointer("/metadata/namespace"),
+                        "name": object.pointer("/metadata/name"),
+                        "labels": object.pointer("/metadata/labels"),
+                    },
+                    "spec": {"replicas": object.pointer("/spec/replicas")},
+                })
+            })
             .collect();
         let restarts: BTreeMap<(&str, &str), &crate::plan::Restart> = live
             .plan

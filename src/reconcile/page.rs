@@ -364,6 +364,7 @@ mod tests {
         Status {
             source: "file:///repo (branch main)".into(),
             writer: "berth-0".into(),
+            omitted_workspaces: 0,
             last_applied: Some(RevisionInfo {
                 revision: "0123456789abcdef0123".into(),
                 summary: "add <etl>".into(),

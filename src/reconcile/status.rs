@@ -100,6 +100,81 @@ pub struct Status {
     pub last_drift: Option<DriftInfo>,
     #[serde(default)]
     pub workspaces: Vec<WorkspaceStatus>,
+    /// Ready workspaces left out of the status ConfigMap so that it fits (see
+    /// [`MAX_WRITTEN_BYTES`]); the status page and /api/status list every one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_workspaces: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most the status document may take in its ConfigMap: a ConfigMap holds at most
+/// 1 MiB, and at 10,000 workspaces the whole status is about 3 MB.
+pub const MAX_WRITTEN_BYTES: usize = 768 * 1024;
+
+/// Objects named in a written drift record, and bytes of a written error message.
+const MAX_WRITTEN_DRIFT_OBJECTS: usize = 100;
+const MAX_WRITTEN_MESSAGE_BYTES: usize = 64 * 1024;
+
+impl Status {
+    /// The status as its ConfigMap holds it: compact JSON of at most
+    /// [`MAX_WRITTEN_BYTES`]. When the whole status is larger, the workspaces that are not
+    /// ready are kept first, then ready ones as long as they fit, in their order; long
+    /// drift records and error messages are cut, saying how much was left out.
+    pub fn written(&self) -> Result<String> {
+        let whole = serde_json::to_string(self)?;
+        if whole.len() <= MAX_WRITTEN_BYTES {
+            return Ok(whole);
+        }
+        let mut cut = Status {
+            workspaces: Vec::new(),
+            ..self.clone()
+        };
+        if let Some(drift) = &mut cut.last_drift
+            && drift.objects.len() > MAX_WRITTEN_DRIFT_OBJECTS
+        {
+            let more = drift.objects.len() - MAX_WRITTEN_DRIFT_OBJECTS;
+            drift.objects.truncate(MAX_WRITTEN_DRIFT_OBJECTS);
+            drift.objects.push(format!("… and {more} more"));
+        }
+        if let Some(error) = &mut cut.error
+            && error.message.len() > MAX_WRITTEN_MESSAGE_BYTES
+        {
+            let mut end = MAX_WRITTEN_MESSAGE_BYTES;
+            while !error.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.message.truncate(end);
+            error
+                .message
+                .push_str(" … (cut; the status page has all of it)");
+        }
+        // Room for the count of omitted workspaces, too.
+        let mut room = MAX_WRITTEN_BYTES.saturating_sub(serde_json::to_string(&cut)?.len() + 64);
+        let mut keep = vec![false; self.workspaces.len()];
+        let not_ready_first = (0..self.workspaces.len())
+            .filter(|&i| self.workspaces[i].state != "ready")
+            .chain((0..self.workspaces.len()).filter(|&i| self.workspaces[i].state == "ready"));
+        for i in not_ready_first {
+            let len = serde_json::to_string(&self.workspaces[i])?.len() + 1;
+            if len > room {
+                break;
+            }
+            room -= len;
+            keep[i] = true;
+        }
+        cut.workspaces = self
+            .workspaces
+            .iter()
+            .zip(&keep)
+            .filter(|(_, kept)| **kept)
+            .map(|(w, _)| w.clone())
+            .collect();
+        cut.omitted_workspaces = self.workspaces.len() - cut.workspaces.len();
+        Ok(serde_json::to_string(&cut)?)
+    }
 }
 
 /// Fill in what a workspace's state does not say, from the plan and its desired objects:
@@ -244,13 +319,21 @@ impl Status {
                 );
             }
         }
+        if self.omitted_workspaces > 0 {
+            let _ = writeln!(
+                out,
+                "… and {} more workspaces, left out (ready ones first) to keep the status \
+                 ConfigMap under its size limit: the status page and /api/status list all",
+                self.omitted_workspaces
+            );
+        }
         out
     }
 }
 
 /// Write the status ConfigMap (server-side apply, its own field manager).
 pub async fn write(cluster: &Cluster, set: &ApplySet, status: &Status) -> Result<()> {
-    let text = serde_json::to_string_pretty(status)?;
+    let text = status.written()?;
     let object = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -349,6 +432,59 @@ pub async fn event(
 mod tests {
     use super::*;
 
+    /// 10,000 workspaces (about 2 MB of status) with some failing and a drift of every
+    /// object: the written status fits its ConfigMap, keeps every failing workspace in
+    /// order, says how many it left out, and reads back.
+    #[test]
+    fn the_written_status_fits_its_config_map_and_keeps_what_is_not_ready() {
+        let workspaces: Vec<WorkspaceStatus> = (0..10_000)
+            .map(|i| WorkspaceStatus {
+                namespace: format!("project-{:03}", i / 50),
+                name: format!("workspace-with-a-long-name-{i:05}"),
+                project: format!("project-{:03}", i / 50),
+                environment: "prod".into(),
+                state: if i % 97 == 0 { "failed" } else { "ready" }.into(),
+                reason: (i % 97 == 0).then(|| "x".repeat(200)),
+                ..Default::default()
+            })
+            .collect();
+        let status = Status {
+            source: "git".into(),
+            writer: "berth-0".into(),
+            last_drift: Some(DriftInfo {
+                at: "now".into(),
+                revision: "abc".into(),
+                objects: (0..38_000).map(|i| format!("ConfigMap/ns/o-{i}")).collect(),
+            }),
+            workspaces: workspaces.clone(),
+            ..Default::default()
+        };
+        let text = status.written().expect("serialisable");
+        assert!(text.len() <= MAX_WRITTEN_BYTES, "{} bytes", text.len());
+        let read: Status = serde_json::from_str(&text).expect("reads back");
+        let failed = |list: &[WorkspaceStatus]| -> Vec<String> {
+            list.iter()
+                .filter(|w| w.state == "failed")
+                .map(|w| w.name.clone())
+                .collect()
+        };
+        assert_eq!(failed(&read.workspaces), failed(&workspaces));
+        assert!(read.workspaces.len() > 1_000, "{}", read.workspaces.len());
+        assert_eq!(read.workspaces.len() + read.omitted_workspaces, 10_000);
+        let drift = read.last_drift.as_ref().expect("drift kept");
+        assert_eq!(drift.objects.len(), MAX_WRITTEN_DRIFT_OBJECTS + 1);
+        assert!(
+            read.to_text()
+                .contains(&format!("{} more workspaces", read.omitted_workspaces))
+        );
+        // A small status is written whole.
+        let small = Status {
+            workspaces: workspaces[..10].to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(small.written().ok(), serde_json::to_string(&small).ok());
+    }
+
     #[test]
     fn workspaces_learn_their_project_warnings_and_what_a_pending_restart_waits_for() {
         use crate::plan::{Plan, Restart, VarChange};
@@ -404,6 +540,7 @@ mod tests {
         let status = Status {
             source: "file:///repo (branch main)".into(),
             writer: "pod-a".into(),
+            omitted_workspaces: 0,
             last_applied: Some(RevisionInfo {
                 revision: "0123456789abcdef".into(),
                 summary: "add etl".into(),
