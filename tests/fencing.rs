@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
 use support::generated::GeneratedRepo;
+use support::{eventually, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Workspaces of the generated repository: about 1,000 objects per revision.
@@ -46,19 +47,11 @@ impl Drop for Watch {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Watch {
     fn spawn(repo: &GeneratedRepo, identity: &str, kubeconfig: &Path, lease: &str) -> Watch {
         let dir = repo.scratch(&format!("watch-{identity}"));
         let log = dir.join("stderr.jsonl");
-        let port = free_port();
+        let port = free_port().expect("a free port");
         let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
             .arg("watch")
             .arg(repo.url())
@@ -151,22 +144,6 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
-}
-
-/// Poll `check` every 100 ms until it is true; panics naming `what` after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One process's JSON log lines.

@@ -276,11 +276,7 @@ async fn a_cycle_past_its_timeout_is_stopped_and_retried_until_it_converges() {
     let commit = repo.commit("r1");
     let dir = repo.scratch("watch");
     let log = dir.join("stderr.jsonl");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port().expect("a free port");
     let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
         .arg("watch")
         .arg(repo.url())

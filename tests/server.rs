@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
 use support::generated::GeneratedRepo;
+use support::{eventually, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,11 +45,7 @@ impl Watch {
         let secret = dir.join("secret");
         std::fs::write(&secret, SECRET).unwrap();
         let log = dir.join("stderr.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port().expect("a free port");
         let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
             .arg("watch")
             .arg(repo.url())
@@ -270,21 +267,6 @@ fn sample_rss(pid: u32, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
         }
         peak
     })
-}
-
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn signed_push(commit: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {

@@ -14,11 +14,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::ControlPlane;
+use support::{eventually, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -239,25 +239,6 @@ fn writes(counts: &std::collections::BTreeMap<String, u64>) -> u64 {
         .filter(|(verb, _)| matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
         .map(|(_, n)| n)
         .sum()
-}
-
-/// Poll `check` every 50 ms until it is true; panics with `what` after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn greeting(client: &kube::Client, ns: &str) -> Option<String> {
@@ -1165,14 +1146,6 @@ impl Drop for Child {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_berth_watch_binary_follows_a_folder_and_stops_on_sigterm() {
     let Some(cp) = support::full_control_plane().await else {
@@ -1184,7 +1157,7 @@ async fn the_berth_watch_binary_follows_a_folder_and_stops_on_sigterm() {
     let set_ns = format!("{prefix}-berth");
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("repo.yaml"), repository(&ns, "hello")).unwrap();
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let stderr = tempfile::NamedTempFile::new().unwrap();
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
         .arg("watch")
@@ -1444,12 +1417,12 @@ async fn a_killed_leader_is_replaced_after_the_lease_duration() {
             .lines()
             .any(|l| l == "berth_leader 1")
     };
-    let (a, a_addr) = spawn("a", free_port());
+    let (a, a_addr) = spawn("a", free_port().expect("a free port"));
     eventually(Duration::from_secs(20), "a to lead and apply", || async {
         leading(a_addr.clone()).await && greeting(&client, &ns).await.as_deref() == Some("hello")
     })
     .await;
-    let (_b, b_addr) = spawn("b", free_port());
+    let (_b, b_addr) = spawn("b", free_port().expect("a free port"));
     eventually(Duration::from_secs(10), "b to be ready", || async {
         http(&b_addr, "GET", "/readyz", &[], "").await.0 == 200
     })

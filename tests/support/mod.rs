@@ -362,6 +362,26 @@ where
     }
 }
 
+/// Polls `check` every 50 ms until it is true; returns how long that took. After
+/// `timeout` it panics, naming `what` it waited for.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Is the pod Running with the condition Ready true, and not being deleted?
 pub fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
@@ -1188,7 +1208,7 @@ fn log_says_port_taken(log: &Path) -> bool {
     tail(log, 50).contains("address already in use")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
