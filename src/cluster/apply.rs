@@ -3,15 +3,16 @@
 //! crash in between never hides a member from the next prune.
 
 use super::applyset::{ADDITIONAL_NAMESPACES, ApplySet, split_list};
-use super::diff::{LivePlan, api_for};
+use super::diff::{LivePlan, api_for, api_for_key};
 use super::kinds::kind_of;
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::{Action, Change};
+use crate::render::{ObjectKey, ObjectText};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;
 use tokio_util::sync::CancellationToken;
 
@@ -193,14 +194,17 @@ pub async fn apply(
     // Objects of one rank do not depend on each other: apply each rank as a wave of
     // concurrent requests. A failed object does not stop the others: each one that can
     // be applied is, and every failure is reported.
+    // A live plan's creates carry no object: theirs is the plan's desired one of the key.
+    let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
+        plan.desired.iter().map(|o| (&o.key, o)).collect();
     for wave in waves(&writes, |c| crate::render::kind_rank(&c.object.kind)) {
         let requests: Vec<_> = wave
             .iter()
             .map(|change| {
                 let cluster = cluster.clone();
                 let params = params.clone();
-                let change = (*change).clone();
                 let allow_replace = options.allow_replace;
+                let text = desired_by_key.get(&change.object).copied();
                 async move {
                     if change.action == Action::Recreate {
                         let grow = change.recreate.as_ref().is_some_and(|r| r.grow.is_some());
@@ -209,16 +213,18 @@ pub async fn apply(
                                         re-run with --allow-replace to do it"
                                 .to_string());
                         }
-                        return super::destructive::recreate(&cluster, &change, &params).await;
+                        return super::destructive::recreate(&cluster, change, &params).await;
                     }
-                    let object = change
-                        .desired
-                        .ok_or_else(|| "nothing to apply".to_string())?;
-                    let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
-                    api.patch(&change.object.name, &params, &Patch::Apply(&object))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| describe(&cluster, &e))
+                    let api = api_for_key(&cluster, &change.object).map_err(|e| e.to_string())?;
+                    let name = &change.object.name;
+                    let applied = match (&change.desired, text) {
+                        (Some(object), _) => api.patch(name, &params, &Patch::Apply(object)).await,
+                        (None, Some(text)) => {
+                            api.patch(name, &params, &Patch::Apply(text.json())).await
+                        }
+                        (None, None) => return Err("nothing to apply".to_string()),
+                    };
+                    applied.map(|_| ()).map_err(|e| describe(&cluster, &e))
                 }
             })
             .collect();

@@ -7,7 +7,7 @@
 //! what planning over every object gives (a property test checks it).
 
 use super::delta::{self, Delta, Resources};
-use super::{Plan, compare};
+use super::{Action, Change, Plan, compare};
 use crate::render::{ObjectKey, ObjectText, env_config_map_name};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,37 +92,48 @@ fn sum(parts: impl IntoIterator<Item = (String, Resources)>) -> Delta {
 /// the objects that are [`Live::Same`] are not read at all: the plan is planned over the
 /// others, and each of them counts as unchanged (its delta added). The desired env
 /// ConfigMap of a StatefulSet that is planned is read too, with itself standing in for a
-/// [`Live::Same`] live one, so a restart finds what it compares.
+/// [`Live::Same`] live one, so a restart finds what it compares. An object with no live
+/// one is a create, read only for its resources: its change carries no `desired` (the
+/// object is the one of its key in `desired`).
 pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Plan {
-    let is_same = |key: &ObjectKey| matches!(live.get(key), Some(Live::Same(_)));
-    // Env ConfigMaps of StatefulSets that are planned: a restart may read both sides.
+    // Env ConfigMaps of StatefulSets that are planned against a live one: a restart may
+    // read both sides.
     let env_maps: BTreeSet<ObjectKey> = desired
         .iter()
         .map(|d| &d.key)
-        .filter(|k| k.kind == "StatefulSet" && !is_same(k))
+        .filter(|k| k.kind == "StatefulSet" && matches!(live.get(k), Some(Live::Full(_))))
         .map(|k| ObjectKey {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
             namespace: k.namespace.clone(),
             name: env_config_map_name(&k.name),
         })
-        .filter(is_same)
         .collect();
     let mut planned = Vec::new();
     let mut stand_ins = Vec::new();
+    let mut creates = Vec::new();
     let mut unchanged = 0;
-    let mut same = Vec::new();
+    let mut counted = Vec::new();
     for object in desired {
         match live.get(&object.key) {
             Some(Live::Same(s)) if !env_maps.contains(&object.key) => {
                 unchanged += 1;
-                same.extend(s.delta.iter().cloned());
+                counted.extend(s.delta.iter().cloned());
             }
             Some(Live::Same(s)) => {
                 let value = object.value();
                 stand_ins.push(value.clone());
                 planned.push(value);
-                same.extend(s.delta.iter().cloned());
+                counted.extend(s.delta.iter().cloned());
+            }
+            None if !env_maps.contains(&object.key) => {
+                counted.extend(delta::of_object(&object.value()));
+                creates.push(Change::new(
+                    Action::Create,
+                    object.key.clone(),
+                    "new in git",
+                    None,
+                ));
             }
             _ => planned.push(object.value()),
         }
@@ -134,7 +145,9 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
         .collect();
     let mut plan = super::compute_with(&planned, &live, false);
     plan.unchanged += unchanged;
-    plan.resources = plan.resources + sum(same);
+    plan.resources = plan.resources + sum(counted);
+    plan.changes.extend(creates);
+    super::sort_changes(&mut plan.changes);
     plan
 }
 
@@ -358,12 +371,18 @@ spec: {project: p, environment: dev, suspended: true, storage: {size: 20Gi}}
         object.pointer(pointer).cloned()
     }
 
-    fn same_plan(a: &Plan, b: &Plan) -> Result<(), TestCaseError> {
+    /// The same plan; a live plan's creates carry no object of their own, so theirs is the
+    /// desired object of their key.
+    fn same_plan(a: &Plan, b: &Plan, texts: &[ObjectText]) -> Result<(), TestCaseError> {
         prop_assert_eq!(serde_json::to_value(a).ok(), serde_json::to_value(b).ok());
+        let by_key: BTreeMap<&ObjectKey, &ObjectText> = texts.iter().map(|t| (&t.key, t)).collect();
         let desired = |p: &Plan| {
             p.changes
                 .iter()
-                .map(|c| c.desired.clone())
+                .map(|c| match (&c.desired, c.action) {
+                    (None, Action::Create) => by_key.get(&c.object).map(|t| t.value()),
+                    (d, _) => d.clone(),
+                })
                 .collect::<Vec<_>>()
         };
         prop_assert_eq!(desired(a), desired(b));
@@ -401,7 +420,7 @@ spec: {project: p, environment: dev, suspended: true, storage: {size: 20Gi}}
                 .filter_map(|d| Some(ObjectText::new(key_of(d)?, d)))
                 .collect();
             let refs: BTreeMap<&ObjectKey, &Live> = classified.iter().collect();
-            same_plan(&compute(&texts, &refs), &expected)?;
+            same_plan(&compute(&texts, &refs), &expected, &texts)?;
         }
 
         /// Whatever [`compare::same_where_set`] calls the same, the full compare calls

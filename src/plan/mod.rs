@@ -52,7 +52,9 @@ pub struct Change {
     /// Why this object cannot be applied as planned. The rest of the plan is unaffected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<Problem>,
-    /// What to apply (creates, updates, re-creations).
+    /// What to apply (updates, re-creations; creates of an offline plan). A live plan's
+    /// creates leave it out: the object is the plan's desired one of the same key
+    /// (`cluster::LivePlan::desired`), so thousands of new objects are not held twice.
     #[serde(skip)]
     pub desired: Option<Value>,
 }
@@ -241,15 +243,20 @@ fn compute_with(desired: &[Value], live: &[&Value], diffs: bool) -> Plan {
         }
         plan.changes.push(change);
     }
-    // Deletes go in reverse apply order: workloads before what they depend on.
-    plan.changes.sort_by(|a, b| {
+    sort_changes(&mut plan.changes);
+    plan
+}
+
+/// Changes in the order they are applied: writes in apply order, then deletes in reverse
+/// apply order (workloads before what they depend on).
+fn sort_changes(changes: &mut [Change]) {
+    changes.sort_by(|a, b| {
         let rank = |c: &Change| match c.action {
             Action::Delete | Action::Release => (1, u8::MAX - kind_rank(&c.object.kind)),
             _ => (0, kind_rank(&c.object.kind)),
         };
         (rank(a), &a.object).cmp(&(rank(b), &b.object))
     });
-    plan
 }
 
 fn template_hash(object: &Value) -> Option<&str> {
