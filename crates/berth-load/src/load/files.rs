@@ -191,6 +191,14 @@ impl Files {
         Files(files.into_iter().map(|f| (f.path, f.content)).collect())
     }
 
+    /// The files again, as they were read: loading them again gives the same repository.
+    pub fn into_sources(self) -> Vec<SourceFile> {
+        self.0
+            .into_iter()
+            .map(|(path, content)| SourceFile { path, content })
+            .collect()
+    }
+
     /// The file at a repository-relative path (a leading `./` is ignored): `None` when the
     /// repository has no such input file.
     pub fn get(&self, path: &str) -> Option<Result<&str, &Unreadable>> {
