@@ -20,12 +20,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
-use support::generated::GeneratedRepo;
-use support::{eventually, free_port};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::eventually;
+use support::generated::{GeneratedRepo, http_get};
 
 /// Workspaces of the generated repository: about 1,000 objects per revision.
 const WORKSPACES: usize = 300;
@@ -49,34 +48,18 @@ impl Drop for Watch {
 
 impl Watch {
     fn spawn(repo: &GeneratedRepo, identity: &str, kubeconfig: &Path, lease: &str) -> Watch {
-        let dir = repo.scratch(&format!("watch-{identity}"));
-        let log = dir.join("stderr.jsonl");
-        let port = free_port().expect("a free port");
-        let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
-            .arg("watch")
-            .arg(repo.url())
-            .args(["--branch", "main", "--interval", "500ms"])
+        let watch = repo.watch_command(&format!("watch-{identity}"), "berth-fence", kubeconfig);
+        let mut command = watch.command;
+        let child = command
             .args(["--drift-interval", "1h", "--lease-duration", lease])
             // Long enough for the whole apply to finish after SIGTERM.
             .args(["--shutdown-grace", "120s", "--identity", identity])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--applyset", "berth-fence", "--applyset-namespace"])
-            .arg(format!("{}berth", repo.prefix))
-            .arg("--cache-dir")
-            .arg(dir.join("cache"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "info,kube_client=off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting berth watch");
         Watch {
             child,
-            addr: format!("127.0.0.1:{port}"),
-            log,
+            addr: watch.addr,
+            log: watch.log,
             identity: identity.to_string(),
         }
     }
@@ -121,29 +104,6 @@ impl Watch {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// A minimal HTTP/1.1 GET: status code and body (0 when nothing listens).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 /// One process's JSON log lines.

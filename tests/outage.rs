@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
-use support::generated::GeneratedRepo;
+use support::generated::{GeneratedRepo, http_get};
 
 /// One test at a time: an etcd outage would break the others.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -274,32 +274,12 @@ async fn a_cycle_past_its_timeout_is_stopped_and_retried_until_it_converges() {
     };
     let repo = GeneratedRepo::new("cycle", WORKSPACES);
     let commit = repo.commit("r1");
-    let dir = repo.scratch("watch");
-    let log = dir.join("stderr.jsonl");
-    let port = support::free_port().expect("a free port");
-    let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
-        .arg("watch")
-        .arg(repo.url())
-        .args([
-            "--branch",
-            "main",
-            "--interval",
-            "500ms",
-            "--no-leader-elect",
-        ])
+    let watch = repo.watch_command("watch", "berth-outage", cp.kubeconfig_path());
+    let (log, addr) = (watch.log, watch.addr);
+    let mut command = watch.command;
+    let child = command
+        .arg("--no-leader-elect")
         .args(["--cycle-timeout", "2s", "--drift-interval", "1h"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--applyset", "berth-outage", "--applyset-namespace"])
-        .arg(format!("{}berth", repo.prefix))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig_path())
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info,kube_client=off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("starting berth watch");
     let mut watch = Running(child);
@@ -346,17 +326,12 @@ async fn a_cycle_past_its_timeout_is_stopped_and_retried_until_it_converges() {
         "{message}"
     );
     // Once applied, the revision is recorded as applied (a cycle within the deadline).
-    let addr = format!("127.0.0.1:{port}");
     let mut applied = false;
     for _ in 0..600 {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+        let (code, text) = http_get(&addr, "/metrics").await;
+        if code == 0 {
             break;
-        };
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        let _ = stream.write_all(request.as_bytes()).await;
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text).await;
+        }
         if text.contains(&format!(
             "berth_last_applied_revision_info{{revision=\"{commit}\"}} 1"
         )) {

@@ -7,13 +7,13 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
-use support::generated::GeneratedRepo;
-use support::{eventually, free_port};
+use support::eventually;
+use support::generated::{GeneratedRepo, http_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,46 +41,25 @@ impl Drop for Watch {
 
 impl Watch {
     async fn start(cp: &ControlPlane, repo: &GeneratedRepo) -> Watch {
-        let dir = repo.scratch("watch");
-        let secret = dir.join("secret");
+        let watch = repo.watch_command("watch", "berth-server", cp.kubeconfig_path());
+        let secret = watch.dir.join("secret");
         std::fs::write(&secret, SECRET).unwrap();
-        let log = dir.join("stderr.jsonl");
-        let port = free_port().expect("a free port");
-        let child = Command::new(assert_cmd::cargo::cargo_bin("berth"))
-            .arg("watch")
-            .arg(repo.url())
-            .args([
-                "--branch",
-                "main",
-                "--interval",
-                "500ms",
-                "--no-leader-elect",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--applyset", "berth-server", "--applyset-namespace"])
-            .arg(format!("{}berth", repo.prefix))
+        let mut command = watch.command;
+        let child = command
+            .arg("--no-leader-elect")
             .arg("--webhook-secret-file")
             .arg(&secret)
-            .arg("--cache-dir")
-            .arg(dir.join("cache"))
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig_path())
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "info,kube_client=off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting berth watch");
         Watch {
             child,
-            addr: format!("127.0.0.1:{port}"),
-            log,
+            addr: watch.addr,
+            log: watch.log,
         }
     }
 
     async fn metrics(&self) -> String {
-        request(&self.addr, "GET", "/metrics", &[], b"").await.1
+        http_get(&self.addr, "/metrics").await.1
     }
 
     async fn applied(&self, commit: &str) -> bool {

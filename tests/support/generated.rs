@@ -2,7 +2,43 @@
 //! need an apply long enough to interrupt: each revision (`--rev`) changes every object.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+/// A `berth watch` command ready to spawn ([`GeneratedRepo::watch_command`]).
+pub struct WatchCommand {
+    pub command: Command,
+    /// Where its server listens (`host:port`).
+    pub addr: String,
+    /// Its JSON log (stderr).
+    pub log: PathBuf,
+    /// Its scratch folder.
+    pub dir: PathBuf,
+}
+
+/// A minimal HTTP/1.1 GET: the status code and the body (0 and nothing when nothing
+/// answers).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
 
 /// A bare remote and a work folder whose contents are a generated repository.
 pub struct GeneratedRepo {
@@ -80,6 +116,39 @@ impl GeneratedRepo {
         let path = self.dir.path().join(name);
         std::fs::create_dir_all(&path).expect("mkdir");
         path
+    }
+
+    /// `berth watch` of this repository's remote (branch `main`, polled every 500 ms) into
+    /// the ApplySet `applyset` in `<prefix>berth`: its server on a free loopback port, its
+    /// cache and JSON log in the scratch folder `name`. The caller adds its own flags and
+    /// spawns it.
+    pub fn watch_command(&self, name: &str, applyset: &str, kubeconfig: &Path) -> WatchCommand {
+        let dir = self.scratch(name);
+        let log = dir.join("stderr.jsonl");
+        let addr = format!("127.0.0.1:{}", super::free_port().expect("a free port"));
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        command
+            .arg("watch")
+            .arg(self.url())
+            .args(["--branch", "main", "--interval", "500ms"])
+            .args(["--listen", &addr])
+            .args(["--applyset", applyset, "--applyset-namespace"])
+            .arg(format!("{}berth", self.prefix))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info,kube_client=off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("creating the log file"));
+        WatchCommand {
+            command,
+            addr,
+            log,
+            dir,
+        }
     }
 
     /// Generate revision `rev` into the work folder (replacing what was there).
