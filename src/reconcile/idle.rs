@@ -107,9 +107,9 @@ pub fn idle_at(
 
 /// One LIST of the ApplySet's Leases (all namespaces), then [`idle_at`] now.
 pub async fn idle_workspaces(
-    cluster: Cluster,
-    set: ApplySet,
-    timeouts: BTreeMap<String, u64>,
+    cluster: &Cluster,
+    set: &ApplySet,
+    timeouts: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, String>> {
     if timeouts.is_empty() {
         return Ok(BTreeMap::new());
@@ -120,7 +120,7 @@ pub async fn idle_workspaces(
         .list(&params)
         .await
         .context("listing the workspaces' activity Leases")?;
-    Ok(idle_at(&timeouts, &leases.items, Timestamp::now()))
+    Ok(idle_at(timeouts, &leases.items, Timestamp::now()))
 }
 
 /// Renew a workspace's activity Lease now, as activity would (field manager

@@ -502,10 +502,9 @@ impl Reconciler {
         };
 
         // 3. Idle workspaces: one LIST of Leases.
-        let timeouts = (*target.idle_timeouts).clone();
         let idle = match tokio::time::timeout_at(
             deadline,
-            idle::idle_workspaces(self.cluster.clone(), self.config.applyset.clone(), timeouts),
+            idle::idle_workspaces(&self.cluster, &self.config.applyset, &target.idle_timeouts),
         )
         .await
         {
