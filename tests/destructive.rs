@@ -6,8 +6,8 @@
 mod support;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::repo::{Repo, changes, text};
@@ -206,6 +206,83 @@ async fn growing_storage_expands_the_claim_and_keeps_the_pod() {
     let size = serde_json::to_value(template).unwrap();
     assert_eq!(size[0]["spec"]["resources"]["requests"]["storage"], "30Gi");
     // The re-created StatefulSet adopted the running pod: same pod, never restarted.
+    let pods = support::wait_rolled_out(&client, &repo.analytics(), ROLLOUT).await;
+    assert_eq!(support::uid(&pods["etl-dev-0"]), before, "the pod was kept");
+    let (code, plan) = repo.plan_json(&cp);
+    assert_eq!(code, 0, "{plan:#}");
+}
+
+/// Workspace Services are headless. One that an earlier berth made with a virtual IP
+/// cannot change in place (spec.clusterIP is immutable): the plan says it is re-created,
+/// apply does it without --allow-replace, and the workspace's pod is not touched.
+#[tokio::test]
+async fn a_service_with_a_virtual_ip_is_re_created_headless_and_the_pod_kept() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let client = cp.client().await;
+    let repo = Repo::new("headless");
+    repo.apply(&cp, &[]);
+    let pods = support::wait_rolled_out(&client, &repo.analytics(), ROLLOUT).await;
+    let before = support::uid(&pods["etl-dev-0"]);
+
+    // The Service as an earlier berth applied it: same labels and owner, no clusterIP.
+    let services: Api<Service> = Api::namespaced(client.clone(), &repo.analytics());
+    let live = services.get("etl-dev").await.unwrap();
+    assert_eq!(
+        live.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    let old = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "etl-dev",
+            "labels": live.metadata.labels,
+            "annotations": live.metadata.annotations,
+        },
+        "spec": {
+            "selector": live.spec.as_ref().unwrap().selector,
+            "ports": [{"name": "http", "port": 6789, "targetPort": "http"}],
+        },
+    });
+    services
+        .delete("etl-dev", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_for(ROLLOUT, "the old Service to go", || async {
+        match services.get_opt("etl-dev").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    services
+        .patch("etl-dev", &PatchParams::apply("berth"), &Patch::Apply(&old))
+        .await
+        .unwrap();
+    let ip = services
+        .get("etl-dev")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip;
+    assert!(ip.as_deref().is_some_and(|ip| ip != "None"), "{ip:?}");
+
+    let (code, plan) = repo.plan_json(&cp);
+    assert_eq!(code, 2);
+    assert_eq!(changes(&plan), ["recreate Service/etl-dev"], "{plan:#}");
+    let notes = plan["changes"][0]["notes"].to_string();
+    assert!(
+        notes.contains("spec.clusterIP cannot change in place") && notes.contains("headless"),
+        "{notes}"
+    );
+
+    let stdout = repo.apply(&cp, &[]);
+    assert!(stdout.contains("1 re-created"), "{stdout}");
+    let service = services.get("etl-dev").await.unwrap();
+    assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     let pods = support::wait_rolled_out(&client, &repo.analytics(), ROLLOUT).await;
     assert_eq!(support::uid(&pods["etl-dev-0"]), before, "the pod was kept");
     let (code, plan) = repo.plan_json(&cp);

@@ -207,8 +207,11 @@ pub async fn apply(
                 let text = desired_by_key.get(&change.object).copied();
                 async move {
                     if change.action == Action::Recreate {
-                        let grow = change.recreate.as_ref().is_some_and(|r| r.grow.is_some());
-                        if !grow && !allow_replace {
+                        let needs_flag = change
+                            .recreate
+                            .as_ref()
+                            .is_none_or(|r| r.needs_allow_replace);
+                        if needs_flag && !allow_replace {
                             return Err("must be re-created (immutable fields changed); \
                                         re-run with --allow-replace to do it"
                                 .to_string());

@@ -312,10 +312,16 @@ pub async fn recreate(
         }
     }
     let api = super::diff::api_for(cluster, desired).map_err(|e| e.to_string())?;
-    match api.delete(name, &DeleteParams::orphan()).await {
+    // A StatefulSet goes without its pods (they keep running, with their claims); a
+    // Service with its EndpointSlices, which the new one gets again.
+    let (delete, kept) = match change.object.kind.as_str() {
+        "StatefulSet" => (DeleteParams::orphan(), " (pods kept)"),
+        _ => (DeleteParams::background(), ""),
+    };
+    match api.delete(name, &delete).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(format!("deleting it (pods kept): {}", cluster.describe(&e))),
+        Err(e) => return Err(format!("deleting it{kept}: {}", cluster.describe(&e))),
     }
     let deadline = Instant::now() + RECREATE_DEADLINE;
     loop {
@@ -326,8 +332,8 @@ pub async fn recreate(
             }
             Ok(Some(_)) => {
                 return Err(format!(
-                    "the old StatefulSet was still there after {}s; its pods run on, and the \
-                     next apply creates it again",
+                    "the old {} was still there after {}s; the next apply creates it again",
+                    change.object.kind,
                     RECREATE_DEADLINE.as_secs()
                 ));
             }

@@ -135,10 +135,38 @@ fn template_identity(template: &Value, desired: &Value) -> Value {
     serde_json::json!([get("/metadata/name"), get("/spec/accessModes"), class])
 }
 
-/// How a StatefulSet update must go when an immutable field differs; `None` when it can
-/// be updated in place. Immutable: everything in `spec` but replicas, ordinals, template,
+/// How an update must go when an immutable field differs; `None` when it can be made in
+/// place (or the kind has no immutable field berth sets).
+pub fn immutable_change(
+    kind: &str,
+    desired: &Value,
+    live: &Value,
+) -> Option<Result<Recreate, Problem>> {
+    match kind {
+        "StatefulSet" => stateful_set_change(desired, live),
+        "Service" => service_change(desired, live),
+        _ => None,
+    }
+}
+
+/// A Service's cluster IP is set once. Workspace Services are headless (`clusterIP:
+/// None`); one made with a virtual IP (by an earlier berth, or by hand) is re-created.
+fn service_change(desired: &Value, live: &Value) -> Option<Result<Recreate, Problem>> {
+    let wanted = desired.pointer("/spec/clusterIP")?;
+    let running = live.pointer("/spec/clusterIP")?;
+    (wanted != running).then(|| {
+        Ok(Recreate {
+            fields: vec!["spec.clusterIP".into()],
+            grow: None,
+            claims: Vec::new(),
+            needs_allow_replace: false,
+        })
+    })
+}
+
+/// Immutable in a StatefulSet: everything in `spec` but replicas, ordinals, template,
 /// update strategy, claim retention policy and minReadySeconds.
-pub fn immutable_change(desired: &Value, live: &Value) -> Option<Result<Recreate, Problem>> {
+fn stateful_set_change(desired: &Value, live: &Value) -> Option<Result<Recreate, Problem>> {
     let same = |pointer: &str| match desired.pointer(pointer) {
         None => true,
         Some(d) => Some(d) == live.pointer(pointer),
@@ -203,6 +231,7 @@ pub fn immutable_change(desired: &Value, live: &Value) -> Option<Result<Recreate
     let grow = grow.filter(|_| fields.iter().all(|f| f.ends_with("requests.storage")));
     Some(Ok(Recreate {
         fields,
+        needs_allow_replace: grow.is_none(),
         grow,
         claims: claim_names(live),
     }))
@@ -210,6 +239,16 @@ pub fn immutable_change(desired: &Value, live: &Value) -> Option<Result<Recreate
 
 /// Notes for a re-creation, in words.
 pub fn recreate_notes(change: &Change, recreate: &Recreate) -> Vec<String> {
+    if change.object.kind == "Service" {
+        return vec![format!(
+            "re-creates Service {}: {} cannot change in place. Workspace Services are \
+             headless (each pod gets its own DNS name, no virtual IP is spent); the name \
+             does not resolve for the moment between delete and create, and a Service \
+             holds no data",
+            change.object.name,
+            recreate.fields.join(", ")
+        )];
+    }
     let claims = if recreate.claims.is_empty() {
         "its claims".to_string()
     } else {
@@ -257,16 +296,21 @@ mod tests {
 
     #[test]
     fn growth_alone_keeps_the_pods() {
-        let change = immutable_change(&sts("50Gi", None), &sts("20Gi", Some("standard")));
+        let change = immutable_change(
+            "StatefulSet",
+            &sts("50Gi", None),
+            &sts("20Gi", Some("standard")),
+        );
         let recreate = change.unwrap().unwrap();
         assert_eq!(recreate.grow, Some(("20Gi".into(), "50Gi".into())));
+        assert!(!recreate.needs_allow_replace);
         // The same amount written otherwise is no change at all.
-        assert!(immutable_change(&sts("1024Mi", None), &sts("1Gi", None)).is_none());
+        assert!(immutable_change("StatefulSet", &sts("1024Mi", None), &sts("1Gi", None)).is_none());
     }
 
     #[test]
     fn a_shrink_is_refused_at_the_storage_field() {
-        let problem = immutable_change(&sts("10Gi", None), &sts("20Gi", None))
+        let problem = immutable_change("StatefulSet", &sts("10Gi", None), &sts("20Gi", None))
             .unwrap()
             .unwrap_err();
         assert_eq!(problem.field.as_deref(), Some(STORAGE_SIZE_FIELD));
@@ -274,21 +318,55 @@ mod tests {
     }
 
     #[test]
-    fn other_immutable_fields_need_a_replacement() {
-        let recreate = immutable_change(&sts("20Gi", Some("fast")), &sts("20Gi", Some("slow")))
+    fn a_service_with_a_virtual_ip_is_re_created_without_a_flag() {
+        let service = |ip: Option<&str>| match ip {
+            Some(ip) => json!({"kind": "Service", "spec": {"clusterIP": ip, "ports": []}}),
+            None => json!({"kind": "Service", "spec": {"ports": []}}),
+        };
+        let headless = service(Some("None"));
+        let recreate = immutable_change("Service", &headless, &service(Some("10.0.0.12")))
             .unwrap()
             .unwrap();
+        assert_eq!(recreate.fields, ["spec.clusterIP"]);
+        assert!(!recreate.needs_allow_replace && recreate.claims.is_empty());
+        assert_eq!(immutable_change("Service", &headless, &headless), None);
+        // Only what berth sets counts: a Service that leaves clusterIP to the server.
+        assert_eq!(
+            immutable_change("Service", &service(None), &service(Some("10.0.0.12"))),
+            None
+        );
+        // Kinds without immutable fields that berth sets are updated in place.
+        assert_eq!(
+            immutable_change("ConfigMap", &headless, &service(Some("x"))),
+            None
+        );
+    }
+
+    #[test]
+    fn other_immutable_fields_need_a_replacement() {
+        let recreate = immutable_change(
+            "StatefulSet",
+            &sts("20Gi", Some("fast")),
+            &sts("20Gi", Some("slow")),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(recreate.grow, None);
+        assert!(recreate.needs_allow_replace);
         assert_eq!(recreate.fields, ["spec.volumeClaimTemplates[0]"]);
         // A class change with growth is still a replacement, not a silent growth.
-        let recreate = immutable_change(&sts("50Gi", Some("fast")), &sts("20Gi", Some("slow")))
-            .unwrap()
-            .unwrap();
+        let recreate = immutable_change(
+            "StatefulSet",
+            &sts("50Gi", Some("fast")),
+            &sts("20Gi", Some("slow")),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(recreate.grow, None);
         let mut other = sts("20Gi", None);
         other["spec"]["selector"] = json!({"matchLabels": {"app": "x"}});
         assert!(
-            immutable_change(&sts("20Gi", None), &other)
+            immutable_change("StatefulSet", &sts("20Gi", None), &other)
                 .unwrap()
                 .is_err()
         );

@@ -75,19 +75,21 @@ impl Change {
     }
 }
 
-/// A StatefulSet that must be re-created to reach git's state.
+/// A StatefulSet or Service that must be re-created to reach git's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recreate {
     /// The immutable fields that differ.
     pub fields: Vec<String>,
     /// `(from, to)` when only the claims' storage grows: the claims are expanded and the
-    /// StatefulSet re-created without deleting its pods, no flag needed. Otherwise the
-    /// re-creation needs `--allow-replace`.
+    /// StatefulSet re-created without deleting its pods, no flag needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grow: Option<(String, String)>,
     /// The claims of the StatefulSet: those the cluster holds in a live plan, else the
     /// names its pods would use.
     pub claims: Vec<String>,
+    /// Whether the re-creation waits for `--allow-replace`: any StatefulSet change other
+    /// than claim growth does. A Service holds no data and is re-created without it.
+    pub needs_allow_replace: bool,
 }
 
 /// Why one object of a plan cannot be applied: refused by berth (a shrink) or by the API
@@ -213,16 +215,14 @@ fn compute_with(desired: &[Value], live: &[&Value], diffs: bool) -> Plan {
         if diffs {
             change.diff = compare::diff(&object, current);
         }
-        if change.object.kind == "StatefulSet" {
-            match destructive::immutable_change(&object, current) {
-                None => {}
-                Some(Ok(recreate)) => {
-                    change.action = Action::Recreate;
-                    change.notes = destructive::recreate_notes(&change, &recreate);
-                    change.recreate = Some(recreate);
-                }
-                Some(Err(problem)) => change.problem = Some(problem),
+        match destructive::immutable_change(&change.object.kind, &object, current) {
+            None => {}
+            Some(Ok(recreate)) => {
+                change.action = Action::Recreate;
+                change.notes = destructive::recreate_notes(&change, &recreate);
+                change.recreate = Some(recreate);
             }
+            Some(Err(problem)) => change.problem = Some(problem),
         }
         change.desired = Some(object);
         plan.changes.push(change);

@@ -7,7 +7,7 @@
 //!
 //! Per workspace, in the project's namespace:
 //! - ConfigMap `<ws>-env`: the effective literal variables, with where each came from;
-//! - Service `<ws>`: the Mage UI port;
+//! - Service `<ws>`: headless (no virtual IP), the Mage UI port;
 //! - StatefulSet `<ws>`: one replica (0 when suspended) with a volume claim for code and data,
 //!   env from the ConfigMap, secret-backed variables as `secretKeyRef`s, and the pod-template
 //!   annotation `berth/env-hash` that rolls the workspace exactly when its env changes;

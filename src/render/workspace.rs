@@ -208,10 +208,16 @@ fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
     })
 }
 
+/// The workspace's headless Service: the StatefulSet's governing Service, so its pod is
+/// `<ws>-0.<ws>.<namespace>.svc`, and `<ws>.<namespace>.svc` resolves to the pod. No
+/// virtual IP: at thousands of workspaces one each would fill common Service ranges
+/// (GKE's default is 4,096 addresses), and kube-apiserver's IP allocator scans every
+/// allocated address for each new one.
 fn service(ws: &ResolvedWorkspace) -> Value {
     to_value(&Service {
         metadata: meta_of(ws, ws.name.clone()),
         spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
             selector: Some(selector_labels(ws)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
