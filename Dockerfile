@@ -30,6 +30,10 @@ RUN apt-get update \
     && mkdir -p /var/cache/berth && chown 10001:10001 /var/cache/berth
 # `berth watch` keeps its bare clone here (an emptyDir in deploy/).
 ENV BERTH_CACHE_DIR=/var/cache/berth
+# mimalloc commits memory as it is used instead of whole arenas up front: at 10,000
+# workspaces `berth watch` at rest peaks at 276–287 MB instead of 312–317 MB, at no cost
+# in time (BENCHMARKS.md). scripts/bench and scripts/bench-memory run berth watch so too.
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 EXPOSE 8080
 COPY --from=build /src/target/release/berth /usr/local/bin/berth
 USER 10001:10001
