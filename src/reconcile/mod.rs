@@ -658,7 +658,8 @@ impl Reconciler {
             prune: self.config.prune,
             allow_mass_prune: self.config.allow_mass_prune,
             // Re-creating a StatefulSet for anything but claim growth is for a person to
-            // decide (`berth apply --allow-replace`), never for the reconciler.
+            // decide (`berth apply --allow-replace`), never for the reconciler. (A Service
+            // holds no data: its re-creation needs no flag.)
             allow_replace: false,
             progress_bar: false,
             quiet: true,
