@@ -431,12 +431,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 out!("{}", berth::render::to_yaml(&jobs));
             } else {
                 // What was read is reported: only the resolved workspaces are rendered.
-                let repo = &mut desired.loaded.repo;
-                drop((
-                    std::mem::take(&mut repo.workspaces),
-                    std::mem::take(&mut repo.projects),
-                    std::mem::take(&mut repo.policies),
-                ));
+                set_documents_aside(&mut desired);
                 // Each object becomes YAML as it is rendered, and the output goes out in
                 // pieces of about a megabyte: neither every object nor a second copy of the
                 // whole output is held (BENCHMARKS.md).
@@ -765,9 +760,9 @@ async fn live_plan(
     Ok(plan_exit(&live.plan, &repo, color))
 }
 
-/// Let go of a valid repository's documents and their positions while planning (a third
-/// of a no-op plan's memory at 10,000 workspaces): the plan needs only what was resolved,
-/// and only findings read the documents ([`read_documents_again`]).
+/// Let go of a valid repository's documents and their positions while planning or
+/// rendering (a third of a no-op plan's memory at 10,000 workspaces): both need only what
+/// was resolved, and only findings read the documents ([`read_documents_again`]).
 fn set_documents_aside(repo: &mut berth::Desired) {
     let documents = &mut repo.loaded.repo;
     drop((

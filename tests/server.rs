@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::ControlPlane;
 use support::eventually;
-use support::generated::{GeneratedRepo, http_get};
+use support::generated::{GeneratedRepo, http_get, status_and_body};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -130,16 +130,7 @@ async fn read_response(mut stream: TcpStream) -> (u16, String) {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response)).await;
     let response = String::from_utf8_lossy(&response).into_owned();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    status_and_body(&response)
 }
 
 /// What a hostile client sends.

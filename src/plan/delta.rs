@@ -161,24 +161,27 @@ impl Delta {
     pub fn is_zero(&self) -> bool {
         self.total.is_zero() && self.projects.is_empty()
     }
+
+    /// Per-project contributions summed; projects whose sum is nothing are left out. The
+    /// way berth makes a `Delta` (besides the empty default), so its total is always the
+    /// sum of its projects.
+    pub fn sum(parts: impl IntoIterator<Item = (String, Resources)>) -> Delta {
+        let mut projects: BTreeMap<String, Resources> = BTreeMap::new();
+        for (project, r) in parts {
+            *projects.entry(project).or_default() += r;
+        }
+        projects.retain(|_, r| !r.is_zero());
+        Delta {
+            total: projects.values().fold(Resources::default(), |a, &b| a + b),
+            projects,
+        }
+    }
 }
 
 impl Add for Delta {
     type Output = Delta;
     fn add(self, other: Delta) -> Delta {
-        let mut projects = self.projects;
-        for (project, r) in other.projects {
-            let sum = projects.get(&project).copied().unwrap_or_default() + r;
-            if sum.is_zero() {
-                projects.remove(&project);
-            } else {
-                projects.insert(project, sum);
-            }
-        }
-        Delta {
-            total: self.total + other.total,
-            projects,
-        }
+        Delta::sum(self.projects.into_iter().chain(other.projects))
     }
 }
 
@@ -187,31 +190,21 @@ impl Add for Delta {
 /// resources go away.
 pub fn between<'a>(desired: &[Value], live: impl IntoIterator<Item = &'a Value>) -> Delta {
     let wanted: BTreeSet<(&str, &str)> = desired.iter().filter_map(workspace_key).collect();
-    let mut projects: BTreeMap<String, Resources> = BTreeMap::new();
-    for object in desired {
-        if let Some((project, r)) = of_object(object) {
-            *projects.entry(project).or_default() += r;
-        }
-    }
-    for object in live {
-        let counts = workspace_key(object).is_some_and(|k| wanted.contains(&k))
+    let counts = |object: &Value| {
+        workspace_key(object).is_some_and(|k| wanted.contains(&k))
             || object
                 .pointer("/metadata/labels")
                 .and_then(|l| l.get(MANAGED_BY))
                 .and_then(Value::as_str)
-                == Some("berth");
-        if !counts {
-            continue;
-        }
-        if let Some((project, r)) = of_object(object) {
-            *projects.entry(project).or_default() += -r;
-        }
-    }
-    projects.retain(|_, r| !r.is_zero());
-    Delta {
-        total: projects.values().fold(Resources::default(), |a, &b| a + b),
-        projects,
-    }
+                == Some("berth")
+    };
+    let added = desired.iter().filter_map(of_object);
+    let removed = live
+        .into_iter()
+        .filter(|o| counts(o))
+        .filter_map(of_object)
+        .map(|(project, r)| (project, -r));
+    Delta::sum(added.chain(removed))
 }
 
 /// Namespace and name of a StatefulSet.

@@ -54,7 +54,7 @@ pub fn classify(desired: &Value, live: Value) -> Live {
     if let Some((project, r)) = delta::of_object(&live) {
         parts.push((project, -r));
     }
-    let delta = sum(parts);
+    let delta = Delta::sum(parts);
     Live::Same(Same {
         delta: delta.projects.into_iter().collect(),
     })
@@ -73,19 +73,6 @@ fn same_config_map_keys(desired: &Value, live: &Value) -> bool {
             .map_or(0, |d| d.len())
     };
     keys(desired) == keys(live)
-}
-
-/// Per-project contributions summed as [`delta::between`] sums them.
-fn sum(parts: impl IntoIterator<Item = (String, Resources)>) -> Delta {
-    let mut projects: BTreeMap<String, Resources> = BTreeMap::new();
-    for (project, r) in parts {
-        *projects.entry(project).or_default() += r;
-    }
-    projects.retain(|_, r| !r.is_zero());
-    Delta {
-        total: projects.values().fold(Resources::default(), |a, &b| a + b),
-        projects,
-    }
 }
 
 /// [`super::compute_without_diffs`] of `desired` (in apply order) against `live`, where
@@ -145,7 +132,7 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
         .collect();
     let mut plan = super::compute_with(&planned, &live, false);
     plan.unchanged += unchanged;
-    plan.resources = plan.resources + sum(counted);
+    plan.resources = plan.resources + Delta::sum(counted);
     plan.changes.extend(creates);
     super::sort_changes(&mut plan.changes);
     plan

@@ -28,6 +28,11 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
+    status_and_body(&response)
+}
+
+/// The status code and body of a raw HTTP/1.1 response (0 and nothing when it has none).
+pub fn status_and_body(response: &str) -> (u16, String) {
     let code = response
         .split_whitespace()
         .nth(1)
