@@ -128,8 +128,31 @@ impl Remote {
 
     /// Commit everything and push; the new commit's id.
     fn commit(&self, message: &str) -> String {
+        self.commit_signed(message, None)
+    }
+
+    /// Commit everything, signed with the private key `key` (git's `gpg.format=ssh`, which
+    /// signs through `ssh-keygen -Y sign`) or unsigned, and push; the new commit's id.
+    fn commit_signed(&self, message: &str, key: Option<&Path>) -> String {
         git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "-m", message]);
+        match key {
+            Some(key) => {
+                let signing_key = format!("user.signingkey={}", key.display());
+                git(
+                    &self.work(),
+                    &["-c", "gpg.format=ssh", "-c", &signing_key]
+                        .into_iter()
+                        .chain(["commit", "-S", "-q", "-m", message])
+                        .collect::<Vec<_>>(),
+                );
+            }
+            None => {
+                git(
+                    &self.work(),
+                    &["commit", "--no-gpg-sign", "-q", "-m", message],
+                );
+            }
+        }
         git(&self.work(), &["push", "-q", "origin", "main"]);
         git(&self.work(), &["rev-parse", "HEAD"])
     }
@@ -600,6 +623,236 @@ async fn an_invalid_revision_changes_nothing_and_is_reported_until_fixed() {
         metrics.contains("berth_reconciles_total{result=\"invalid\"} 1"),
         "{metrics}"
     );
+    watch.stop().await;
+}
+
+/// A new ed25519 key pair made by ssh-keygen: the private key's file and the public line.
+fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("running ssh-keygen (openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+#[tokio::test]
+async fn only_a_head_signed_by_an_allowed_key_is_applied() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let client = cp.client().await;
+    // The first commit (made by Remote::new) is unsigned.
+    let remote = Remote::new("signed");
+    let first = git(&remote.work(), &["rev-parse", "HEAD"]);
+    let keys = remote.dir.path();
+    let (alice, alice_pub) = ssh_key(keys, "alice");
+    let (bob, bob_pub) = ssh_key(keys, "bob");
+    let (mallory, mallory_pub) = ssh_key(keys, "mallory");
+    // Bob's key is listed, but not for commits.
+    let allowed = keys.join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!(
+            "# who may change the platform\nalice@example.com {alice_pub}\n\
+             bob@example.com namespaces=\"file\" {bob_pub}\n"
+        ),
+    )
+    .unwrap();
+    // The Events of the first refusal need the ApplySet's namespace, which an apply would
+    // make: make it now.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": remote.set_ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Without the file, berth watch does not start.
+    let mut config = remote.config("signed", Duration::from_millis(300));
+    config.verify_commits = Some(berth::source::SignaturePolicy {
+        allowed_signers: keys.join("nowhere"),
+        signer_must_be_committer: false,
+    });
+    let err = berth::reconcile::start(config, kube_config(&cp).await, CancellationToken::new())
+        .await
+        .err()
+        .expect("no allowed signers, no start");
+    assert!(
+        format!("{err:#}").contains("reading the allowed signers file"),
+        "{err:#}"
+    );
+
+    let mut config = remote.config("signed", Duration::from_millis(300));
+    config.verify_commits = Some(berth::source::SignaturePolicy {
+        allowed_signers: allowed.clone(),
+        signer_must_be_committer: false,
+    });
+    let watch = InProcess::start(&cp, config).await;
+    let refusal = |commit: String, why: &'static str| {
+        let watch = &watch;
+        async move {
+            eventually(
+                Duration::from_secs(10),
+                &format!("{commit} to be refused: {why}"),
+                || async {
+                    watch.running().shared.status().error.is_some_and(|e| {
+                        e.kind == "unverified"
+                            && e.revision.as_deref() == Some(commit.as_str())
+                            && e.message.contains(why)
+                    })
+                },
+            )
+            .await;
+        }
+    };
+
+    // 1. An unsigned head with nothing applied yet: nothing is applied at all.
+    refusal(first.clone(), "(it has no signature)").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(replicas(&client, &remote.ns, "etl").await, None);
+    assert!(watch.running().shared.status().last_applied.is_none());
+
+    // 2. Signed by alice: applied, and the status says who signed it.
+    remote.write(&repository(&remote.ns, "signed"));
+    let good = remote.commit_signed("signed by alice", Some(&alice));
+    watch.applied(&good).await;
+    assert_eq!(
+        greeting(&client, &remote.ns).await.as_deref(),
+        Some("signed")
+    );
+    let status = watch.running().shared.status();
+    assert!(status.error.is_none(), "{:?}", status.error);
+    let signer = status.last_applied.unwrap().signer.unwrap();
+    assert!(
+        signer.starts_with("alice@example.com (ssh-ed25519 SHA256:"),
+        "{signer}"
+    );
+
+    // 3. Unsigned, signed by a stranger, signed by a key that may not sign commits: each
+    // is refused, and alice's revision stays in force.
+    for (greeting_text, key, why) in [
+        ("unsigned", None, "(it has no signature)"),
+        ("stranger", Some(&mallory), "allowed_signers does not list)"),
+        (
+            "files only",
+            Some(&bob),
+            "of bob@example.com may not sign for `git`",
+        ),
+    ] {
+        remote.write(&repository(&remote.ns, greeting_text));
+        let bad = remote.commit_signed(greeting_text, key.map(PathBuf::as_path));
+        refusal(bad.clone(), why).await;
+        let status = watch.running().shared.status();
+        assert_eq!(status.last_applied.as_ref().unwrap().revision, good);
+        assert_eq!(status.last_seen.as_ref().unwrap().revision, bad);
+    }
+    // Several polls later: the cluster still holds alice's revision.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        greeting(&client, &remote.ns).await.as_deref(),
+        Some("signed")
+    );
+    let bob_commit = git(&remote.work(), &["rev-parse", "HEAD"]);
+
+    // Reported once per refused revision, as an invalid one is: an Event each (the first
+    // head's too), the metric, `berth status`, the status page.
+    let reported = events(&client, &remote.set_ns, "UnverifiedRevision").await;
+    assert_eq!(reported.len(), 4, "{reported:?}");
+    for why in [
+        "(it has no signature)",
+        "(it is signed by ssh-ed25519 key SHA256:",
+        "may not sign for `git`",
+    ] {
+        assert!(
+            reported.iter().any(|m| m.contains(why)
+                && m.contains("is not signed by an allowed key")
+                && m.ends_with("the last good revision stays in force")),
+            "{why}: {reported:?}"
+        );
+    }
+    let (addr, path) = watch.url("/metrics");
+    let metrics = http(&addr, "GET", &path, &[], "").await.1;
+    assert!(
+        metrics.contains("berth_reconciles_total{result=\"unverified\"} 4"),
+        "{metrics}"
+    );
+    let page = http(&addr, "GET", "/", &[], "").await.1;
+    assert!(page.contains("Error: unverified"), "{page}");
+    assert!(page.contains("signed by alice@example.com"), "{page}");
+    let status = |format: &'static str| {
+        let out = assert_cmd::Command::cargo_bin("berth")
+            .unwrap()
+            .args(["status", "--format", format, "--applyset", "berth-watch"])
+            .arg("--applyset-namespace")
+            .arg(&remote.set_ns)
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status("text");
+    assert!(
+        text.contains(&format!(
+            "error:        unverified at {}",
+            &bob_commit[..12]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("may not sign for `git`"), "{text}");
+    assert!(text.contains("signed by:    alice@example.com"), "{text}");
+    let shown: Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(shown["lastApplied"]["revision"], good.as_str());
+    assert_eq!(shown["error"]["kind"], "unverified");
+    // No key material anywhere people look: keys go by their fingerprints.
+    for public in [&alice_pub, &bob_pub, &mallory_pub] {
+        let base64 = public.split(' ').nth(1).unwrap();
+        for shown in [&text, &page, &reported.join("\n")] {
+            assert!(!shown.contains(base64), "a public key is shown: {shown}");
+        }
+    }
+
+    // 4. The administrators let bob sign commits: the refused head is checked again at the
+    // next fetch, without a new commit, and applied.
+    std::fs::write(
+        &allowed,
+        format!("alice@example.com {alice_pub}\nbob@example.com {bob_pub}\n"),
+    )
+    .unwrap();
+    watch.applied(&bob_commit).await;
+    assert_eq!(
+        greeting(&client, &remote.ns).await.as_deref(),
+        Some("files only")
+    );
+    let status = watch.running().shared.status();
+    assert!(status.error.is_none(), "{:?}", status.error);
+    for revision in [status.last_applied, status.last_seen] {
+        let revision = revision.unwrap();
+        assert_eq!(revision.revision, bob_commit);
+        assert!(
+            revision
+                .signer
+                .as_deref()
+                .is_some_and(|s| s.starts_with("bob@example.com (ssh-ed25519 SHA256:")),
+            "{revision:?}"
+        );
+    }
     watch.stop().await;
 }
 

@@ -5,8 +5,8 @@ use super::Config;
 use super::leader::LeaderConfig;
 use crate::cluster::applyset::ApplySet;
 use crate::source::{
-    GitAuth, GitRef, GitRemote, SourceSpec, TokenSource, default_applyset_name, is_git_repository,
-    looks_like_scp,
+    GitAuth, GitRef, GitRemote, SignaturePolicy, SourceSpec, TokenSource, default_applyset_name,
+    is_git_repository, looks_like_scp,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -98,6 +98,19 @@ pub struct WatchArgs {
     /// Allow a revision to delete more than half of what berth owns.
     #[arg(long)]
     pub allow_mass_prune: bool,
+    /// Apply only a commit signed by a key of --allowed-signers (an SSH signature, git's
+    /// gpg.format=ssh). The commit to be applied is checked (the branch's head, the tag's
+    /// commit), not its ancestors; any other head is refused and the last good one stays.
+    #[arg(long, requires = "allowed_signers")]
+    pub verify_commits: bool,
+    /// The allowed signers (ssh-keygen's ALLOWED SIGNERS format, as git's
+    /// gpg.ssh.allowedSignersFile), re-read at every fetch.
+    #[arg(long, value_name = "FILE", requires = "verify_commits")]
+    pub allowed_signers: Option<PathBuf>,
+    /// With --verify-commits, also require the committer's e-mail to be one of the signing
+    /// key's principals (git does not check this).
+    #[arg(long, requires = "verify_commits")]
+    pub signer_must_be_committer: bool,
 }
 
 /// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
@@ -233,6 +246,21 @@ impl WatchArgs {
         config.cycle_timeout = self.cycle_timeout;
         config.shutdown_grace = self.shutdown_grace;
         config.allow_mass_prune = self.allow_mass_prune;
+        config.verify_commits = match (self.verify_commits, &self.allowed_signers) {
+            (true, Some(file)) => {
+                if matches!(config.source, SourceSpec::Folder(_)) {
+                    bail!(
+                        "--verify-commits checks commits: {} is followed as a folder, which has none",
+                        self.source
+                    );
+                }
+                Some(SignaturePolicy {
+                    allowed_signers: file.clone(),
+                    signer_must_be_committer: self.signer_must_be_committer,
+                })
+            }
+            _ => None,
+        };
         config.listen = match self.listen.as_str() {
             "none" | "" => None,
             listen => Some(
@@ -347,5 +375,51 @@ mod tests {
         ));
         let args = Cli::parse_from(["x", folder.as_str(), "--folder"]).watch;
         assert!(matches!(args.source_spec().unwrap(), SourceSpec::Folder(_)));
+    }
+
+    #[test]
+    fn verifying_commits_takes_an_allowed_signers_file_and_a_git_source() {
+        let url = "https://example.com/org/platform.git";
+        let args = Cli::parse_from(["x", url]).watch;
+        assert_eq!(args.config(None, "b".into()).unwrap().verify_commits, None);
+        let args = Cli::parse_from([
+            "x",
+            url,
+            "--verify-commits",
+            "--allowed-signers",
+            "/etc/berth/signers/allowed_signers",
+        ])
+        .watch;
+        assert_eq!(
+            args.config(None, "b".into()).unwrap().verify_commits,
+            Some(SignaturePolicy {
+                allowed_signers: "/etc/berth/signers/allowed_signers".into(),
+                signer_must_be_committer: false,
+            })
+        );
+        // Each flag needs the other; the committer rule needs both.
+        for flags in [
+            &["--verify-commits"][..],
+            &["--allowed-signers", "f"],
+            &["--signer-must-be-committer"],
+        ] {
+            let parsed = Cli::try_parse_from(["x", url].iter().chain(flags));
+            assert!(parsed.is_err(), "{flags:?} alone is accepted");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().to_string_lossy().into_owned();
+        let args = Cli::parse_from([
+            "x",
+            folder.as_str(),
+            "--verify-commits",
+            "--allowed-signers",
+            "f",
+        ])
+        .watch;
+        let err = args.config(None, "b".into()).unwrap_err().to_string();
+        assert!(
+            err.contains("followed as a folder, which has none"),
+            "{err}"
+        );
     }
 }

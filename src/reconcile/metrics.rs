@@ -15,7 +15,8 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// `applied`, `unchanged`, `invalid`, `failed`.
+    /// `applied`, `unchanged`, `failed`, `abandoned`, or a refused revision's reason:
+    /// `invalid` (it does not validate), `unverified` (not signed by an allowed key).
     pub result: String,
 }
 

@@ -6,8 +6,10 @@
 //! of workspaces, exponential backoff of failed applies, leader election so only one of
 //! several replicas writes, and the status, Events, metrics and webhook people see.
 //!
-//! An invalid revision is never applied: the last good one stays in force, and the error
-//! is reported (log, Event, status, metric).
+//! A refused revision is never applied: one that does not validate, or — with
+//! `--verify-commits` — whose commit is not signed by an allowed key. The last good one
+//! stays in force, and the refusal is reported once per revision, by one code path for
+//! both ([`Refusal`]): log, Event, status, metric.
 
 pub mod backoff;
 pub mod cli;
@@ -27,7 +29,7 @@ use crate::cluster::{
 use crate::plan::Action;
 use crate::render::{IDLE_SINCE, RenderContext};
 use crate::resolve::Resolved;
-use crate::source::{Revision, SourceSpec, Tracker};
+use crate::source::{Revision, SignaturePolicy, SourceSpec, Tracker, Verdict};
 use anyhow::{Context, Result};
 use backoff::Backoff;
 use leader::{Election, Handover, LeaderConfig};
@@ -71,6 +73,9 @@ pub struct Config {
     /// How long one cycle (reading activity, planning, applying) may take before it is
     /// abandoned and retried with backoff.
     pub cycle_timeout: Duration,
+    /// Apply only revisions whose commit is signed as this says (`--verify-commits`);
+    /// `None`: any commit.
+    pub verify_commits: Option<SignaturePolicy>,
 }
 
 impl Config {
@@ -90,6 +95,7 @@ impl Config {
             backoff_max: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
             cycle_timeout: Duration::from_secs(300),
+            verify_commits: None,
         }
     }
 }
@@ -214,7 +220,7 @@ pub async fn start(
     // With election, every write of the reconcile client goes through the Lease's fence.
     let fence = config.leader.as_ref().map(|_| Fence::new());
     let cluster = Cluster::from_config_fenced(kube_config.clone(), fence.clone())?;
-    let tracker = Tracker::open(config.source.clone())?;
+    let tracker = Tracker::open(config.source.clone())?.verifying(config.verify_commits.clone())?;
     let fetch = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     let (election, handover) = match (&config.leader, fence) {
@@ -281,7 +287,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         applied: None,
         pending: None,
-        invalid: None,
+        refused: None,
         idle: BTreeMap::new(),
         retry_at: None,
         written: None,
@@ -311,6 +317,52 @@ struct Target {
     /// Workspaces that can go idle (`namespace/workspace` → seconds), from the rendered
     /// StatefulSets, read once per revision.
     idle_timeouts: Arc<BTreeMap<String, u64>>,
+    /// Who signed it (`--verify-commits`).
+    signer: Option<String>,
+}
+
+/// Why a revision is refused. Either way it is never applied, the last good revision stays
+/// in force, and the refusal is reported once, the same way: the log, an Event on the
+/// ApplySet parent, the status (`berth status`, the status page) and
+/// `berth_reconciles_total{result=KIND}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// It does not validate.
+    Invalid,
+    /// Its commit is not signed by an allowed key (`--verify-commits`).
+    Unverified,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 2] = [Refusal::Invalid, Refusal::Unverified];
+
+    /// The status error's kind and the metric's result.
+    fn kind(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid",
+            Refusal::Unverified => "unverified",
+        }
+    }
+
+    /// The Event's reason.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "InvalidRevision",
+            Refusal::Unverified => "UnverifiedRevision",
+        }
+    }
+
+    fn is_refusal(kind: &str) -> bool {
+        Refusal::ALL.iter().any(|r| r.kind() == kind)
+    }
+}
+
+/// A refused revision as it was judged: the same commit is judged again only when the
+/// signature check says something else (the allowed signers changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refused {
+    commit: String,
+    signature: Option<Verdict>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,8 +385,8 @@ struct Reconciler {
     applied: Option<Target>,
     /// A valid revision not applied yet (its apply failed and is retried).
     pending: Option<Target>,
-    /// The last invalid revision seen, so it is reported once, not every poll.
-    invalid: Option<String>,
+    /// The last refused revision seen, so it is reported once, not every poll.
+    refused: Option<Refused>,
     idle: BTreeMap<String, String>,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -472,12 +524,17 @@ impl Reconciler {
             }
         };
         self.shared.ready.store(true, Ordering::Relaxed);
+        let signed_by = signer(&revision);
         self.shared.set_status(|s| {
-            if s.last_seen.as_ref().map(|r| &r.revision) != Some(&revision.commit) {
+            // A new commit, or the same one judged anew (the allowed signers changed).
+            if s.last_seen.as_ref().map(|r| (&r.revision, &r.signer))
+                != Some((&revision.commit, &signed_by))
+            {
                 s.last_seen = Some(RevisionInfo {
                     revision: revision.commit.clone(),
                     summary: revision.summary.clone(),
                     at: status::now(),
+                    signer: signed_by,
                 });
             }
             if s.error.as_ref().is_some_and(|e| e.kind == "fetch") {
@@ -488,11 +545,15 @@ impl Reconciler {
             return;
         }
 
-        // 2. A new revision is validated; an invalid one is reported and never applied.
+        // 2. A new revision is checked and validated; a refused one is reported and never
+        // applied.
         let fresh = [&self.applied, &self.pending]
             .iter()
             .all(|t| t.as_ref().is_none_or(|t| t.commit != revision.commit))
-            && self.invalid.as_deref() != Some(revision.commit.as_str());
+            && self
+                .refused
+                .as_ref()
+                .is_none_or(|r| r.commit != revision.commit || r.signature != revision.signature);
         if fresh {
             self.evaluate(&revision).await;
         }
@@ -558,8 +619,19 @@ impl Reconciler {
         self.write_status().await;
     }
 
-    /// Validate a new revision: valid → pending (applied next), invalid → reported.
+    /// Check and validate a new revision: signed as required and valid → pending (applied
+    /// next), else refused. The signature comes first: an unsigned revision is not even
+    /// loaded.
     async fn evaluate(&mut self, revision: &Revision) {
+        if let Some(Verdict::Refused(why)) = &revision.signature {
+            let message = format!(
+                "revision {} is not signed by an allowed key ({why}); the last good revision \
+                 stays in force",
+                short(&revision.commit)
+            );
+            self.refuse(revision, Refusal::Unverified, message).await;
+            return;
+        }
         let files = revision.files.clone();
         // Validated, not rendered: each plan renders with the cluster's facts; here only
         // the idle timeouts are read from the rendered StatefulSets, one at a time.
@@ -577,18 +649,7 @@ impl Reconciler {
                 errors.len(),
                 errors.join("\n")
             );
-            tracing::error!(revision = %revision.commit, errors = errors.len(), "{message}");
-            self.invalid = Some(revision.commit.clone());
-            self.shared.metrics.reconciled("invalid", Duration::ZERO);
-            self.event(true, "InvalidRevision", &message).await;
-            self.shared.set_status(|s| {
-                s.error = Some(ErrorInfo {
-                    kind: "invalid".into(),
-                    revision: Some(revision.commit.clone()),
-                    message,
-                    since: status::now(),
-                });
-            });
+            self.refuse(revision, Refusal::Invalid, message).await;
             return;
         }
         tracing::info!(revision = %revision.commit, summary = %revision.summary, "new revision");
@@ -597,11 +658,35 @@ impl Reconciler {
             summary: revision.summary.clone(),
             idle_timeouts: Arc::new(idle::idle_timeouts(&desired.resolved)),
             resolved: Arc::new(desired.resolved),
+            signer: signer(revision),
         });
-        // A valid head replaces an invalid one.
-        self.invalid = None;
+        // A good head replaces a refused one.
+        self.refused = None;
         self.backoff.reset();
         self.retry_at = None;
+    }
+
+    /// The one way a revision is refused, whatever the reason: never applied (the last
+    /// good revision stays in force), reported once in the log, an Event, the status and
+    /// the metric.
+    async fn refuse(&mut self, revision: &Revision, refusal: Refusal, message: String) {
+        tracing::error!(revision = %revision.commit, kind = refusal.kind(), "{message}");
+        self.refused = Some(Refused {
+            commit: revision.commit.clone(),
+            signature: revision.signature.clone(),
+        });
+        self.shared
+            .metrics
+            .reconciled(refusal.kind(), Duration::ZERO);
+        self.event(true, refusal.reason(), &message).await;
+        self.shared.set_status(|s| {
+            s.error = Some(ErrorInfo {
+                kind: refusal.kind().into(),
+                revision: Some(revision.commit.clone()),
+                message,
+                since: status::now(),
+            });
+        });
     }
 
     async fn apply(
@@ -823,6 +908,7 @@ impl Reconciler {
                     revision: target.commit.clone(),
                     summary: target.summary.clone(),
                     at: status::now(),
+                    signer: target.signer.clone(),
                 });
             });
             let message = format!(
@@ -879,13 +965,12 @@ impl Reconciler {
         }
         self.idle = idle.clone();
         self.shared.metrics.idle(idle.len());
-        // The error of an invalid head stays until a valid revision replaces it.
-        let invalid = self.invalid.clone();
+        // The error of a refused head stays until a good revision replaces it.
+        let refused = self.refused.as_ref().map(|r| r.commit.clone());
         self.shared.set_status(|s| {
-            if s.error
-                .as_ref()
-                .is_some_and(|e| e.kind != "invalid" || e.revision.as_deref() != invalid.as_deref())
-            {
+            if s.error.as_ref().is_some_and(|e| {
+                !Refusal::is_refusal(&e.kind) || e.revision.as_deref() != refused.as_deref()
+            }) {
                 s.error = None;
             }
         });
@@ -1144,6 +1229,14 @@ fn humantime(duration: Duration) -> String {
         (0, _) => format!("{:?}", duration),
         (m, 0) => format!("{m}m"),
         (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// Who signed a revision, for the status (`alice@example.com (ssh-ed25519 SHA256:…)`).
+fn signer(revision: &Revision) -> Option<String> {
+    match &revision.signature {
+        Some(Verdict::Signed(signer)) => Some(signer.to_string()),
+        _ => None,
     }
 }
 

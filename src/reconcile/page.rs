@@ -197,6 +197,9 @@ pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
                                 @match &status.last_applied {
                                     Some(r) => {
                                         code title=(r.revision) { (short(&r.revision)) } " " (r.summary)
+                                        @if let Some(signer) = &r.signer {
+                                            br; span #signer { "signed by " (signer) }
+                                        }
                                         br; span.muted { (when(&r.at, now)) }
                                     }
                                     None => { span.muted { "nothing yet" } }
@@ -369,6 +372,7 @@ mod tests {
                 revision: "0123456789abcdef0123".into(),
                 summary: "add <etl>".into(),
                 at: "2025-01-01T00:00:00Z".into(),
+                signer: None,
             }),
             last_seen: None,
             error: Some(ErrorInfo {
@@ -440,6 +444,41 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("add &lt;etl&gt;"), "{page}");
+    }
+
+    #[test]
+    fn an_unsigned_head_is_shown_as_refused_next_to_who_signed_the_applied_one() {
+        let mut status = sample();
+        if let Some(applied) = &mut status.last_applied {
+            applied.signer = Some("alice@example.com (ssh-ed25519 SHA256:abc)".into());
+        }
+        status.last_seen = Some(RevisionInfo {
+            revision: "fedcba9876543210".into(),
+            summary: "unsigned change".into(),
+            at: "2025-01-01T00:30:00Z".into(),
+            signer: None,
+        });
+        status.error = Some(ErrorInfo {
+            kind: "unverified".into(),
+            revision: Some("fedcba9876543210".into()),
+            message: "revision fedcba987654 is not signed by an allowed key (it has no signature)"
+                .into(),
+            since: "2025-01-01T00:30:00Z".into(),
+        });
+        let page = render(&status, View::Leader, Timestamp::UNIX_EPOCH).into_string();
+        assert!(
+            page.contains("<strong>Error: unverified</strong>"),
+            "{page}"
+        );
+        assert!(page.contains("(it has no signature)</pre>"), "{page}");
+        assert!(
+            page.contains(
+                r#"<span id="signer">signed by alice@example.com (ssh-ed25519 SHA256:abc)</span>"#
+            ),
+            "{page}"
+        );
+        assert!(page.contains("Seen, not applied"), "{page}");
+        assert!(page.contains("unsigned change"), "{page}");
     }
 
     #[test]

@@ -36,12 +36,17 @@ pub struct RevisionInfo {
     pub summary: String,
     /// When this revision was first applied (or seen).
     pub at: String,
+    /// Who signed its commit, when berth checks signatures (`--verify-commits`): the
+    /// principals of the allowed key, and the key's type and fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorInfo {
-    /// `invalid` (the revision does not validate), `apply`, `plan` or `fetch`.
+    /// `invalid` (the revision does not validate), `unverified` (its commit is not signed by
+    /// an allowed key), `apply`, `plan`, `timeout` or `fetch`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -263,6 +268,9 @@ impl Status {
                     r.summary,
                     r.at
                 );
+                if let Some(signer) = &r.signer {
+                    let _ = writeln!(out, "signed by:    {signer}");
+                }
             }
             None => {
                 let _ = writeln!(out, "last applied: none yet");
@@ -545,11 +553,13 @@ mod tests {
                 revision: "0123456789abcdef".into(),
                 summary: "add etl".into(),
                 at: "2025-01-01T00:00:00Z".into(),
+                signer: Some("alice@example.com (ssh-ed25519 SHA256:abc)".into()),
             }),
             last_seen: Some(RevisionInfo {
                 revision: "fedcba9876543210".into(),
                 summary: "break it".into(),
                 at: "2025-01-01T00:01:00Z".into(),
+                signer: None,
             }),
             error: Some(ErrorInfo {
                 kind: "invalid".into(),
@@ -569,6 +579,10 @@ mod tests {
         let text = status.to_text();
         assert!(
             text.contains("last applied: 0123456789ab add etl"),
+            "{text}"
+        );
+        assert!(
+            text.contains("signed by:    alice@example.com (ssh-ed25519 SHA256:abc)\n"),
             "{text}"
         );
         assert!(

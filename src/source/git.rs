@@ -9,6 +9,9 @@ pub struct Revision {
     pub commit: String,
     pub summary: String,
     pub files: Vec<SourceFile>,
+    /// What the signature check said about the commit, when the source checks signatures
+    /// (`berth watch --verify-commits`); `None` when it does not.
+    pub signature: Option<super::Verdict>,
 }
 
 /// Read the files under `path` as they are at `rev` (a branch, tag, commit or any
@@ -63,6 +66,7 @@ pub fn read_commit(repo: &Repository, commit: &Commit<'_>, prefix: &str) -> Resu
             .unwrap_or_default()
             .to_string(),
         files,
+        signature: None,
     })
 }
 

@@ -4,12 +4,14 @@
 //!
 //! For the long-running reconciler, [`Tracker`] follows a source: a git remote (https with
 //! a token, ssh with a key and known_hosts, `file://` or a local path) fetched into a cache,
-//! or a plain folder watched for saves.
+//! or a plain folder watched for saves — and, with a [`SignaturePolicy`], checks that the
+//! commit it hands over is signed by an allowed key ([`signature`]).
 
 mod auth;
 mod fs;
 mod git;
 mod remote;
+pub mod signature;
 mod tracker;
 mod watch;
 
@@ -19,6 +21,7 @@ pub use git::{Revision, read_commit, read_revision};
 pub use remote::{
     GitRef, GitRemote, GitTracker, default_applyset_name, is_git_repository, looks_like_scp,
 };
+pub use signature::{AllowedSigners, SignaturePolicy, Signer, Verdict};
 pub use tracker::{SourceSpec, Tracker};
 pub use watch::{DEBOUNCE, FolderWatcher, watch};
 

@@ -4,6 +4,7 @@
 
 use super::auth::GitAuth;
 use super::git::{Revision, read_commit};
+use super::signature::{SignaturePolicy, Verdict};
 use anyhow::{Context, Result, anyhow, bail};
 use git2::{AutotagOption, FetchOptions, Oid, Repository};
 use sha2::{Digest, Sha256};
@@ -148,6 +149,15 @@ impl GitTracker {
             .find_commit(oid)
             .with_context(|| format!("commit {oid} is not in the cache"))?;
         read_commit(&self.repo, &commit, &self.remote.subpath)
+    }
+
+    /// Whether `commit` is signed as `policy` requires. Blocking (reads the allowed signers
+    /// file and the commit).
+    pub fn verify(&self, commit: &str, policy: &SignaturePolicy) -> Verdict {
+        match Oid::from_str(commit) {
+            Ok(oid) => super::signature::verify_commit(&self.repo, oid, policy),
+            Err(_) => Verdict::Refused(format!("`{commit}` is not a commit id")),
+        }
     }
 }
 

@@ -1,8 +1,12 @@
 //! A followed source, whatever it is: a git remote (fetched) or a plain folder (read as it
 //! is on disk). The reconciler asks it for the latest revision and never cares which.
+//! With a [`SignaturePolicy`], every revision it hands over says whether its commit is
+//! signed by an allowed key; the check runs at every fetch, not once per commit, so a
+//! changed allowed-signers file is heeded for the head as it is.
 
 use super::git::Revision;
 use super::remote::{GitRemote, GitTracker};
+use super::signature::{AllowedSigners, SignaturePolicy};
 use super::watch::{FolderWatcher, watch};
 use anyhow::{Context, Result, anyhow};
 use sha2::{Digest, Sha256};
@@ -53,6 +57,7 @@ enum Inner {
 pub struct Tracker {
     spec: SourceSpec,
     inner: Arc<Mutex<Inner>>,
+    verify: Option<Arc<SignaturePolicy>>,
 }
 
 impl Tracker {
@@ -70,7 +75,32 @@ impl Tracker {
         Ok(Tracker {
             spec,
             inner: Arc::new(Mutex::new(inner)),
+            verify: None,
         })
+    }
+
+    /// Check every revision's signature against `policy` (`None`: no check). The
+    /// allowed-signers file is read once now, so that a missing or unreadable one stops
+    /// `berth watch` at its start instead of refusing every revision; a folder has no
+    /// commits to check.
+    pub fn verifying(mut self, policy: Option<SignaturePolicy>) -> Result<Tracker> {
+        if let Some(policy) = &policy {
+            if let SourceSpec::Folder(path) = &self.spec {
+                anyhow::bail!(
+                    "{} is a folder: it has no commits whose signatures --verify-commits could check",
+                    path.display()
+                );
+            }
+            let signers = AllowedSigners::read(&policy.allowed_signers)?;
+            if signers.is_empty() {
+                tracing::warn!(
+                    file = %policy.allowed_signers.display(),
+                    "the allowed signers file lists no key: every revision will be refused"
+                );
+            }
+        }
+        self.verify = policy.map(Arc::new);
+        Ok(self)
     }
 
     pub fn spec(&self) -> &SourceSpec {
@@ -98,6 +128,7 @@ impl Tracker {
     /// id is a hash of its files, so an unchanged folder has an unchanged revision.
     pub async fn latest(&self) -> Result<Revision> {
         let inner = self.inner.clone();
+        let verify = self.verify.clone();
         tokio::task::spawn_blocking(move || {
             let mut inner = inner
                 .lock()
@@ -105,11 +136,17 @@ impl Tracker {
             match &mut *inner {
                 Inner::Git { tracker, last } => {
                     let commit = tracker.fetch()?;
-                    if let Some(revision) = last.as_ref().filter(|r| r.commit == commit) {
-                        return Ok(revision.clone());
+                    let mut revision = match last.as_ref().filter(|r| r.commit == commit) {
+                        Some(revision) => revision.clone(),
+                        None => {
+                            let revision = tracker.read(&commit)?;
+                            *last = Some(revision.clone());
+                            revision
+                        }
+                    };
+                    if let Some(policy) = &verify {
+                        revision.signature = Some(tracker.verify(&commit, policy));
                     }
-                    let revision = tracker.read(&commit)?;
-                    *last = Some(revision.clone());
                     Ok(revision)
                 }
                 Inner::Folder(path) => {
@@ -132,6 +169,7 @@ impl Tracker {
                         commit: format!("folder-{hash}"),
                         summary: format!("{} as on disk", path.display()),
                         files,
+                        signature: None,
                     })
                 }
             }
