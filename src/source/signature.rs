@@ -657,9 +657,16 @@ mod tests {
 
         /// A new ed25519 key: its private key file and its public line.
         fn key(&self, name: &str) -> (PathBuf, String) {
+            self.key_of(name, &["-t", "ed25519"])
+        }
+
+        /// A new key of the type `kind` says (`-t rsa`, `-t ecdsa -b 384`).
+        fn key_of(&self, name: &str, kind: &[&str]) -> (PathBuf, String) {
             let path = self.dir.path().join(name);
             let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg("-q")
+                .args(kind)
+                .args(["-N", "", "-C", name, "-f"])
                 .arg(&path)
                 .output()
                 .expect("running ssh-keygen");
@@ -827,6 +834,41 @@ mod tests {
             why.contains("does not verify: the commit was changed"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn every_key_type_ssh_keygen_signs_commits_with_is_verified() {
+        let repo = Repo::new();
+        for (name, kind, algorithm) in [
+            (
+                "p256",
+                &["-t", "ecdsa", "-b", "256"][..],
+                "ecdsa-sha2-nistp256",
+            ),
+            ("p384", &["-t", "ecdsa", "-b", "384"], "ecdsa-sha2-nistp384"),
+            ("p521", &["-t", "ecdsa", "-b", "521"], "ecdsa-sha2-nistp521"),
+            ("rsa", &["-t", "rsa", "-b", "3072"], "ssh-rsa"),
+        ] {
+            let (key, public) = repo.key_of(name, kind);
+            let allowed = repo.signers(&format!("{name}@example.com {public}\n"));
+            let commit = repo.commit(Some(&key), None, DATE);
+            match repo.verdict(commit, &allowed) {
+                Verdict::Signed(signer) => {
+                    assert!(
+                        signer.key.starts_with(&format!("{algorithm} SHA256:")),
+                        "{signer}"
+                    )
+                }
+                Verdict::Refused(why) => panic!("{name}: {why}"),
+            }
+            // And the same commit with another key's line only: refused.
+            let other = repo.signers(&format!("x@example.com {KEY}\n"));
+            let why = refused(repo.verdict(commit, &other));
+            assert!(
+                why.starts_with(&format!("it is signed by {algorithm} key")),
+                "{why}"
+            );
+        }
     }
 
     #[test]
