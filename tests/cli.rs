@@ -102,6 +102,9 @@ fn broken_fixtures_report_every_error_with_position() {
         "nested/deep.yaml:1:",
         "nested/syntax.yaml:6:5: error: invalid YAML",
         "projects.yaml:4:9: error: metadata.name: invalid name `Bad_Name`",
+        // One namespace, one project: at both `namespace` lines.
+        "projects.yaml:6:14: error: spec.namespace: namespace `data` is also the namespace of project `data` (projects.yaml:25:14)",
+        "projects.yaml:25:14: error: spec.namespace: namespace `data` is also the namespace of project `Bad_Name` (projects.yaml:6:14)",
         "projects.yaml:8:3: error: spec.imgae: unknown field `imgae`",
         "projects.yaml:10:11: error: spec.inheritance.mode: self-hosted inheritance needs `userDefinedVars`",
         "projects.yaml:12:13: error: spec.inheritance.byEnvironment.dev[0]: invalid pattern `re:(unclosed`",
@@ -125,7 +128,7 @@ fn broken_fixtures_report_every_error_with_position() {
             "missing `{expected}` in:\n{err}"
         );
     }
-    assert!(err.contains("21 error(s)"), "{err}");
+    assert!(err.contains("23 error(s)"), "{err}");
     // The offending source line is shown under each error, the token underlined, and the
     // help after it.
     assert!(

@@ -19,6 +19,7 @@ pub fn check(loaded: &mut Loaded) {
     check_unique_names(&repo.projects, "Project", &mut out);
     check_unique_names(&repo.workspaces, "Workspace", &mut out);
     check_unique_names(&repo.policies, "Policy", &mut out);
+    check_namespace_owners(&repo.projects, &mut out);
 
     for p in &repo.projects {
         let spec = &p.doc.spec;
@@ -451,6 +452,93 @@ fn check_runner_namespace(
                     ),
                 )
                 .with_help("name a namespace no project uses, e.g. `zenml-runners`"),
+            );
+        }
+    }
+}
+
+/// One namespace, one project: projects that name the same namespace are an error at each
+/// one's `namespace`, unless every one of them sets `sharedNamespace: true`. Runner
+/// namespaces of ZenML workload managers are never shared: each project's runner account
+/// and its Role and RoleBinding (named alike in every project) need a namespace of their own.
+fn check_namespace_owners(projects: &[Located<ProjectDocument>], out: &mut Vec<Diagnostic>) {
+    // A project declared twice is its own error (check_unique_names): its first
+    // declaration stands for it here.
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<&Located<ProjectDocument>> = projects
+        .iter()
+        .filter(|p| seen.insert(p.doc.metadata.name.as_str()))
+        .collect();
+    let at = |p: &Located<ProjectDocument>, pointer: &str| {
+        let pos = p.pos(pointer);
+        format!(
+            "project `{}` ({}:{}:{})",
+            p.doc.metadata.name, p.file, pos.line, pos.column
+        )
+    };
+    let mut by_namespace: BTreeMap<&str, Vec<&Located<ProjectDocument>>> = BTreeMap::new();
+    for p in &firsts {
+        by_namespace
+            .entry(p.doc.spec.namespace.as_str())
+            .or_default()
+            .push(p);
+    }
+    for (namespace, owners) in &by_namespace {
+        if owners.len() < 2 || owners.iter().all(|p| p.doc.spec.shared_namespace) {
+            continue;
+        }
+        let unshared: Vec<&str> = owners
+            .iter()
+            .filter(|p| !p.doc.spec.shared_namespace)
+            .map(|p| p.doc.metadata.name.as_str())
+            .collect();
+        for p in owners {
+            let others: Vec<String> = owners
+                .iter()
+                .filter(|o| !std::ptr::eq(**o, *p))
+                .map(|o| at(o, "/spec/namespace"))
+                .collect();
+            out.push(
+                err(
+                    p,
+                    "/spec/namespace",
+                    format!(
+                        "namespace `{namespace}` is also the namespace of {}; a namespace belongs to one project unless every project in it sets `sharedNamespace: true` (not set by: {})",
+                        others.join(", "),
+                        unshared.join(", ")
+                    ),
+                )
+                .with_help(if p.doc.spec.shared_namespace {
+                    "the other projects must declare the sharing too"
+                } else {
+                    "give this project a namespace of its own, or set `sharedNamespace: true` on every project that shares it"
+                }),
+            );
+        }
+    }
+    let mut by_runners: BTreeMap<&str, Vec<&Located<ProjectDocument>>> = BTreeMap::new();
+    for p in &firsts {
+        if let Some(wm) = &p.doc.spec.workload_manager {
+            by_runners.entry(wm.namespace.as_str()).or_default().push(p);
+        }
+    }
+    for (namespace, owners) in by_runners.iter().filter(|(_, o)| o.len() > 1) {
+        for p in owners {
+            let others: Vec<String> = owners
+                .iter()
+                .filter(|o| !std::ptr::eq(**o, *p))
+                .map(|o| at(o, "/spec/workloadManager/namespace"))
+                .collect();
+            out.push(
+                err(
+                    p,
+                    "/spec/workloadManager/namespace",
+                    format!(
+                        "runner namespace `{namespace}` is also the runner namespace of {}; each project's ZenML runners need a namespace of their own",
+                        others.join(", ")
+                    ),
+                )
+                .with_help("name a runner namespace no other project uses"),
             );
         }
     }
@@ -909,6 +997,112 @@ mod tests {
         assert!(!env_name("1ABC"));
         assert!(!env_name("A B"));
         assert!(!env_name(""));
+    }
+}
+
+#[cfg(test)]
+mod namespace_owner_tests {
+    use crate::load::{SourceFile, load};
+    use proptest::prelude::*;
+
+    fn project(name: &str, namespace: &str, shared: bool) -> SourceFile {
+        let mut text = format!(
+            "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: {name}}}\nspec:\n  image: i\n  namespace: {namespace}\n"
+        );
+        if shared {
+            text.push_str("  sharedNamespace: true\n");
+        }
+        SourceFile::new(format!("{name}.yaml"), text)
+    }
+
+    fn errors(files: Vec<SourceFile>) -> Vec<String> {
+        load(files)
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn two_projects_in_one_namespace_are_an_error_at_both_lines() {
+        let found = errors(vec![
+            project("a", "data", false),
+            project("b", "data", false),
+        ]);
+        assert_eq!(
+            found,
+            [
+                "a.yaml:6:14: error: spec.namespace: namespace `data` is also the namespace of project `b` (b.yaml:6:14); a namespace belongs to one project unless every project in it sets `sharedNamespace: true` (not set by: a, b) (help: give this project a namespace of its own, or set `sharedNamespace: true` on every project that shares it)",
+                "b.yaml:6:14: error: spec.namespace: namespace `data` is also the namespace of project `a` (a.yaml:6:14); a namespace belongs to one project unless every project in it sets `sharedNamespace: true` (not set by: a, b) (help: give this project a namespace of its own, or set `sharedNamespace: true` on every project that shares it)",
+            ]
+        );
+    }
+
+    #[test]
+    fn sharing_declared_by_one_side_only_is_still_an_error_at_both() {
+        let found = errors(vec![
+            project("a", "data", true),
+            project("b", "data", false),
+        ]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("a.yaml:6:14: ") && found[0].contains("(not set by: b)"));
+        assert!(found[0].contains("the other projects must declare the sharing too"));
+        assert!(found[1].starts_with("b.yaml:6:14: ") && found[1].contains("(not set by: b)"));
+    }
+
+    #[test]
+    fn sharing_declared_by_both_is_allowed() {
+        let found = errors(vec![project("a", "data", true), project("b", "data", true)]);
+        assert!(found.is_empty(), "{found:?}");
+        // Alone, the field changes nothing.
+        assert!(errors(vec![project("a", "data", true)]).is_empty());
+    }
+
+    #[test]
+    fn a_runner_namespace_is_never_shared() {
+        let wm = |name: &str| {
+            SourceFile::new(
+                format!("{name}.yaml"),
+                format!(
+                    "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: {name}}}\nspec:\n  image: i\n  namespace: {name}\n  sharedNamespace: true\n  workloadManager:\n    namespace: runners\n    serviceAccount: s\n    runnerImage: z\n"
+                ),
+            )
+        };
+        let found = errors(vec![wm("a"), wm("b")]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("a.yaml:9:16: error: spec.workloadManager.namespace: runner namespace `runners` is also the runner namespace of project `b` (b.yaml:9:16)"),
+            "{found:?}"
+        );
+        assert!(found[1].starts_with("b.yaml:9:16: "), "{found:?}");
+    }
+
+    proptest! {
+        /// Any set of projects over a few namespaces: a namespace's projects are errors
+        /// (each one, at its `namespace` line) exactly when there are two or more and one
+        /// of them does not declare the sharing.
+        #[test]
+        fn an_error_exactly_where_sharing_is_not_mutual(
+            projects in proptest::collection::vec((0usize..3, any::<bool>()), 1..7),
+        ) {
+            let files: Vec<SourceFile> = projects
+                .iter()
+                .enumerate()
+                .map(|(i, (ns, shared))| project(&format!("p{i}"), &format!("ns{ns}"), *shared))
+                .collect();
+            let loaded = load(files);
+            for (i, (ns, _)) in projects.iter().enumerate() {
+                let owners: Vec<&(usize, bool)> = projects.iter().filter(|(n, _)| n == ns).collect();
+                let conflict = owners.len() > 1 && owners.iter().any(|(_, shared)| !shared);
+                let file = format!("p{i}.yaml");
+                let at_namespace = loaded.diagnostics.iter().filter(|d| {
+                    d.is_error() && d.file == file && d.field == "spec.namespace" && d.line == 6
+                }).count();
+                prop_assert_eq!(at_namespace, usize::from(conflict), "{}: {:?}", file, loaded.diagnostics);
+            }
+            prop_assert_eq!(loaded.diagnostics.iter().filter(|d| d.is_error() && d.field != "spec.namespace").count(), 0);
+        }
     }
 }
 

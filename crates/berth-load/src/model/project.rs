@@ -18,6 +18,12 @@ pub struct ProjectSpec {
     /// what Kubernetes creates in every namespace: no volume claims, nothing of other tools.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune_namespace: bool,
+    /// Whether this project shares its namespace with other projects. Each namespace
+    /// belongs to one project (its roles, Secrets and pruning are the project's); two or
+    /// more projects may name the same namespace only when every one of them sets
+    /// `sharedNamespace: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_namespace: bool,
     /// The Pod Security Standard enforced in the project's namespace (Kubernetes' Pod
     /// Security Admission): `baseline` (default), `restricted` or `privileged`. `restricted`
     /// is always warned about and audited; berth's own workspace pods meet it.
