@@ -23,12 +23,13 @@ pub mod render;
 pub mod resolve;
 pub mod source;
 
-pub use berth_load::{load, model, quantity};
+pub use berth_load::{load, model, quantity, tenancy};
 
 use load::{Diagnostic, Loaded, SourceFile};
 use render::RenderContext;
 use resolve::Resolved;
 use serde_json::Value;
+use tenancy::Tenancy;
 
 /// The desired state of a repository, or why there is none.
 #[derive(Debug)]
@@ -37,8 +38,11 @@ pub struct Desired {
     pub resolved: Resolved,
     /// Rendered objects in apply order; empty when `diagnostics` has errors.
     pub objects: Vec<Value>,
-    /// Every finding of load and resolve (errors and warnings).
+    /// Every finding of load, resolve and the tenancy rule (errors and warnings).
     pub diagnostics: Vec<Diagnostic>,
+    /// The tenancy rule the repository was checked against (`None`: not checked, as for
+    /// a diff's base revision).
+    pub tenancy: Option<Tenancy>,
 }
 
 impl Desired {
@@ -48,9 +52,20 @@ impl Desired {
 }
 
 /// Load → resolve → render. An invalid repository renders nothing, so nothing invalid can
-/// reach a cluster.
+/// reach a cluster. Without a tenancy rule: only the namespaces no rule can allow are
+/// refused (`kube-*`, `default` and `ctx.reconciler_namespace`, berth's own).
 pub fn desired(files: Vec<SourceFile>, ctx: &RenderContext) -> Desired {
-    let mut desired = validated(files);
+    let tenancy = Tenancy::unrestricted(&ctx.reconciler_namespace, "no tenancy rule given");
+    desired_with(files, ctx, Some(&tenancy))
+}
+
+/// [`desired`], checked against the tenancy rule `tenancy` (`None`: not checked).
+pub fn desired_with(
+    files: Vec<SourceFile>,
+    ctx: &RenderContext,
+    tenancy: Option<&Tenancy>,
+) -> Desired {
+    let mut desired = validated_with(files, tenancy);
     if !desired.has_errors() {
         desired.objects = render::render(&desired.resolved, ctx);
     }
@@ -59,9 +74,19 @@ pub fn desired(files: Vec<SourceFile>, ctx: &RenderContext) -> Desired {
 
 /// Load → resolve, rendering nothing (`objects` is empty): for callers that render later
 /// with facts of their own, such as a live plan with the cluster's Secret versions.
+/// Without a tenancy rule, berth in `berth-system` ([`Tenancy::default`]).
 pub fn validated(files: Vec<SourceFile>) -> Desired {
+    validated_with(files, Some(&Tenancy::default()))
+}
+
+/// [`validated`], checked against the tenancy rule `tenancy`: every namespace berth
+/// would write to outside it is an error at its line (`None`: not checked).
+pub fn validated_with(files: Vec<SourceFile>, tenancy: Option<&Tenancy>) -> Desired {
     let loaded = load::load(files);
     let mut diagnostics = loaded.diagnostics.clone();
+    if let Some(tenancy) = tenancy {
+        diagnostics.extend(tenancy.check(&loaded.repo));
+    }
     // Resolve even a repository with errors: guardrails still check the documents that did
     // load, so one run reports every problem.
     let (resolved, findings) = resolve::resolve(&loaded.repo);
@@ -72,6 +97,7 @@ pub fn validated(files: Vec<SourceFile>) -> Desired {
         resolved,
         objects: Vec::new(),
         diagnostics,
+        tenancy: tenancy.cloned(),
     }
 }
 

@@ -7,6 +7,7 @@ use berth::load::diagnostic::{self, render_report};
 use berth::load::{Diagnostic, Files, Severity, SourceFile};
 use berth::plan::output::Format;
 use berth::render::RenderContext;
+use berth::tenancy::Tenancy;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -94,6 +95,8 @@ enum Command {
         /// sarif start at the git repository's root. Text goes to stderr in every format.
         #[arg(long, default_value = "text", value_parser = diagnostic::Format::NAMES)]
         format: String,
+        #[command(flatten)]
+        tenancy: TenancyArgs,
     },
     /// Print the Kubernetes objects the repository means, as YAML for `kubectl apply -f -`.
     Render {
@@ -102,6 +105,8 @@ enum Command {
         /// Print the Kubernetes Job each Mage k8s block runs as, instead of the objects.
         #[arg(long)]
         executor: bool,
+        #[command(flatten)]
+        tenancy: TenancyArgs,
     },
     /// Show where each effective value comes from: `PROJECT/PIPELINE/BLOCK` for a Mage k8s
     /// block's executor config (block, project, template, policy, env var or hardcoded
@@ -131,6 +136,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// With --offline or --live-from (a live plan reads the cluster's rule).
+        #[command(flatten)]
+        tenancy: TenancyArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -191,6 +199,9 @@ enum Command {
         /// Output format (`markdown` for a pull-request comment).
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// The head revision is checked against it; the base only has to load.
+        #[command(flatten)]
+        tenancy: TenancyArgs,
     },
     /// Run the reconciler: follow a git branch, tag or commit (or a folder) and keep the
     /// cluster in line with it, until SIGTERM or SIGINT.
@@ -275,6 +286,53 @@ enum Command {
     },
 }
 
+/// Where projects may go, for the commands that do not read it from a cluster (validate,
+/// render, diff, offline plans): the cluster administrators' tenancy rule. Live plans,
+/// apply and watch read the ConfigMap berth-tenancy in --applyset-namespace instead.
+#[derive(Args, Clone, Default)]
+struct TenancyArgs {
+    /// The tenancy rule: a YAML file holding the ConfigMap berth-tenancy, as applied to the
+    /// cluster (deploy/15-tenancy.yaml; other documents in the file are ignored). A project
+    /// outside it is an error at its namespace line. berth's own namespace is the
+    /// ConfigMap's. Without this or --allow-namespace, only kube-*, default and berth's
+    /// namespace are refused.
+    #[arg(long, value_name = "FILE", conflicts_with = "allow_namespace")]
+    tenancy: Option<PathBuf>,
+    /// An allowed namespace: a name or a glob (`team-*`; `*` any characters, `?` one).
+    /// Repeat for more; instead of --tenancy.
+    #[arg(long = "allow-namespace", value_name = "PATTERN")]
+    allow_namespace: Vec<String>,
+}
+
+impl TenancyArgs {
+    fn given(&self) -> bool {
+        self.tenancy.is_some() || !self.allow_namespace.is_empty()
+    }
+
+    /// The rule these flags state, berth being in `berth_namespace` unless the file says
+    /// otherwise.
+    fn rule(&self, berth_namespace: &str) -> Result<Tenancy> {
+        if let Some(path) = &self.tenancy {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the tenancy rule {}", path.display()))?;
+            return Tenancy::from_file(&text, &path.display().to_string())
+                .map_err(anyhow::Error::msg);
+        }
+        if !self.allow_namespace.is_empty() {
+            return Tenancy::new(
+                berth_namespace,
+                self.allow_namespace.iter().cloned(),
+                "--allow-namespace",
+            )
+            .map_err(anyhow::Error::msg);
+        }
+        Ok(Tenancy::unrestricted(
+            berth_namespace,
+            "no tenancy rule given (--tenancy or --allow-namespace)",
+        ))
+    }
+}
+
 /// Which cluster, and which set of objects in it belongs to this repository.
 #[derive(Args, Clone)]
 struct ClusterArgs {
@@ -321,6 +379,16 @@ impl ClusterArgs {
 
     async fn connect(&self) -> Result<Cluster> {
         Cluster::connect(&self.connect_options()).await
+    }
+
+    /// What is refused before the cluster's rule is read: the namespaces no rule can allow
+    /// (`kube-*`, `default`, berth's own), so a repository aiming there fails without a
+    /// cluster.
+    fn no_rule(&self) -> Tenancy {
+        Tenancy::unrestricted(
+            &self.applyset_namespace,
+            "before reading the cluster's tenancy rule",
+        )
     }
 
     /// The command's deadline: `--timeout`, else `default`.
@@ -379,9 +447,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command, color: bool) -> Result<ExitCode> {
     match command {
-        Command::Validate { path, format } => {
+        Command::Validate {
+            path,
+            format,
+            tenancy,
+        } => {
             let format: diagnostic::Format = format.parse().map_err(anyhow::Error::msg)?;
-            let desired = berth::validated(berth::source::read_dir(&path)?);
+            let tenancy = tenancy.rule(berth::render::DEFAULT_APPLYSET_NAMESPACE)?;
+            let desired = berth::validated_with(berth::source::read_dir(&path)?, Some(&tenancy));
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
             let repo = &desired.loaded.repo;
             let counts = format!(
@@ -420,8 +493,14 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { path, executor } => {
-            let mut desired = berth::validated(berth::source::read_dir(&path)?);
+        Command::Render {
+            path,
+            executor,
+            tenancy,
+        } => {
+            let tenancy = tenancy.rule(berth::render::DEFAULT_APPLYSET_NAMESPACE)?;
+            let mut desired =
+                berth::validated_with(berth::source::read_dir(&path)?, Some(&tenancy));
             report(&desired.diagnostics, &desired.loaded.repo.files, color);
             if desired.has_errors() {
                 return Ok(ExitCode::from(1));
@@ -453,7 +532,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { target, path } => {
-            let Some(repo) = validated(&path, color)? else {
+            let Some(repo) = validated(&path, color, &Tenancy::default())? else {
                 return Ok(ExitCode::from(1));
             };
             out!("{}", berth::explain::explain(&repo.resolved, &target)?);
@@ -464,18 +543,28 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             offline,
             live_from,
             format,
+            tenancy,
             cluster,
         } => {
             let live = match (offline, live_from) {
                 (_, Some(dir)) => read_live(&dir)?,
                 (true, None) => Vec::new(),
                 (false, None) => {
+                    if tenancy.given() {
+                        bail!(
+                            "a live plan reads the cluster's tenancy rule (ConfigMap {}/{}); \
+                             --tenancy and --allow-namespace are for --offline and --live-from",
+                            cluster.applyset_namespace,
+                            berth::tenancy::CONFIG_MAP
+                        );
+                    }
                     let deadline = cluster.deadline(Duration::from_secs(300));
                     return runtime()?
                         .block_on(within(deadline, live_plan(&path, format, &cluster, color)));
                 }
             };
-            let desired = desired_objects(berth::source::read_dir(&path)?, color);
+            let tenancy = tenancy.rule(&cluster.applyset_namespace)?;
+            let desired = desired_objects(berth::source::read_dir(&path)?, color, Some(&tenancy));
             let prefix = git_prefix(&path);
             if desired.has_errors() {
                 print_invalid(&desired, format, "berth plan", &prefix);
@@ -498,10 +587,13 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             base,
             head,
             format,
+            tenancy,
         } => {
+            let tenancy = tenancy.rule(berth::render::DEFAULT_APPLYSET_NAMESPACE)?;
             let base_rev = berth::source::read_revision(&path, &base)?;
             let head_rev = berth::source::read_revision(&path, &head)?;
-            let before = desired_objects(base_rev.files, color);
+            // The base is what is in force: judged by the rules of its day, not this one.
+            let before = desired_objects(base_rev.files, color, None);
             if before.has_errors() {
                 bail!("the base revision `{base}` is not a valid berth repository (errors above)");
             }
@@ -511,7 +603,7 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 &head_rev.commit[..12.min(head_rev.commit.len())]
             );
             // Only the head's findings are annotated: they are the pull request's lines.
-            let after = desired_objects(head_rev.files, color);
+            let after = desired_objects(head_rev.files, color, Some(&tenancy));
             let prefix = git_prefix(&path);
             if after.has_errors() {
                 print_invalid(&after, format, &title, &prefix);
@@ -682,14 +774,34 @@ async fn connected(
     cluster: &ClusterArgs,
     color: bool,
 ) -> Result<Option<(berth::Desired, Cluster, ApplySet)>> {
-    let Some(desired) = validated(path, color)? else {
+    let Some(mut desired) = validated(path, color, &cluster.no_rule())? else {
         return Ok(None);
     };
-    Ok(Some((
-        desired,
-        cluster.connect().await?,
-        cluster.applyset(path),
-    )))
+    let connection = cluster.connect().await?;
+    if refused_by_cluster_rule(&connection, cluster, &mut desired, color).await? {
+        return Ok(None);
+    }
+    Ok(Some((desired, connection, cluster.applyset(path))))
+}
+
+/// Check a repository against the cluster's tenancy rule (the ConfigMap berth-tenancy in
+/// berth's namespace); true, after reporting each one, when it refuses some namespace.
+async fn refused_by_cluster_rule(
+    connection: &Cluster,
+    cluster: &ClusterArgs,
+    repo: &mut berth::Desired,
+    color: bool,
+) -> Result<bool> {
+    let tenancy = berth::cluster::tenancy::read(connection, &cluster.applyset_namespace).await?;
+    let found = tenancy.check(&repo.loaded.repo);
+    repo.tenancy = Some(tenancy);
+    if found.is_empty() {
+        return Ok(false);
+    }
+    report(&found, &repo.loaded.repo.files, color);
+    repo.diagnostics.extend(found);
+    berth::load::sort_diagnostics(&mut repo.diagnostics);
+    Ok(true)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -701,8 +813,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The validated (not rendered) repository, or `None` after printing why it is invalid:
 /// the callers render with what they learn from the cluster.
-fn validated(path: &Path, color: bool) -> Result<Option<berth::Desired>> {
-    let desired = berth::validated(berth::source::read_dir(path)?);
+fn validated(path: &Path, color: bool, tenancy: &Tenancy) -> Result<Option<berth::Desired>> {
+    let desired = berth::validated_with(berth::source::read_dir(path)?, Some(tenancy));
     report(&desired.diagnostics, &desired.loaded.repo.files, color);
     Ok((!desired.has_errors()).then_some(desired))
 }
@@ -713,7 +825,7 @@ async fn live_plan(
     cluster: &ClusterArgs,
     color: bool,
 ) -> Result<ExitCode> {
-    let mut repo = berth::validated(berth::source::read_dir(path)?);
+    let mut repo = berth::validated_with(berth::source::read_dir(path)?, Some(&cluster.no_rule()));
     report(&repo.diagnostics, &repo.loaded.repo.files, color);
     let prefix = git_prefix(path);
     if repo.has_errors() {
@@ -721,6 +833,10 @@ async fn live_plan(
         return Ok(ExitCode::from(1));
     }
     let connection = cluster.connect().await?;
+    if refused_by_cluster_rule(&connection, cluster, &mut repo, color).await? {
+        print_invalid(&repo, format, "berth plan", &prefix);
+        return Ok(ExitCode::from(1));
+    }
     let options = PlanOptions {
         applyset: cluster.applyset(path),
     };
@@ -776,7 +892,8 @@ fn set_documents_aside(repo: &mut berth::Desired) {
 /// plan's problems and warnings at their workspace's fields.
 fn read_documents_again(repo: &mut berth::Desired) {
     let files = std::mem::take(&mut repo.loaded.repo.files);
-    *repo = berth::validated(files.into_sources());
+    let tenancy = repo.tenancy.take();
+    *repo = berth::validated_with(files.into_sources(), tenancy.as_ref());
 }
 
 /// Why an apply stopped early, and the exit code that says so.
@@ -844,12 +961,16 @@ async fn apply(
     let stop = options.stop.clone();
     let why = stop_on_signal_or_deadline(stop.clone(), cluster.deadline(Duration::from_secs(600)));
     let stopped = || why.lock().ok().and_then(|w| *w);
-    let Some(mut repo) = validated(path, color)? else {
+    let Some(mut repo) = validated(path, color, &cluster.no_rule())? else {
         errln!("nothing was applied");
         return Ok(ExitCode::from(1));
     };
-    set_documents_aside(&mut repo);
     let connection = cluster.connect().await?;
+    if refused_by_cluster_rule(&connection, cluster, &mut repo, color).await? {
+        errln!("nothing was applied");
+        return Ok(ExitCode::from(1));
+    }
+    set_documents_aside(&mut repo);
     let plan_options = PlanOptions {
         applyset: options.applyset.clone(),
     };
@@ -965,9 +1086,13 @@ fn report_problems(plan: &berth::plan::Plan, repo: &berth::Desired, color: bool)
 }
 
 /// The rendered repository (nothing rendered when it is invalid), after printing its
-/// diagnostics.
-fn desired_objects(files: Vec<SourceFile>, color: bool) -> berth::Desired {
-    let desired = berth::desired(files, &RenderContext::default());
+/// diagnostics; checked against `tenancy` (`None`: not checked).
+fn desired_objects(
+    files: Vec<SourceFile>,
+    color: bool,
+    tenancy: Option<&Tenancy>,
+) -> berth::Desired {
+    let desired = berth::desired_with(files, &RenderContext::default(), tenancy);
     report(&desired.diagnostics, &desired.loaded.repo.files, color);
     desired
 }

@@ -14,6 +14,7 @@ pub mod fence;
 mod inventory;
 mod kinds;
 mod retry;
+pub mod tenancy;
 mod wait;
 
 pub use api_errors::ErrorCounter;

@@ -621,7 +621,8 @@ impl Reconciler {
 
     /// Check and validate a new revision: signed as required and valid → pending (applied
     /// next), else refused. The signature comes first: an unsigned revision is not even
-    /// loaded.
+    /// loaded. It is validated against the cluster's tenancy rule; when that cannot be
+    /// read, the revision is neither accepted nor refused, and the next cycle tries again.
     async fn evaluate(&mut self, revision: &Revision) {
         if let Some(Verdict::Refused(why)) = &revision.signature {
             let message = format!(
@@ -632,10 +633,18 @@ impl Reconciler {
             self.refuse(revision, Refusal::Unverified, message).await;
             return;
         }
+        let tenancy = match self.tenancy().await {
+            Ok(tenancy) => tenancy,
+            Err(message) => {
+                self.fail("tenancy", Some(revision.commit.clone()), message)
+                    .await;
+                return;
+            }
+        };
         let files = revision.files.clone();
         // Validated, not rendered: each plan renders with the cluster's facts; here only
         // the idle timeouts are read from the rendered StatefulSets, one at a time.
-        let desired = crate::validated(files);
+        let desired = crate::validated_with(files, Some(&tenancy));
         if desired.has_errors() {
             let errors: Vec<String> = desired
                 .diagnostics
@@ -689,12 +698,44 @@ impl Reconciler {
         });
     }
 
+    /// The cluster's tenancy rule (the ConfigMap berth-tenancy in berth's namespace).
+    async fn tenancy(&self) -> Result<crate::tenancy::Tenancy, String> {
+        crate::cluster::tenancy::read(&self.cluster, &self.config.applyset.namespace)
+            .await
+            .map_err(|err| crate::cluster::error::chain(&err))
+    }
+
     async fn apply(
         &mut self,
         target: &Target,
         idle: &BTreeMap<String, String>,
         deadline: tokio::time::Instant,
     ) -> Outcome {
+        // The rule may have changed since the revision was accepted: nothing outside the
+        // rule of now is applied.
+        let tenancy = tokio::select! {
+            tenancy = self.tenancy() => tenancy,
+            _ = tokio::time::sleep_until(deadline) => {
+                Err("reading the tenancy rule took longer than the cycle timeout".to_string())
+            }
+        };
+        let refused: Vec<String> = match tenancy {
+            Ok(tenancy) => crate::cluster::tenancy::refusals(&tenancy, &target.resolved)
+                .into_iter()
+                .map(|why| format!("{why} ({})", tenancy.describe()))
+                .collect(),
+            Err(message) => return Outcome::Failed("tenancy".into(), message),
+        };
+        if !refused.is_empty() {
+            return Outcome::Failed(
+                "tenancy".into(),
+                format!(
+                    "revision {} is outside the tenancy rule; nothing was applied: {}",
+                    short(&target.commit),
+                    refused.join("; ")
+                ),
+            );
+        }
         let options = PlanOptions {
             applyset: self.config.applyset.clone(),
         };

@@ -8,8 +8,10 @@
 //!   files are input and how bytes become text.
 //! - [`quantity`] and [`pattern`]: Kubernetes quantities and the name patterns of
 //!   inheritance rules and guardrails, shared by validation and resolution.
+//! - [`tenancy`]: the administrators' rule of which namespaces projects may use.
 
 pub mod load;
 pub mod model;
 pub mod pattern;
 pub mod quantity;
+pub mod tenancy;
