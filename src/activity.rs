@@ -3,22 +3,28 @@
 //! renewing the workspace's activity Lease (`<workspace>-activity`), the only object its
 //! Role lets it touch.
 //!
-//! Every sampling interval it looks at the pod from the inside (the pod shares one process
-//! namespace and one network namespace, so `/proc` shows all of it):
+//! Every sampling interval it **asks Mage** first, as Mage's own instance manager does:
+//! the workspace's status route (`/api/statuses?_format=with_activity_details` on the Mage
+//! port), read with Mage's idle rule ([`crate::mage::activity`]): a running pipeline run
+//! is activity now; otherwise activity is the later of Mage's last user request and last
+//! scheduler activity, and that time becomes the Lease's `renewTime`. So a pipeline
+//! waiting on executor Jobs with no UI open keeps its workspace running, exactly as in
+//! Mage.
+//!
+//! Only when that route cannot be read (Mage not up yet, another image) does it fall back
+//! to looking at the pod from the inside (one process and one network namespace, so
+//! `/proc` shows all of it):
 //! - **sessions**: TCP connections to the Mage port (6789) that stay established across two
 //!   samples: an open UI tab (its websocket), an API client, a notebook's kernel channel.
 //!   A probe's connection lasts milliseconds and is not seen twice;
 //! - **work**: CPU used by the pod's processes since the last sample, at or above a
 //!   threshold (`busy_cpu`, 100 millicores by default): a running pipeline or kernel.
 //!
-//! Activity sets the Lease's `spec.renewTime`. Every sample, active or not, also sets the
-//! annotation [`HEARTBEAT`]: the reconciler suspends a workspace only while the agent's
-//! heartbeat is fresh and `renewTime` is older than the idle timeout, so a workspace whose
-//! agent does not run (not deployed, crashing, no permission) is never suspended.
-//!
-//! Limits: work that uses neither the UI port nor the pod's CPU (a pipeline waiting on
-//! Kubernetes executor Jobs with no UI open) is not seen; keep `idleSeconds` above such
-//! waits.
+//! The Lease's annotation [`SIGNAL`] says which signal the last sample used. Every sample
+//! also sets the annotation [`HEARTBEAT`]: the reconciler suspends a workspace only while
+//! the agent's heartbeat is fresh and `renewTime` is older than the idle timeout, so a
+//! workspace whose agent does not run (not deployed, crashing, no permission) is never
+//! suspended. `renewTime` never moves back: a `berth wake` renewal stands.
 
 use crate::cluster::Cluster;
 use anyhow::{Context, Result};
@@ -32,6 +38,9 @@ use std::time::Duration;
 
 /// Lease annotation: when the agent last sampled (RFC 3339), active or not.
 pub const HEARTBEAT: &str = "berth/agent-heartbeat";
+/// Lease annotation: the signal of the last sample (`mage-status`, or `sessions-and-cpu`
+/// with why Mage's status could not be read).
+pub const SIGNAL: &str = "berth/activity-signal";
 /// The field manager of the agent's writes.
 pub const FIELD_MANAGER: &str = "berth-activity-agent";
 /// CPU (millicores, over a sampling interval) at which a workspace counts as working.
@@ -147,20 +156,75 @@ fn active(before: &Sample, now: &Sample, interval: Duration, busy_millicores: u6
 }
 
 /// RFC 3339 with microseconds, as a Lease's MicroTime wants it.
-fn micro_now() -> String {
-    let now = Timestamp::now();
-    Timestamp::from_microsecond(now.as_microsecond())
-        .unwrap_or(now)
+fn micro(t: Timestamp) -> String {
+    Timestamp::from_microsecond(t.as_microsecond())
+        .unwrap_or(t)
         .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()
 }
 
-/// Write the heartbeat, and `renewTime` when the workspace was active.
-async fn report(api: &Api<Lease>, lease: &str, active: bool) -> Result<()> {
-    let now = micro_now();
-    let mut patch = json!({"metadata": {"annotations": {HEARTBEAT: now}}});
-    if active {
-        patch["spec"] = json!({"renewTime": now});
+/// What one sample found: when the workspace was last active (`None`: not since the last
+/// sample), and by which signal.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    active_at: Option<Timestamp>,
+    signal: String,
+}
+
+/// Mage's status, from the Mage port of the pod (HTTP/1.0, so the answer ends with the
+/// connection), within `timeout`.
+async fn mage_status(
+    port: u16,
+    timeout: Duration,
+) -> Result<crate::mage::activity::Status, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connecting to port {port}: {e}"))?;
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n",
+            crate::mage::activity::STATUS_PATH
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        stream
+            .take(1 << 20)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+        let status = head.split_whitespace().nth(1).unwrap_or_default();
+        if status != "200" {
+            return Err(format!("HTTP {status}"));
+        }
+        crate::mage::activity::parse(body)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// Write the heartbeat and the signal, and `renewTime` when there was activity, never
+/// earlier than the Lease's own (a wake's renewal stands).
+async fn report(api: &Api<Lease>, lease: &str, seen: &Seen) -> Result<()> {
+    let now = micro(Timestamp::now());
+    let mut patch = json!({"metadata": {"annotations": {HEARTBEAT: now, SIGNAL: seen.signal}}});
+    if let Some(at) = seen.active_at {
+        let current = api
+            .get(lease)
+            .await
+            .with_context(|| format!("reading Lease {lease}"))?
+            .spec
+            .and_then(|s| s.renew_time)
+            .map(|t| t.0);
+        if current.is_none_or(|c| c < at) {
+            patch["spec"] = json!({"renewTime": micro(at)});
+        }
     }
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -181,11 +245,16 @@ pub async fn run(
 ) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), &options.namespace);
     let mut before = options.sample();
-    let mut is_active = true;
+    let mut seen = Seen {
+        active_at: Some(Timestamp::now()),
+        signal: "pod start".into(),
+    };
     tokio::pin!(stop);
     loop {
-        match report(&api, &options.lease, is_active).await {
-            Ok(()) => tracing::info!(lease = %options.lease, active = is_active, "reported"),
+        match report(&api, &options.lease, &seen).await {
+            Ok(()) => {
+                tracing::info!(lease = %options.lease, active = ?seen.active_at, signal = %seen.signal, "reported")
+            }
             Err(err) => tracing::warn!(
                 lease = %options.lease,
                 error = %crate::cluster::error::chain(&err),
@@ -197,8 +266,18 @@ pub async fn run(
             _ = &mut stop => return Ok(()),
         }
         let now = options.sample();
-        is_active = active(&before, &now, options.interval, options.busy_millicores);
+        let pod_active = active(&before, &now, options.interval, options.busy_millicores);
         before = now;
+        seen = match mage_status(options.port, Duration::from_secs(5)).await {
+            Ok(status) => Seen {
+                active_at: Some(crate::mage::activity::renew_time(&status, Timestamp::now())),
+                signal: "mage-status".into(),
+            },
+            Err(why) => Seen {
+                active_at: pod_active.then(Timestamp::now),
+                signal: format!("sessions-and-cpu (Mage's status: {why})"),
+            },
+        };
     }
 }
 
@@ -266,6 +345,39 @@ mod tests {
         ));
         // Processes that ended take their ticks with them: never negative.
         assert!(!active(&sample(&[], 5000), &sample(&[], 10), interval, 100));
+    }
+
+    /// The agent reads Mage's status route as a real Mage server answers it (the body is
+    /// one captured from `mage start`, mage-ai 0.9.80), and says why when it cannot.
+    #[tokio::test]
+    async fn the_agent_reads_mages_status_route() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = r#"{"statuses": [{"is_instance_manager": false, "scheduler_status": "running", "project_type": "standalone", "active_pipeline_run_count": 2, "last_scheduler_activity": "2026-12-02 01:00:20", "last_user_request": "2026-12-02 00:59:48.840573+00:00"}], "metadata": {}}"#;
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = socket.read(&mut request).await.unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            request
+        });
+        let status = mage_status(port, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status.active_pipeline_run_count, serde_json::json!(2));
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /api/statuses?_format=with_activity_details HTTP/1.0"),
+            "{request}"
+        );
+        // Nothing listening: the reason, for the Lease's signal annotation.
+        drop(status);
+        let err = mage_status(port, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.contains("connecting to port"), "{err}");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! field and the layer (block, project, template, policy, env var, hardcoded default) with
 //! file and line; for a workspace, each environment variable and its source.
 
+use crate::mage::executor::{Namespace, TRIGGER_NAME, job_name, job_name_prefix};
 use crate::resolve::executor::{
-    BlockExecutor, DEFAULT_JOB_NAME_PREFIX, LONGEST_BLOCK_RUN_ID, MAX_JOB_NAME, Origin,
-    TRIGGER_NAME, job_name, precedence_text,
+    BlockExecutor, LONGEST_BLOCK_RUN_ID, MAX_JOB_NAME, Origin, Run, precedence_text,
 };
 use crate::resolve::{Resolved, VarValue};
 use anyhow::{Result, bail};
@@ -42,27 +42,32 @@ pub fn explain(resolved: &Resolved, target: &str) -> Result<String> {
     }
 }
 
-/// One effective executor setting of a block: what `berth explain` prints, and what
-/// render puts in the block's Job (a test checks they agree for every key and layer).
+/// One top-level key of the configuration a block loads: what `berth explain` prints, and
+/// the layer it comes from. Mage merges layers top-level key by top-level key, so each
+/// key comes whole from one layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// JSON pointer of the setting in the canonical config (`/resource_limits/cpu`).
+    /// JSON pointer of the key (`/resource_limits`).
     pub pointer: String,
-    /// The same as a dotted path (`resource_limits.cpu`).
+    /// The key (`resource_limits`).
     pub field: String,
     pub value: Value,
     pub origin: Origin,
 }
 
-/// Every effective executor setting of a block, by field.
-pub fn block_rows(block: &BlockExecutor) -> Vec<Row> {
-    block
-        .origins
+/// Every top-level key of a block's configuration, in one workspace's run (its template's
+/// keys included) or, without a run, before any template.
+pub fn block_rows(block: &BlockExecutor, run: Option<&Run>) -> Vec<Row> {
+    let (origins, config) = match run {
+        Some(run) => (&run.origins, &run.config),
+        None => (&block.origins, &block.config),
+    };
+    origins
         .iter()
-        .map(|(pointer, origin)| Row {
-            pointer: pointer.clone(),
-            field: crate::load::diagnostic::field_path(pointer),
-            value: block.value.pointer(pointer).cloned().unwrap_or(Value::Null),
+        .map(|(key, origin)| Row {
+            pointer: format!("/{}", crate::load::yaml::escape_segment(key)),
+            field: key.clone(),
+            value: config.get(key).cloned().unwrap_or(Value::Null),
             origin: origin.clone(),
         })
         .collect()
@@ -85,18 +90,143 @@ fn block_text(block: &BlockExecutor, resolved: &Resolved) -> String {
     }
     let _ = writeln!(
         out,
-        "precedence (highest first): {}",
+        "precedence (highest first, per top-level key: Mage merges no deeper): {}",
         precedence_text(policy.map(|p| p.defaults.enforce))
     );
     out.push('\n');
-    let rows: Vec<(String, String, String)> = block_rows(block)
-        .into_iter()
+    table(&mut out, &block_rows(block, None));
+    if block.runs.is_empty() {
+        out.push_str("\nno workspace of the project runs it\n");
+    }
+    // Workspaces whose runs read the same are shown once, together.
+    let mut groups: Vec<(Vec<&str>, String)> = Vec::new();
+    for run in &block.runs {
+        let Some(ws) = resolved.workspaces.iter().find(|w| w.name == run.workspace) else {
+            continue;
+        };
+        let text = run_text(block, run, ws);
+        match groups.iter_mut().find(|(_, t)| *t == text) {
+            Some((names, _)) => names.push(&ws.name),
+            None => groups.push((vec![&ws.name], text)),
+        }
+    }
+    for (names, text) in groups {
+        let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        let label = if names.len() == 1 {
+            "workspace"
+        } else {
+            "workspaces"
+        };
+        let _ = writeln!(out, "\nin {label} {}:", names.join(", "));
+        out.push_str(&text);
+    }
+    out
+}
+
+/// One run of a block: its template, its Job's name, namespace and main values.
+fn run_text(block: &BlockExecutor, run: &Run, ws: &crate::resolve::ResolvedWorkspace) -> String {
+    let mut out = String::new();
+    match (&run.template, &run.unseen_template) {
+        (Some(file), _) => {
+            let _ = writeln!(out, "  K8S_CONFIG_FILE template: {file}");
+            let rows: Vec<Row> = block_rows(block, Some(run))
+                .into_iter()
+                .filter(|r| r.origin.kind == crate::resolve::executor::LayerKind::Template)
+                .collect();
+            for row in rows {
+                let _ = writeln!(out, "    {}  from {}", row.field, row.origin);
+            }
+        }
+        (None, Some(value)) => {
+            let _ = writeln!(
+                out,
+                "  K8S_CONFIG_FILE `{value}`: not in the repository, left out"
+            );
+        }
+        (None, None) => {}
+    }
+    let pod = crate::render::server_pod(ws);
+    let job = match crate::render::executor::job(block, run, ws, &pod) {
+        Ok(job) => job,
+        Err(crash) => {
+            let _ = writeln!(out, "  Mage fails: {}", crash.error);
+            return out;
+        }
+    };
+    let namespace = match &run.namespace {
+        Namespace::Known(ns) => ns.clone(),
+        Namespace::Templated(t) => format!("{t} (rendered by Mage at run time)"),
+    };
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let _ = writeln!(out, "  job: {name} in namespace {namespace}");
+    if let Some(longest) = longest_name(block, run) {
+        let _ = writeln!(out, "    {longest}");
+    }
+    let spec = &job["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    for (label, value) in [
+        ("service account", &spec["serviceAccountName"]),
+        ("container", &container["name"]),
+        ("image", &container["image"]),
+        ("resources", &container["resources"]),
+        ("node selector", &spec["nodeSelector"]),
+        ("tolerations", &spec["tolerations"]),
+        ("backoff limit", &job["spec"]["backoffLimit"]),
+        ("labels", &job["metadata"]["labels"]),
+    ] {
+        if value.is_null() {
+            return out;
+        }
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let _ = writeln!(out, "  {label:<15}  {shown}");
+    }
+    out
+}
+
+/// The longest Job name the block's triggers give, which validate checked.
+fn longest_name(block: &BlockExecutor, run: &Run) -> Option<String> {
+    let prefix = run.loaded.job_name_prefix.as_ref();
+    let uses_trigger = prefix
+        .and_then(Value::as_str)
+        .is_some_and(|p| p.contains(TRIGGER_NAME));
+    let triggers: Vec<&str> = if uses_trigger {
+        block.triggers.iter().map(String::as_str).collect()
+    } else {
+        vec![""]
+    };
+    let (name, trigger) = triggers
+        .iter()
+        .filter_map(|t| {
+            let prefix = job_name_prefix(prefix, t).ok()?;
+            Some((job_name(&run.env, &prefix, LONGEST_BLOCK_RUN_ID), *t))
+        })
+        .max_by_key(|(name, _)| name.len())?;
+    let from = if trigger.is_empty() {
+        String::new()
+    } else {
+        format!("; trigger `{trigger}`")
+    };
+    Some(format!(
+        "longest: {name} ({} of at most {MAX_JOB_NAME} characters{from})",
+        name.len()
+    ))
+}
+
+fn table(out: &mut String, rows: &[Row]) {
+    let rows: Vec<(String, String, String)> = rows
+        .iter()
         .map(|row| {
-            let value = match row.value {
-                Value::String(s) => s,
+            let value = match &row.value {
+                Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            (row.field, value, row.origin.to_string())
+            (row.field.clone(), value, row.origin.to_string())
         })
         .collect();
     let width = |f: fn(&(String, String, String)) -> usize| rows.iter().map(f).max().unwrap_or(0);
@@ -109,40 +239,6 @@ fn block_text(block: &BlockExecutor, resolved: &Resolved) -> String {
         };
         let _ = writeln!(out, "  {field:<w0$}  {shown:<w1$}  {origin}");
     }
-    let prefix = block
-        .config
-        .job_name_prefix
-        .as_deref()
-        .unwrap_or(DEFAULT_JOB_NAME_PREFIX);
-    let _ = writeln!(out, "\njob name: mage-{prefix}-block-{{block_run_id}}");
-    // The longest name Mage can make from it, which is what validate checked.
-    let (longest, trigger) = if prefix.contains(TRIGGER_NAME) && !block.triggers.is_empty() {
-        block
-            .triggers
-            .iter()
-            .map(|t| {
-                (
-                    job_name(prefix, t, LONGEST_BLOCK_RUN_ID),
-                    format!("trigger `{t}`"),
-                )
-            })
-            .max_by_key(|(name, _)| name.len())
-            .unwrap_or_default()
-    } else if prefix.contains(TRIGGER_NAME) {
-        (
-            job_name(prefix, "", LONGEST_BLOCK_RUN_ID),
-            "the pipeline declares no triggers, so {trigger_name} is empty".to_string(),
-        )
-    } else {
-        (job_name(prefix, "", LONGEST_BLOCK_RUN_ID), String::new())
-    };
-    let _ = writeln!(
-        out,
-        "  longest: {longest} ({} of at most {MAX_JOB_NAME} characters{}{trigger})",
-        longest.len(),
-        if trigger.is_empty() { "" } else { "; " }
-    );
-    out
 }
 
 fn workspace_text(resolved: &Resolved, name: &str) -> Result<String> {

@@ -17,6 +17,7 @@
 pub mod activity;
 pub mod cluster;
 pub mod explain;
+pub mod mage;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
@@ -91,6 +92,8 @@ pub fn validated_with(files: Vec<SourceFile>, tenancy: Option<&Tenancy>) -> Desi
     // load, so one run reports every problem.
     let (resolved, findings) = resolve::resolve(&loaded.repo);
     diagnostics.extend(findings);
+    // Mage's executor Jobs are built from the workspaces' pods, which render makes.
+    diagnostics.extend(render::executor::findings(&resolved));
     load::cap_warnings(&mut diagnostics);
     Desired {
         loaded,

@@ -475,9 +475,15 @@ fn raising_a_block_memory_shows_in_the_pull_request_diff() {
     let changes = plan["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{plan:#}");
     assert_eq!(changes[0]["object"]["name"], "mage-executor-jobs");
+    // Mage builds the block's Job in each workspace of the project: one key each.
     assert_eq!(
         changes[0]["fields"],
-        serde_json::json!(["data.etl_daily.load_orders.yaml"])
+        serde_json::json!([
+            "data.etl-dev.etl_daily.load_orders.yaml",
+            "data.etl-prod.etl_daily.load_orders.yaml",
+            "data.legacy-reports.etl_daily.load_orders.yaml",
+            "data.reporting-dev.etl_daily.load_orders.yaml"
+        ])
     );
     let diff = changes[0]["diff"].as_str().unwrap();
     let changed = |sign: char, text: &str| {

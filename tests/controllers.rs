@@ -11,13 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount,
 };
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
-use support::repo::{Repo, changes, text};
+use serde_json::json;
+use support::repo::{Repo, changes};
 
 /// Generous deadlines: the controllers take about a second on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -297,111 +296,141 @@ async fn a_deleted_namespace_really_goes_with_everything_in_it() {
     assert_eq!(code, 0, "{plan:#}");
 }
 
-/// The Job of every Mage k8s block, as `berth render --executor` renders it (with Mage's
-/// run-time placeholders filled in, as Mage does), runs to completion on a simulated node
-/// that its node selector picks.
+/// Mage's own executor code (mage-ai, the oracle in live mode) runs a k8s block of
+/// sample-repo from a workspace berth applied, as Mage Pro would: with the workspace's
+/// environment, its executor defaults file and K8S_CONFIG_FILE template as files, reading
+/// its own pod and authenticated as the workspace's service account. The Job lands in the
+/// namespace berth predicted, carries the enforced policy's service account, runs to
+/// completion on a kwok node, and `berth explain` names the same values.
 #[tokio::test]
-async fn mage_executor_jobs_rendered_by_berth_run_to_completion() {
+async fn mages_own_executor_runs_a_block_where_berth_predicted() {
     let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let Some(oracle) = support::mage::oracle() else {
         return;
     };
     let repo = Repo::new("executor");
     let client = cp.client().await;
     repo.apply(&cp, &[]);
     let ns = repo.analytics();
-
-    let out = assert_cmd::Command::cargo_bin("berth")
-        .unwrap()
-        .args(["render", "--executor"])
-        .arg(repo.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut jobs: Vec<Value> = Vec::new();
-    for (i, doc) in text(&out.stdout)
-        .split("\n---")
-        .filter(|d| d.contains("kind: Job"))
-        .enumerate()
-    {
-        // Mage fills in the trigger and a block run id per run.
-        let doc = doc
-            .replace("{trigger_name}", "nightly")
-            .replace("{block_run_id}", &format!("{}", 40 + i));
-        jobs.push(serde_yaml::from_str(&doc).unwrap());
-    }
-    assert_eq!(jobs.len(), 3, "{}", text(&out.stdout));
-
-    // The executor's service account (policies/executor.yaml) is the platform's to provide:
-    // berth names it but does not render it. Created here as the cluster's admin would,
-    // unless berth renders it.
-    let accounts: BTreeSet<String> = jobs
-        .iter()
-        .filter_map(|j| j["spec"]["template"]["spec"]["serviceAccountName"].as_str())
-        .map(String::from)
-        .collect();
-    let rendered = repo.rendered();
+    // The executor's service account (policies/executor.yaml) is the platform's to
+    // provide: created here as the cluster's admin would.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    for account in &accounts {
-        let by_berth = rendered
-            .iter()
-            .any(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == account.as_str());
-        if !by_berth {
-            let sa: ServiceAccount =
-                serde_json::from_value(json!({"metadata": {"name": account}})).unwrap();
-            sas.create(&PostParams::default(), &sa).await.unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "mage-executor"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    support::wait_for(DEADLINE, "etl-dev-0 to run", || async {
+        let pod = pods.get("etl-dev-0").await.map_err(|e| e.to_string())?;
+        support::is_ready(&pod)
+            .then_some(())
+            .ok_or("not ready".to_string())
+    })
+    .await;
+
+    // berth's prediction for the block in workspace etl-dev.
+    let desired = berth::validated(berth::source::read_dir(repo.path()).unwrap());
+    assert!(!desired.has_errors(), "{:?}", desired.diagnostics);
+    let resolved = &desired.resolved;
+    let ws = resolved
+        .workspaces
+        .iter()
+        .find(|w| w.name == "etl-dev")
+        .unwrap();
+    let block = resolved
+        .executors
+        .iter()
+        .find(|b| b.pipeline == "etl_daily" && b.block == "load_orders")
+        .unwrap();
+    let run = block
+        .runs
+        .iter()
+        .find(|r| r.workspace == "etl-dev")
+        .unwrap();
+    let pod = berth::render::server_pod(ws);
+    let predicted = berth::render::executor::job(block, run, ws, &pod).unwrap();
+    assert_eq!(predicted["metadata"]["namespace"], ns.as_str());
+
+    // Mage's side: the workspace's environment, its files where the pod has them.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = support::identity::kubeconfig_as(&cp, &ns, "etl-dev", dir.path());
+    let mut env = serde_json::Map::new();
+    for var in &ws.env {
+        if let berth::resolve::VarValue::Literal(value) = &var.value {
+            env.insert(var.name.clone(), json!(value));
         }
     }
-
-    let api: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let mut names = Vec::new();
-    for job in &jobs {
-        assert_eq!(job["metadata"]["namespace"], ns.as_str());
-        let job: Job = serde_json::from_value(job.clone()).unwrap();
-        names.push(job.metadata.name.clone().unwrap());
-        api.create(&PostParams::default(), &job).await.unwrap();
-    }
-    for name in &names {
-        support::wait_for(DEADLINE, &format!("Job {name} to complete"), || async {
-            let job = api.get(name).await.map_err(|e| e.to_string())?;
-            let status = job.status.unwrap_or_default();
-            let complete = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Complete" && c.status == "True");
-            if complete && status.succeeded == Some(1) {
-                Ok(())
-            } else {
-                Err(format!("{status:?}"))
-            }
+    let template = dir.path().join("k8s_job_template.yaml");
+    let template_text =
+        std::fs::read_to_string(repo.path().join("mage/analytics/k8s_job_template.yaml")).unwrap();
+    env.insert(
+        "K8S_CONFIG_FILE".into(),
+        json!(template.display().to_string()),
+    );
+    env.insert("HOSTNAME".into(), json!("etl-dev-0"));
+    env.insert("KUBECONFIG".into(), json!(kubeconfig.display().to_string()));
+    let policy = resolved
+        .executor_policies
+        .iter()
+        .find(|p| p.project == "analytics")
+        .unwrap();
+    let command: Vec<String> = berth::render::executor::command(ws, block)
+        .into_iter()
+        .map(|a| {
+            a.replace("{block_run_id}", "41")
+                .replace("{pipeline_run_id}", "7")
         })
-        .await;
-    }
-    // Each ran as one pod that succeeded, on a node its selector allows.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        .collect();
+    let read = |path: &str| std::fs::read_to_string(repo.path().join(path)).unwrap();
+    let answer = oracle.lock().unwrap_or_else(|e| e.into_inner()).ask(&json!({
+        "id": "live",
+        "mode": "live",
+        "env": env,
+        "files": {template.display().to_string(): template_text},
+        "project_metadata_yaml": read("mage/analytics/metadata.yaml"),
+        "pipeline_metadata_yaml": read("mage/analytics/pipelines/etl_daily/metadata.yaml"),
+        "pipeline_uuid": "etl_daily",
+        "block_uuid": "load_orders",
+        "policy": {"enabled": true, "enforce": policy.defaults.enforce, "config": policy.defaults.config},
+        "trigger_name": "nightly",
+        "block_run_id": 41,
+        "command": command,
+        "timeout_seconds": 100,
+    }));
+    assert_eq!(answer["succeeded"], true, "{answer:#}");
+    assert_eq!(answer["namespace"], ns.as_str(), "where berth predicted");
+    let job = &answer["job"];
+    assert_eq!(job["metadata"]["name"], "mage-analytics-nightly-block-41");
+    let spec = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["serviceAccountName"], "mage-executor",
+        "the enforced policy's"
+    );
+    assert_eq!(
+        spec["serviceAccountName"],
+        predicted["spec"]["template"]["spec"]["serviceAccountName"]
+    );
+    assert_eq!(
+        spec["nodeSelector"],
+        predicted["spec"]["template"]["spec"]["nodeSelector"]
+    );
+    // Mage deleted its Job when it completed; its pod ran on a node its selector allows.
     let nodes: Api<Node> = Api::all(client.clone());
-    for name in &names {
-        let list = pods
-            .list(&ListParams::default().labels(&format!("job-name={name}")))
-            .await
-            .unwrap()
-            .items;
-        assert_eq!(list.len(), 1, "{name}: {list:?}");
-        let pod = &list[0];
-        assert_eq!(
-            pod.status.as_ref().unwrap().phase.as_deref(),
-            Some("Succeeded")
-        );
+    let ran: Vec<Pod> = pods
+        .list(&ListParams::default().labels("job-name=mage-analytics-nightly-block-41"))
+        .await
+        .unwrap()
+        .items;
+    for pod in &ran {
         let spec = pod.spec.as_ref().unwrap();
         let node = nodes.get(spec.node_name.as_deref().unwrap()).await.unwrap();
         let labels: BTreeMap<String, String> = node.metadata.labels.unwrap_or_default();
         for (key, value) in spec.node_selector.iter().flatten() {
-            assert_eq!(
-                labels.get(key),
-                Some(value),
-                "{name} on {:?}",
-                node.metadata.name
-            );
+            assert_eq!(labels.get(key), Some(value));
         }
     }
+    let text = berth::explain::explain(resolved, "analytics/etl_daily/load_orders").unwrap();
+    assert!(text.contains(&format!("in namespace {ns}")), "{text}");
+    assert!(text.contains("service account  mage-executor"), "{text}");
 }

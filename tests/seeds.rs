@@ -6,9 +6,9 @@
 mod support;
 
 use berth::load::SourceFile;
-use berth::resolve::executor::{ENV_DEFAULTS, LayerKind, precedence, precedence_text};
+use berth::resolve::executor::precedence_text;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
@@ -82,83 +82,89 @@ fn job_of(list: &[(&str, String)]) -> (Value, Vec<String>) {
 // ---- Seed 001: Mage's Kubernetes executor --------------------------------------------
 
 /// Seed 001: "Use this to enforce cluster-wide defaults (e.g. resource limits, service
-/// account) that users cannot override." Writing the setting under Mage's other spelling
-/// of the key does not get around the policy: the policy's value is in the Job, and the
-/// override is reported at the line that tried it.
+/// account) that users cannot override", merged the way Mage merges: an enforced key wins
+/// whole. Mage's own rules decide between its spellings: the top-level
+/// `service_account_name` beats `pod.service_account_name` from any layer, so a block's
+/// pod-level account cannot bypass an enforced account; a block's `container_config`
+/// builds the container Mage merges *over* `container`'s, which a policy's `container`
+/// cannot stop, and berth says so at the block (a guardrail `forbiddenExecutorSettings:
+/// [container_config]` forbids it).
 #[test]
-fn an_enforced_policy_cannot_be_bypassed_by_the_other_spelling() {
-    // (policy's spelling and value, block's other spelling and value, where in the Job)
-    let cases = [
+fn an_enforced_policy_wins_whole_keys_and_mages_spellings_decide_the_rest() {
+    let (job, found) = job_of(&[
+        ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
+        ("mage/metadata.yaml", "project_type: standalone\n".into()),
         (
-            "service_account_name: policy-sa",
-            "pod:\n  service_account_name: block-sa",
-            "/spec/template/spec/serviceAccountName",
-            json!("policy-sa"),
+            "mage/pipelines/etl/metadata.yaml",
+            pipeline("pod:\n  service_account_name: block-sa\nresource_limits:\n  memory: 64Gi"),
         ),
         (
-            "namespace: policy-ns",
-            "metadata:\n  namespace: block-ns",
-            "/metadata/namespace",
-            json!("policy-ns"),
-        ),
-        (
-            "pod:\n  image_pull_secrets: policy-pull",
-            "image_pull_secrets: block-pull",
-            "/spec/template/spec/imagePullSecrets",
-            json!([{"name": "policy-pull"}]),
-        ),
-        (
-            "resource_limits:\n  memory: 1Gi",
-            "container:\n  resources:\n    limits:\n      memory: 64Gi",
-            "/spec/template/spec/containers/0/resources/limits/memory",
-            json!("1Gi"),
-        ),
-        (
-            "container:\n  image: policy/image:1",
-            "container_config:\n  image: block/image:1",
-            "/spec/template/spec/containers/0/image",
-            json!("policy/image:1"),
-        ),
-    ];
-    for (enforced, other, at, expected) in cases {
-        let (job, found) = job_of(&[
-            ("project.yaml", PROJECT.into()),
-            ("mage/metadata.yaml", "project_type: standalone\n".into()),
-            ("mage/pipelines/etl/metadata.yaml", pipeline(other)),
-            ("policy.yaml", policy(true, enforced)),
-        ]);
-        assert_eq!(job.pointer(at), Some(&expected), "{other}\n{job:#}");
-        // The warning is at the overridden value and names its field as written.
-        let written = match at {
-            "/spec/template/spec/serviceAccountName" => "pod.service_account_name",
-            "/metadata/namespace" => "metadata.namespace",
-            "/spec/template/spec/imagePullSecrets" => "image_pull_secrets",
-            "/spec/template/spec/containers/0/image" => "container_config.image",
-            _ => "container.resources.limits.memory",
-        };
-        let field = format!("blocks[0].executor_config.{written}: policy `defaults` enforces");
-        assert!(
-            has(
-                &found,
-                "mage/pipelines/etl/metadata.yaml:",
-                &format!("warning: {field}")
+            "policy.yaml",
+            policy(
+                true,
+                "service_account_name: policy-sa\nresource_limits:\n  memory: 1Gi",
             ),
-            "{field}: {found:#?}"
-        );
-        assert!(found.iter().all(|d| !d.contains("error")), "{found:#?}");
-    }
+        ),
+    ]);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["serviceAccountName"],
+        "policy-sa"
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"],
+        json!({"memory": "1Gi"})
+    );
+    assert!(
+        has(
+            &found,
+            "mage/pipelines/etl/metadata.yaml:8:5: warning: blocks[0].executor_config.resource_limits: ",
+            "policy `defaults` enforces `resource_limits`"
+        ),
+        "{found:#?}"
+    );
+    let (job, found) = job_of(&[
+        ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
+        ("mage/metadata.yaml", "project_type: standalone\n".into()),
+        (
+            "mage/pipelines/etl/metadata.yaml",
+            pipeline("container_config:\n  image: block/image:1"),
+        ),
+        (
+            "policy.yaml",
+            policy(true, "container:\n  image: policy/image:1"),
+        ),
+    ]);
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"], "block/image:1",
+        "Mage's merge_containers"
+    );
+    assert_eq!(container["name"], "mage-data");
+    assert!(
+        has(
+            &found,
+            "mage/pipelines/etl/metadata.yaml:6:5: warning: blocks[0].executor_config.container_config: ",
+            "merges over the enforced `container`"
+        ),
+        "{found:#?}"
+    );
 }
 
 /// Seed 001: "You can override these defaults at the block level, project level, or with
-/// a full Kubernetes job template." The template is the lowest of those layers whatever
-/// spelling it uses: the job template's `metadata.namespace` does not beat the block's
-/// `namespace`.
+/// a full Kubernetes job template." The template is under block and project config, key by
+/// top-level key (`BaseConfig.load`), and its `metadata` makes Mage use
+/// `metadata.namespace` (else KUBE_NAMESPACE) whatever `namespace` the block sets: berth
+/// follows that and says so at the block's `namespace`.
 #[test]
-fn the_job_template_stays_below_block_config_whatever_the_spelling() {
-    let project =
-        format!("{PROJECT}  env:\n    - {{name: K8S_CONFIG_FILE, value: template.yaml}}\n");
+fn the_job_template_fills_top_level_keys_and_its_metadata_picks_the_namespace() {
+    let project = format!(
+        "{PROJECT}  userCodePath: /home/src/p\n  env:\n    - {{name: K8S_CONFIG_FILE, value: /home/src/p/template.yaml}}\n"
+    );
     let (job, found) = job_of(&[
         ("project.yaml", project),
+        ("workspace.yaml", WORKSPACE.into()),
         ("mage/metadata.yaml", "project_type: standalone\n".into()),
         (
             "mage/pipelines/etl/metadata.yaml",
@@ -166,402 +172,105 @@ fn the_job_template_stays_below_block_config_whatever_the_spelling() {
         ),
         (
             "mage/template.yaml",
-            "metadata:\n  namespace: template-ns\npod:\n  service_account_name: template-sa\n"
-                .into(),
+            "metadata:\n  labels: {team: data}\npod:\n  service_account_name: template-sa\n".into(),
         ),
     ]);
-    assert!(found.is_empty(), "{found:#?}");
-    assert_eq!(job["metadata"]["namespace"], "block-ns");
+    assert_eq!(
+        job["metadata"]["namespace"], "p",
+        "KUBE_NAMESPACE: {found:#?}"
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["team"],
+        "data"
+    );
     assert_eq!(
         job["spec"]["template"]["spec"]["serviceAccountName"],
         "block-sa"
     );
-}
-
-/// Seed 001 writes one setting two ways (`namespace` in block and project config,
-/// `metadata.namespace` in the job template). One layer writing both, differently, is an
-/// error at the other spelling, naming both.
-#[test]
-fn one_layer_writing_both_spellings_differently_is_an_error() {
-    let found = diagnostics(&[
-        ("project.yaml", PROJECT.into()),
-        ("mage/metadata.yaml", "project_type: standalone\n".into()),
-        (
-            "mage/pipelines/etl/metadata.yaml",
-            pipeline(
-                "namespace: a\nmetadata:\n  namespace: b\ncontainer_config:\n  image: x:1\ncontainer:\n  image: x:1",
-            ),
+    assert!(
+        has(
+            &found,
+            "mage/pipelines/etl/metadata.yaml:6:5: warning: blocks[0].executor_config.namespace: ",
+            "Mage ignores it"
         ),
-    ]);
-    assert_eq!(
-        found,
-        [
-            "mage/pipelines/etl/metadata.yaml:8:7: error: blocks[0].executor_config.metadata.namespace: `b` here but `a` at line 6: `metadata.namespace` and `namespace` are one setting in Mage, written twice with different values (help: keep one; berth reads both as `namespace`)"
-        ],
-        "the same value twice (container image) is fine"
+        "{found:#?}"
     );
 }
 
-/// Seed 001's settings have two spellings, and a policy's `forbiddenExecutorSettings` names
-/// one: it forbids the setting, whichever spelling a layer uses.
+/// Seed 001 names the policy's keys "the same structure as project-level
+/// k8s_executor_config", and a policy's `forbiddenExecutorSettings` names them as Mage
+/// writes them: each spelling is a setting of its own.
 #[test]
-fn forbidden_executor_settings_match_either_spelling() {
-    let guardrail = "apiVersion: berth/v1alpha1\nkind: Policy\nmetadata: {name: g}\nspec:\n  guardrails:\n    forbiddenExecutorSettings: [pod.service_account_name, container_config.image]\n";
+fn forbidden_executor_settings_name_mages_keys_as_written() {
+    let guardrail = "apiVersion: berth/v1alpha1\nkind: Policy\nmetadata: {name: g}\nspec:\n  guardrails:\n    forbiddenExecutorSettings: [pod.service_account_name, container_config]\n";
     let found = diagnostics(&[
         ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
         ("mage/metadata.yaml", "project_type: standalone\n".into()),
         (
             "mage/pipelines/etl/metadata.yaml",
-            pipeline("service_account_name: sa\ncontainer:\n  image: x:1"),
+            pipeline("service_account_name: sa\ncontainer_config:\n  image: x:1"),
         ),
         ("policy.yaml", guardrail.into()),
     ]);
     assert_eq!(
         found,
         [
-            "mage/pipelines/etl/metadata.yaml:6:5: error: blocks[0].executor_config.service_account_name: `pod.service_account_name` is forbidden (help: policy `g` (policy.yaml:6:33))",
-            "mage/pipelines/etl/metadata.yaml:8:7: error: blocks[0].executor_config.container.image: `container_config.image` is forbidden (help: policy `g` (policy.yaml:6:59))",
+            "mage/pipelines/etl/metadata.yaml:7:5: error: blocks[0].executor_config.container_config: `container_config` is forbidden (help: policy `g` (policy.yaml:6:59))",
         ]
     );
 }
 
-/// The repository for one case of the explain = render property: which layers set the
-/// key (and in which spelling), the policy's `enforce`, and whether the env default is set.
-struct Case<'a> {
-    /// (layer, the pointer it writes the key at).
-    layers: Vec<(LayerKind, &'a str)>,
-    enforce: bool,
-    env: Option<&'a str>,
-}
-
-/// The value a layer writes for a setting: distinct per layer, valid for its type.
-fn sample(canonical: &str, layer: LayerKind) -> Value {
-    let tag = match layer {
-        LayerKind::Block => "b",
-        LayerKind::Project => "p",
-        LayerKind::Template => "t",
-        LayerKind::EnforcedPolicy | LayerKind::Policy => "y",
-        LayerKind::EnvDefaults => "e",
-        LayerKind::Defaults => "d",
-    };
-    let n = 100 + tag.as_bytes()[0] as i64;
-    match canonical {
-        c if c.starts_with("/resource_") => json!(format!("{n}m")),
-        c if c.starts_with("/job/") => json!(n),
-        "/pod/tolerations" => json!([{"key": tag, "operator": "Exists"}]),
-        "/pod/volumes" => json!([{"name": format!("{tag}-vol"), "emptyDir": {}}]),
-        "/pod/affinity" => json!({"nodeAffinity": {"tag": tag}}),
-        "/container/env" => json!([{"name": "V", "value": tag}]),
-        "/container/volume_mounts" => json!([{"name": format!("{tag}-vol"), "mountPath": "/m"}]),
-        "/container/image" => json!(format!("{tag}/image:1")),
-        _ => json!(format!("{tag}-val")),
-    }
-}
-
-/// Where render puts a canonical setting in the Job, and how it writes it there: the
-/// property's oracle, written apart from render.
-fn in_job(canonical: &str, value: &Value) -> Option<(String, Value)> {
-    let pod = "/spec/template/spec";
-    let container = "/spec/template/spec/containers/0";
-    let (at, shown) = match canonical {
-        "/namespace" => ("/metadata/namespace".to_string(), value.clone()),
-        "/job_name_prefix" => (
-            "/metadata/name".into(),
-            json!(format!("mage-{}-block-{{block_run_id}}", value.as_str()?)),
-        ),
-        "/service_account_name" => (format!("{pod}/serviceAccountName"), value.clone()),
-        "/pod/image_pull_secrets" => (format!("{pod}/imagePullSecrets"), json!([{"name": value}])),
-        "/pod/node_selector/k" => (format!("{pod}/nodeSelector/k"), value.clone()),
-        "/pod/scheduler_name" => (format!("{pod}/schedulerName"), value.clone()),
-        "/pod/tolerations" => (format!("{pod}/tolerations"), value.clone()),
-        "/pod/affinity" => (format!("{pod}/affinity"), value.clone()),
-        "/pod/volumes" => (format!("{pod}/volumes"), value.clone()),
-        "/container/name" => (format!("{container}/name"), value.clone()),
-        "/container/image" => (format!("{container}/image"), value.clone()),
-        "/container/image_pull_policy" => (format!("{container}/imagePullPolicy"), value.clone()),
-        "/container/env" => (format!("{container}/env"), value.clone()),
-        "/container/volume_mounts" => (format!("{container}/volumeMounts"), value.clone()),
-        c if c.starts_with("/resource_limits/") => (
-            format!(
-                "{container}/resources/limits/{}",
-                &c["/resource_limits/".len()..]
-            ),
-            value.clone(),
-        ),
-        c if c.starts_with("/resource_requests/") => (
-            format!(
-                "{container}/resources/requests/{}",
-                &c["/resource_requests/".len()..]
-            ),
-            value.clone(),
-        ),
-        "/job/active_deadline_seconds" => ("/spec/activeDeadlineSeconds".into(), value.clone()),
-        "/job/backoff_limit" => ("/spec/backoffLimit".into(), value.clone()),
-        "/job/ttl_seconds_after_finished" => {
-            ("/spec/ttlSecondsAfterFinished".into(), value.clone())
-        }
-        "/metadata/labels/k" => ("/metadata/labels/k".into(), value.clone()),
-        "/metadata/annotations/k" => ("/metadata/annotations/k".into(), value.clone()),
-        _ => return None,
-    };
-    Some((at, shown))
-}
-
-/// Every written key of the executor schema (every spelling), as JSON pointers. A map's
-/// entries are one key (`k`, or `cpu` for resources); lists and `pod.affinity` are leaves.
-fn schema_keys() -> Vec<String> {
-    let (_, schema) = berth::model::schemas()
-        .into_iter()
-        .find(|(name, _)| *name == "mage-executor-config")
-        .expect("the executor schema");
-    let defs = schema["$defs"].clone();
-    let deref = |node: &Value| -> Value {
-        let node = node
-            .get("anyOf")
-            .and_then(|a| a.as_array())
-            .and_then(|a| a.iter().find(|n| n.get("type") != Some(&json!("null"))))
-            .unwrap_or(node);
-        match node.get("$ref").and_then(Value::as_str) {
-            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
-            None => node.clone(),
-        }
-    };
-    let mut keys = Vec::new();
-    let mut todo = vec![(String::new(), schema.clone())];
-    while let Some((at, node)) = todo.pop() {
-        let node = deref(&node);
-        if let Some(props) = node.get("properties").and_then(Value::as_object) {
-            for (name, child) in props {
-                todo.push((format!("{at}/{name}"), child.clone()));
-            }
-        } else if at == "/pod/affinity" || node.get("items").is_some() {
-            keys.push(at);
-        } else if node
-            .get("additionalProperties")
-            .is_some_and(|a| a.is_object())
-        {
-            let entry = if at.ends_with("resource_limits")
-                || at.ends_with("resource_requests")
-                || at.ends_with("/limits")
-                || at.ends_with("/requests")
-            {
-                "cpu"
-            } else {
-                "k"
-            };
-            keys.push(format!("{at}/{entry}"));
-        } else {
-            keys.push(at);
-        }
-    }
-    keys.sort();
-    keys
-}
-
-/// Set `value` at `pointer` of a YAML-bound JSON object.
-fn put(root: &mut Value, pointer: &str, value: Value) {
-    let mut node = root;
-    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
-    for (i, segment) in segments.iter().enumerate() {
-        if i + 1 == segments.len() {
-            node[*segment] = value;
-            return;
-        }
-        if node.get(*segment).is_none() {
-            node[*segment] = json!({});
-        }
-        node = &mut node[*segment];
-    }
-}
-
-fn repo_for(canonical: &str, case: &Case<'_>) -> Vec<(&'static str, String)> {
-    let mut configs: BTreeMap<&str, Value> = BTreeMap::new();
-    for (layer, written) in &case.layers {
-        let name = match layer {
-            LayerKind::Block => "block",
-            LayerKind::Project => "project",
-            LayerKind::Template => "template",
-            _ => "policy",
-        };
-        let config = configs.entry(name).or_insert_with(|| json!({}));
-        put(config, written, sample(canonical, *layer));
-    }
-    let yaml = |v: &Value| berth::render::emit::to_string(v);
-    let mut env = String::new();
-    if configs.contains_key("template") {
-        env.push_str("    - {name: K8S_CONFIG_FILE, value: template.yaml}\n");
-    }
-    if let Some(var) = case.env {
-        let value = sample(canonical, LayerKind::EnvDefaults);
-        env.push_str(&format!(
-            "    - {{name: {var}, value: \"{}\"}}\n",
-            value.as_str().unwrap_or_default()
-        ));
-    }
-    let mut project = PROJECT.to_string();
-    if !env.is_empty() {
-        project.push_str("  env:\n");
-        project.push_str(&env);
-    }
-    let mut list = vec![
-        ("project.yaml", project),
-        (
-            "mage/metadata.yaml",
-            match configs.get("project") {
-                Some(c) => yaml(&json!({"k8s_executor_config": c})),
-                None => "project_type: standalone\n".into(),
-            },
-        ),
-        (
-            "mage/pipelines/etl/metadata.yaml",
-            yaml(
-                &json!({"uuid": "etl", "blocks": [{"uuid": "load", "executor_type": "k8s",
-                "executor_config": configs.get("block").cloned().unwrap_or(Value::Null)}]}),
-            ),
-        ),
-    ];
-    if let Some(c) = configs.get("template") {
-        list.push(("mage/template.yaml", yaml(c)));
-    }
-    if let Some(c) = configs.get("policy") {
-        list.push((
-            "policy.yaml",
-            yaml(&json!({"apiVersion": "berth/v1alpha1", "kind": "Policy", "metadata": {"name": "defaults"},
-                "spec": {"k8sExecutorDefaults": {"enforce": case.enforce, "config": c}}})),
-        ));
-    }
-    list
-}
-
-/// Seed 001's priority tables ("Effective priority (highest → lowest)"), and the issue's
-/// rule that `explain` shows what render puts in the Job: for every key of the executor
-/// schema, every combination of the layers that set it (block, project, template, policy
-/// enforced or not, the env-var default), and every spelling in every layer, the key's
-/// winner is the first layer of the stated precedence that sets it, and every value
-/// `explain` shows is the value in the rendered Job.
+/// Guardrails judge the Job Mage builds: a block's `resource_limits: {memory: 4Gi}` over a
+/// project's `{cpu: 1, memory: 2Gi}` leaves the Job without a CPU limit (Mage's
+/// `merge_dict` replaces the section), which `requiredExecutorLimits: [cpu]` refuses at
+/// the block's section; `maxExecutorResources` judges the values the Job has.
 #[test]
-fn explain_equals_render_for_every_key_layer_and_spelling() {
-    let mut spellings: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for key in schema_keys() {
-        let canonical = berth::model::canonical_pointer(&key);
-        spellings.entry(canonical).or_default().push(key);
-    }
-    let user = [
-        LayerKind::Block,
-        LayerKind::Project,
-        LayerKind::Template,
-        LayerKind::Policy,
-    ];
-    let mut runs = 0;
-    for (canonical, written) in &spellings {
-        assert!(
-            in_job(canonical, &json!("x")).is_some(),
-            "no Job field known for `{canonical}`: render it and add it to in_job"
-        );
-        let env_var = ENV_DEFAULTS
-            .iter()
-            .find(|(_, p)| p == canonical)
-            .map(|(name, _)| *name);
-        for subset in 0u32..16 {
-            let chosen: Vec<LayerKind> = (0..4)
-                .filter(|i| subset & (1 << i) != 0)
-                .map(|i| user[i])
-                .collect();
-            let with_policy = chosen.contains(&LayerKind::Policy);
-            for enforce in if with_policy {
-                vec![true, false]
-            } else {
-                vec![false]
-            } {
-                for env in [None, env_var].into_iter().collect::<BTreeSet<_>>() {
-                    // Every spelling in every chosen layer.
-                    let combinations = written.len().pow(chosen.len() as u32);
-                    for mut pick in 0..combinations {
-                        let layers: Vec<(LayerKind, &str)> = chosen
-                            .iter()
-                            .map(|layer| {
-                                let spelling = &written[pick % written.len()];
-                                pick /= written.len();
-                                (*layer, spelling.as_str())
-                            })
-                            .collect();
-                        let case = Case {
-                            layers,
-                            enforce,
-                            env,
-                        };
-                        check_case(canonical, &case);
-                        runs += 1;
-                    }
-                }
-            }
-        }
-    }
-    eprintln!("explain = render: {} keys, {runs} cases", spellings.len());
-    assert!(runs > 1000, "{runs} cases");
-}
-
-fn check_case(canonical: &str, case: &Case<'_>) {
-    let list = repo_for(canonical, case);
-    let desired = berth::validated(files(&list));
-    let errors: Vec<String> = desired
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}\n{list:#?}");
-    let block = &desired.resolved.executors[0];
-    let job = &berth::render::executor::jobs(&desired.resolved)[0];
-    let rows = berth::explain::block_rows(block);
-
-    // The winner: the first layer of the precedence that sets the key.
-    let has_policy = case.layers.iter().any(|(l, _)| *l == LayerKind::Policy);
-    let order = precedence(has_policy.then_some(case.enforce));
-    let sets = |kind: LayerKind| match kind {
-        LayerKind::EnforcedPolicy | LayerKind::Policy => {
-            case.layers.iter().any(|(l, _)| *l == LayerKind::Policy)
-        }
-        LayerKind::EnvDefaults => case.env.is_some(),
-        LayerKind::Defaults => matches!(
-            canonical,
-            "/namespace" | "/job_name_prefix" | "/container/name" | "/container/image"
-        ),
-        other => case.layers.iter().any(|(l, _)| *l == other),
+fn executor_guardrails_judge_the_job_mage_builds() {
+    let guardrail = |rules: &str| {
+        format!(
+            "apiVersion: berth/v1alpha1\nkind: Policy\nmetadata: {{name: g}}\nspec:\n  guardrails:\n{}",
+            indent(rules, 4)
+        )
     };
-    let winner = order.iter().copied().find(|k| sets(*k));
-    let row = rows.iter().find(|r| r.pointer == canonical);
-    match (winner, row) {
-        (None, None) => {}
-        (Some(kind), Some(row)) => {
-            assert_eq!(
-                row.origin.kind,
-                kind,
-                "{canonical} {case:?}",
-                case = case.layers
-            );
-            if kind != LayerKind::Defaults {
-                assert_eq!(row.value, sample(canonical, kind), "{canonical}");
-            }
-        }
-        other => panic!("{canonical}: expected winner and row {other:?}"),
-    }
-    // Every value explain shows is the one in the Job, at its place, and the key under
-    // test is absent from the Job when explain has no row for it.
-    for row in &rows {
-        let (at, shown) = in_job(&row.pointer, &row.value)
-            .unwrap_or_else(|| panic!("no Job field known for `{}`", row.pointer));
-        assert_eq!(job.pointer(&at), Some(&shown), "{} in\n{job:#}", row.field);
-    }
-    if row.is_none()
-        && let Some((at, _)) = in_job(canonical, &json!("x"))
-    {
-        assert_eq!(
-            job.pointer(&at),
-            None,
-            "{canonical} is in the Job but not in explain"
-        );
-    }
+    let repo = |rules: &str| {
+        diagnostics(&[
+            ("project.yaml", PROJECT.into()),
+            ("workspace.yaml", WORKSPACE.into()),
+            (
+                "mage/metadata.yaml",
+                "k8s_executor_config:\n  resource_limits: {cpu: '1', memory: 2Gi}\n".into(),
+            ),
+            (
+                "mage/pipelines/etl/metadata.yaml",
+                pipeline("resource_limits:\n  memory: 4Gi"),
+            ),
+            ("policy.yaml", guardrail(rules)),
+        ])
+    };
+    let found = repo("requiredExecutorLimits: [cpu]");
+    assert!(
+        has(
+            &found,
+            "mage/pipelines/etl/metadata.yaml:6:5: error: blocks[0].executor_config.resource_limits: ",
+            "the Job of k8s block `load` has no cpu limit"
+        ),
+        "{found:#?}"
+    );
+    let found = repo("maxExecutorResources:\n  limits: {memory: 3Gi}");
+    assert!(
+        has(
+            &found,
+            "mage/pipelines/etl/metadata.yaml:6:5: error: ",
+            "limits 4Gi of memory, above the maximum 3Gi"
+        ),
+        "{found:#?}"
+    );
+    // Within bounds, nothing is said.
+    assert_eq!(
+        repo("maxExecutorResources:\n  limits: {memory: 8Gi}"),
+        Vec::<String>::new()
+    );
 }
 
 /// Seed 001: "So when enforce: true, the policy has the highest priority; when enforce:
@@ -582,7 +291,7 @@ fn the_precedence_is_stated_once_in_explain_and_readme() {
     );
     assert_eq!(
         precedence_text(Some(false)),
-        "block → project → template → policy (fills gaps) → env-var defaults → defaults"
+        "block → project → policy (fills gaps) → template → env-var defaults → defaults"
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-repo");
     let desired = berth::validated(berth::source::read_dir(&root).unwrap());
@@ -590,7 +299,7 @@ fn the_precedence_is_stated_once_in_explain_and_readme() {
         berth::explain::explain(&desired.resolved, "analytics/etl_daily/load_orders").unwrap();
     assert!(
         text.contains(&format!(
-            "precedence (highest first): {}",
+            "precedence (highest first, per top-level key: Mage merges no deeper): {}",
             precedence_text(Some(true))
         )),
         "{text}"
@@ -598,13 +307,16 @@ fn the_precedence_is_stated_once_in_explain_and_readme() {
 }
 
 /// Seed 001: "The Kubernetes job name is in this format: mage-{job_name_prefix}-block-
-/// {block_run_id}." and "You can interpolate the trigger name in the job_name_prefix field
-/// with the format {trigger_name}." A prefix, or a trigger name, that makes a name
-/// Kubernetes refuses is an error at validate, at the line that sets it, with the name.
+/// {block_run_id}" and "You can interpolate the trigger name in the job_name_prefix field
+/// with the format {trigger_name}", as Mage's code does it: `{MAGE_CLUSTER_UUID}-…`, the
+/// trigger's name cleaned (`clean_name`: lower case, other characters to `-`). A prefix
+/// that makes a name the API server refuses (over 63 characters, or not a DNS name) is an
+/// error at validate, at the line that sets it; triggers Mage cleans up are not.
 #[test]
-fn job_names_kubernetes_would_refuse_are_errors_at_validate() {
+fn job_names_the_api_server_would_refuse_are_errors_at_validate() {
     let found = diagnostics(&[
         ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
         (
             "mage/metadata.yaml",
             "k8s_executor_config:\n  job_name_prefix: Data_Prep\n".into(),
@@ -618,14 +330,14 @@ fn job_names_kubernetes_would_refuse_are_errors_at_validate() {
         has(
             &found,
             "mage/metadata.yaml:2:3: error: k8s_executor_config.job_name_prefix: ",
-            "job_name_prefix `Data_Prep` gives Job names like `mage-Data_Prep-block-2147483647`, which Kubernetes refuses: only lower-case letters"
+            "gives Job names like `mage-Data_Prep-block-2147483647`, which the API server refuses"
         ),
         "{found:#?}"
     );
-    // Long enough that the pods' `-xxxxx` would cut the name.
-    let long = "x".repeat(36);
+    let long = "x".repeat(42);
     let found = diagnostics(&[
         ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
         ("mage/metadata.yaml", "project_type: standalone\n".into()),
         (
             "mage/pipelines/etl/metadata.yaml",
@@ -636,35 +348,48 @@ fn job_names_kubernetes_would_refuse_are_errors_at_validate() {
         has(
             &found,
             "mage/pipelines/etl/metadata.yaml:6:5: error: blocks[0].executor_config.job_name_prefix: ",
-            "is 58 characters; at most 57"
+            "it is 64 characters; at most 63"
         ),
         "{found:#?}"
     );
-    // A trigger whose name breaks the name is reported at the trigger.
-    let found = diagnostics(&[
-        ("project.yaml", PROJECT.into()),
-        ("mage/metadata.yaml", "k8s_executor_config:\n  job_name_prefix: etl-{trigger_name}\n".into()),
+    // Mage cleans trigger names: `Ad Hoc` and `nightly_sync` make valid names.
+    let repo = [
+        ("project.yaml", PROJECT.to_string()),
+        ("workspace.yaml", WORKSPACE.to_string()),
+        ("mage/metadata.yaml", "k8s_executor_config:\n  job_name_prefix: etl-{trigger_name}\n".to_string()),
         ("mage/pipelines/etl/metadata.yaml", pipeline("resource_limits: {cpu: '1'}")),
         (
             "mage/pipelines/etl/triggers.yaml",
-            "triggers:\n- name: nightly\n  schedule_type: time\n- name: Ad Hoc\n  schedule_type: api\n".into(),
+            "triggers:\n- name: nightly_sync\n  schedule_type: time\n- name: Ad Hoc\n  schedule_type: api\n".to_string(),
         ),
-    ]);
-    assert_eq!(
-        found,
-        [
-            "mage/pipelines/etl/triggers.yaml:4:9: error: triggers[1].name: trigger `Ad Hoc` makes job_name_prefix `etl-{trigger_name}` give Job names like `mage-etl-Ad Hoc-block-2147483647`, which Kubernetes refuses: only lower-case letters, digits and `-` are allowed (help: the prefix is set at mage/metadata.yaml:2)"
-        ]
+    ];
+    assert_eq!(diagnostics(&repo), Vec::<String>::new());
+    // A trigger whose cleaned name is too long is reported at the trigger.
+    let mut repo = repo;
+    repo[4].1 = format!(
+        "triggers:\n- name: {}\n  schedule_type: time\n",
+        "Long ".repeat(10)
+    );
+    assert!(
+        has(
+            &diagnostics(&repo),
+            "mage/pipelines/etl/triggers.yaml:2:9: error: triggers[0].name: ",
+            "trigger `Long Long"
+        ),
+        "{:#?}",
+        diagnostics(&repo)
     );
 }
 
 /// Seed 001's default policy file: "tolerations: []", "volumes: []", "env: []",
-/// "volume_mounts: []" with "enforce: true". An enforced empty list removes what every
-/// block and project set; the policy gets a warning naming the blocks it empties.
+/// "volume_mounts: []" with "enforce: true". Mage merges top-level keys whole, so an
+/// enforced `pod` replaces every block's and project's `pod`: a warning at each replaced
+/// section says what goes.
 #[test]
-fn enforced_empty_lists_warn_naming_the_blocks_they_empty() {
+fn an_enforced_section_warns_at_each_section_it_replaces() {
     let found = diagnostics(&[
         ("project.yaml", PROJECT.into()),
+        ("workspace.yaml", WORKSPACE.into()),
         (
             "mage/metadata.yaml",
             "k8s_executor_config:\n  pod:\n    tolerations:\n    - {key: dedicated, operator: Exists}\n".into(),
@@ -678,22 +403,22 @@ fn enforced_empty_lists_warn_naming_the_blocks_they_empty() {
     assert!(
         has(
             &found,
-            "policy.yaml:9:9: warning: spec.k8sExecutorDefaults.config.pod.tolerations: ",
-            "policy `defaults` enforces an empty `pod.tolerations`, which removes what 2 block(s) set: p/etl/load (project (mage/metadata.yaml:3)), p/etl/train (project (mage/metadata.yaml:3))"
+            "mage/metadata.yaml:2:3: warning: k8s_executor_config.pod: ",
+            "policy `defaults` enforces `pod` ({\"tolerations\":[],\"volumes\":[]}), which replaces the project's `pod`"
         ),
         "{found:#?}"
     );
     assert!(
         has(
             &found,
-            "policy.yaml:10:9: warning: spec.k8sExecutorDefaults.config.pod.volumes: ",
-            "removes what 1 block(s) set: p/etl/train (block (mage/pipelines/etl/metadata.yaml:9))"
+            "mage/pipelines/etl/metadata.yaml:8:5: warning: blocks[1].executor_config.pod: ",
+            "which replaces the block's `pod`"
         ),
         "{found:#?}"
     );
-    // No block sets env: nothing is emptied, nothing said.
+    // No block or project sets `container`: nothing is replaced, nothing said.
     assert!(
-        !found.iter().any(|d| d.contains("container.env")),
+        !found.iter().any(|d| d.contains("`container`")),
         "{found:#?}"
     );
 }

@@ -96,8 +96,9 @@ pub fn idle_at(
         if age(heartbeat) > heartbeat_deadline(timeout).as_secs() as i64 {
             continue; // the agent is not working: never suspend on silence
         }
+        // Mage's own comparison: more than the timeout since the last activity.
         if let Some(last) = renewed
-            && age(last) >= timeout as i64
+            && crate::mage::activity::idle_longer_than(last, now, timeout as i64)
         {
             idle.insert(key, whole(last));
         }

@@ -1,14 +1,13 @@
-//! Mage's Kubernetes executor, rendered: the Job each k8s block would run as (kept in a
-//! ConfigMap per project, so a pull request that raises a block's memory shows the change),
-//! and the default config file of the project's executor policy, mounted into its
-//! workspaces with K8S_DEFAULT_CONFIG_PATH as Mage's Helm chart does.
+//! Mage's Kubernetes executor, rendered: the Job each k8s block runs as in each workspace
+//! of its project, as Mage's own code builds it from the configuration and the workspace's
+//! pod (kept in a ConfigMap per project, so a pull request that raises a block's memory
+//! shows the change), and the default config file of the project's executor policy,
+//! mounted into its workspaces with K8S_DEFAULT_CONFIG_PATH as Mage's Helm chart does.
 
 use super::{MANAGED_BY, PROJECT_LABEL};
-use crate::model::{ExecutorConfig, Quantity};
-use crate::resolve::executor::{
-    BlockExecutor, DEFAULT_JOB_NAME_PREFIX, DEFAULT_NAMESPACE, ProjectPolicy,
-};
-use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject};
+use crate::mage::executor::{self as mage, Namespace};
+use crate::resolve::executor::{BlockExecutor, ProjectPolicy, Run};
+use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject, ResolvedWorkspace};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -42,12 +41,9 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
                 "data": {EXECUTOR_DEFAULTS_FILE: defaults_file(policy)},
             }));
         }
-        let jobs: BTreeMap<String, Value> = resolved
-            .executors
-            .iter()
-            .filter(|b| b.project == project.name)
-            .map(|b| {
-                let key = format!("{}.{}.yaml", b.pipeline, b.block)
+        let jobs: BTreeMap<String, Value> = jobs_of(resolved, &project.name)
+            .map(|(block, run, job)| {
+                let key = format!("{}.{}.{}.yaml", run.workspace, block.pipeline, block.block)
                     .chars()
                     .map(|c| {
                         if c.is_ascii_alphanumeric() || "-._".contains(c) {
@@ -59,7 +55,7 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
                     .collect();
                 // Mage's side reads these files with a YAML 1.1 reader (PyYAML): written
                 // by the emitter that quotes what such a reader would take for another type.
-                (key, Value::String(super::emit::to_string(&job(b))))
+                (key, Value::String(super::emit::to_string(&job)))
             })
             .collect();
         if !jobs.is_empty() {
@@ -74,9 +70,69 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
     out
 }
 
-/// The Job of every k8s block, for `berth render --executor`.
+/// The Job of every k8s block in every workspace, for `berth render --executor`.
 pub fn jobs(resolved: &Resolved) -> Vec<Value> {
-    resolved.executors.iter().map(job).collect()
+    resolved
+        .projects
+        .iter()
+        .flat_map(|p| jobs_of(resolved, &p.name).map(|(_, _, job)| job))
+        .collect()
+}
+
+/// Each block's Job in each workspace of a project.
+fn jobs_of<'a>(
+    resolved: &'a Resolved,
+    project: &'a str,
+) -> impl Iterator<Item = (&'a BlockExecutor, &'a Run, Value)> + 'a {
+    let workspaces: BTreeMap<&str, &ResolvedWorkspace> = resolved
+        .workspaces
+        .iter()
+        .filter(|w| w.project == project)
+        .map(|w| (w.name.as_str(), w))
+        .collect();
+    resolved
+        .executors
+        .iter()
+        .filter(move |b| b.project == project)
+        .flat_map(move |block| {
+            let workspaces = workspaces.clone();
+            block.runs.iter().filter_map(move |run| {
+                let ws = workspaces.get(run.workspace.as_str())?;
+                let pod = super::server_pod(ws);
+                Some((block, run, job(block, run, ws, &pod).ok()?))
+            })
+        })
+}
+
+/// What Mage's executor does as the workspace's account in the workspace's namespace
+/// (`JobManager`): read its own pod (`<workspace>-0`), and create, read and delete the
+/// Jobs of its k8s blocks. Jobs Mage creates elsewhere get nothing (validate says so).
+pub fn rbac(ws: &ResolvedWorkspace) -> Vec<Value> {
+    if !ws.executor_namespaces.contains(&ws.namespace) {
+        return Vec::new();
+    }
+    let name = format!("{}-mage-executor", ws.name);
+    let labels =
+        json!({MANAGED_BY: "berth", PROJECT_LABEL: ws.project, super::WORKSPACE_LABEL: ws.name});
+    let meta = json!({"name": name, "namespace": ws.namespace, "labels": labels});
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "resourceNames": [format!("{}-0", ws.name)], "verbs": ["get"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": super::lifecycle::pod_account(ws), "namespace": ws.namespace}],
+        }),
+    ]
 }
 
 /// Mage's default config file format: `enabled`, `enforce` and the executor keys.
@@ -84,198 +140,289 @@ fn defaults_file(policy: &ProjectPolicy) -> String {
     let mut file = Map::new();
     file.insert("enabled".into(), Value::Bool(policy.defaults.enabled));
     file.insert("enforce".into(), Value::Bool(policy.defaults.enforce));
-    if let Ok(Value::Object(config)) = serde_json::to_value(&policy.defaults.config) {
-        file.extend(config);
-    }
+    file.extend(policy.defaults.config.clone());
     // Mage reads this file with PyYAML (YAML 1.1): see `emit`.
     super::emit::to_string(&Value::Object(file))
 }
 
-/// The Job a block runs as. Its name keeps Mage's `{block_run_id}` placeholder: Mage fills
-/// it in per run (`resolve::executor::check_job_name` checked it fits). Every value comes
-/// from the block's merged, canonical config, defaults included, which is what `berth
-/// explain` shows: there is no other spelling or fallback to read here.
-fn job(block: &BlockExecutor) -> Value {
-    let c: &ExecutorConfig = &block.config;
-    let container_config = c.container.clone().unwrap_or_default();
-    let pod = c.pod.clone().unwrap_or_default();
-    let quantities = |map: &Option<BTreeMap<String, Quantity>>| -> Map<String, Value> {
-        map.iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), Value::String(v.as_string())))
-            .collect()
+/// The command Mage's `BlockExecutor._run_commands` gives a block's Job, with Mage's
+/// per-run values as placeholders.
+pub fn command(ws: &ResolvedWorkspace, block: &BlockExecutor) -> Vec<String> {
+    [
+        "/app/run_app.sh",
+        "mage",
+        "run",
+        &ws.user_code_path,
+        &block.pipeline,
+        "--block-uuid",
+        &block.block,
+        "--executor-type",
+        "local_python",
+        "--block-run-id",
+        "{block_run_id}",
+        "--pipeline-run-id",
+        "{pipeline_run_id}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The Job a block runs as in one workspace, as Mage's `create_job_object` builds it from
+/// the workspace's pod (`server_pod`), with Mage Pro's env-var defaults, in the namespace
+/// Mage creates it in. Its name keeps Mage's per-run `{block_run_id}` (and, where the
+/// prefix has one, `{trigger_name}`) as placeholders.
+pub fn job(
+    block: &BlockExecutor,
+    run: &Run,
+    ws: &ResolvedWorkspace,
+    server_pod: &Value,
+) -> Result<Value, mage::Crash> {
+    let prefix = match run.loaded.job_name_prefix.as_ref().and_then(Value::as_str) {
+        Some(p) if p.contains(mage::TRIGGER_NAME) => p.to_string(),
+        _ => mage::job_name_prefix(run.loaded.job_name_prefix.as_ref(), "")?,
     };
-    let env: Vec<Value> = container_config
-        .env
-        .iter()
-        .flatten()
-        .map(|v| match (&v.value, &v.secret_ref) {
-            (_, Some(s)) => json!({"name": v.name, "valueFrom": {"secretKeyRef": {"name": s.name, "key": s.key}}}),
-            (value, None) => json!({"name": v.name, "value": value.clone().unwrap_or_default()}),
-        })
-        .collect();
-    let mut container = Map::new();
-    if let Some(name) = &container_config.name {
-        container.insert("name".into(), name.clone().into());
+    let name = mage::job_name(&run.env, &prefix, "{block_run_id}");
+    let mut job = mage::job(
+        &run.loaded,
+        server_pod,
+        &run.env,
+        &name,
+        &command(ws, block),
+    )?;
+    run.defaults.fill(&mut job, &run.loaded);
+    if let Namespace::Known(namespace) = &run.namespace
+        && let Some(meta) = job.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.entry("namespace").or_insert(json!(namespace));
     }
-    if let Some(image) = &container_config.image {
-        container.insert("image".into(), image.clone().into());
-    }
-    if let Some(policy) = &container_config.image_pull_policy {
-        container.insert("imagePullPolicy".into(), policy.clone().into());
-    }
-    if !env.is_empty() {
-        container.insert("env".into(), Value::Array(env));
-    }
-    let mut resources = Map::new();
-    for (section, map) in [
-        ("limits", quantities(&c.resource_limits)),
-        ("requests", quantities(&c.resource_requests)),
-    ] {
-        if !map.is_empty() {
-            resources.insert(section.into(), Value::Object(map));
-        }
-    }
-    if !resources.is_empty() {
-        container.insert("resources".into(), Value::Object(resources));
-    }
-    if let Some(mounts) = &container_config.volume_mounts {
-        container.insert("volumeMounts".into(), camel_list(mounts));
-    }
+    Ok(job)
+}
 
-    let mut pod_spec = Map::new();
-    pod_spec.insert("restartPolicy".into(), "Never".into());
-    pod_spec.insert("containers".into(), json!([container]));
-    if let Some(sa) = &c.service_account_name {
-        pod_spec.insert("serviceAccountName".into(), sa.clone().into());
-    }
-    if let Some(secret) = &pod.image_pull_secrets {
-        pod_spec.insert("imagePullSecrets".into(), json!([{"name": secret}]));
-    }
-    if let Some(selector) = &pod.node_selector {
-        pod_spec.insert("nodeSelector".into(), json!(selector));
-    }
-    if let Some(scheduler) = &pod.scheduler_name {
-        pod_spec.insert("schedulerName".into(), scheduler.clone().into());
-    }
-    if let Some(tolerations) = &pod.tolerations {
-        pod_spec.insert("tolerations".into(), camel_list(tolerations));
-    }
-    if let Some(affinity) = &pod.affinity {
-        pod_spec.insert("affinity".into(), camel(&Value::Object(affinity.clone())));
-    }
-    if let Some(volumes) = &pod.volumes {
-        pod_spec.insert("volumes".into(), camel_list(volumes));
-    }
-
-    let mut job_spec = Map::new();
-    if let Some(job) = &c.job {
-        if let Some(v) = job.active_deadline_seconds {
-            job_spec.insert("activeDeadlineSeconds".into(), v.into());
-        }
-        if let Some(v) = job.backoff_limit {
-            job_spec.insert("backoffLimit".into(), v.into());
-        }
-        if let Some(v) = job.ttl_seconds_after_finished {
-            job_spec.insert("ttlSecondsAfterFinished".into(), v.into());
-        }
-    }
-    job_spec.insert("template".into(), json!({"spec": pod_spec}));
-
-    let mut labels = json!({"berth/project": block.project, "mage.ai/pipeline": block.pipeline, "mage.ai/block": block.block});
-    let mut annotations = json!({});
-    if let Some(meta) = &c.metadata {
-        for (target, extra) in [
-            (&mut labels, &meta.labels),
-            (&mut annotations, &meta.annotations),
-        ] {
-            if let (Some(map), Some(extra)) = (target.as_object_mut(), extra) {
-                map.extend(
-                    extra
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone()))),
+/// What the API server would refuse of the Jobs Mage builds from the workspaces' pods, and
+/// what Mage cannot do with them: run at validate (the Jobs need the workspaces' pods, so
+/// these are render's findings), each at the layer that set the value.
+pub fn findings(resolved: &Resolved) -> Vec<crate::load::Diagnostic> {
+    use crate::load::Diagnostic;
+    let mut out = Vec::new();
+    for project in &resolved.projects {
+        for (block, run, job) in jobs_of(resolved, &project.name) {
+            out.extend(unreadable(block, run, &job));
+            let spec = &job["spec"]["template"]["spec"];
+            let volumes: Vec<&str> = spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            let mounts = spec["containers"][0]["volumeMounts"].as_array();
+            for mount in mounts.into_iter().flatten() {
+                let Some(name) = mount["name"].as_str() else {
+                    continue;
+                };
+                if volumes.contains(&name) {
+                    continue;
+                }
+                let origin = ["container", "container_config"]
+                    .iter()
+                    .find_map(|k| run.origins.get(*k));
+                let (Some(origin), Some(file), Some(pos)) = (
+                    origin,
+                    origin.and_then(|o| o.file.clone()),
+                    origin.and_then(|o| o.pos),
+                ) else {
+                    continue;
+                };
+                let pod_from = run
+                    .origins
+                    .get("pod")
+                    .map(|o| format!(" (`pod` comes from the {})", o.layer))
+                    .unwrap_or_default();
+                out.push(
+                    Diagnostic::error(
+                        &file,
+                        pos,
+                        origin.pointer.as_deref().unwrap_or_default(),
+                        format!(
+                            "k8s block `{}` mounts volume `{name}`, which its Job does not have{pod_from}: the API server refuses the Job",
+                            block.block
+                        ),
+                    )
+                    .with_help("declare the volume in the same layer's `pod.volumes` (Mage merges top-level keys whole, so a `pod` from another layer replaces this one's), or in the workspace's pod, whose volumes the Job may mount"),
                 );
             }
         }
     }
-    let prefix = c
-        .job_name_prefix
-        .as_deref()
-        .unwrap_or(DEFAULT_JOB_NAME_PREFIX);
-    let mut metadata = json!({
-        "name": format!("mage-{prefix}-block-{{block_run_id}}"),
-        "namespace": c.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-        "labels": labels,
-    });
-    if annotations.as_object().is_some_and(|a| !a.is_empty()) {
-        metadata["annotations"] = annotations;
-    }
-    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec})
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|d| seen.insert((d.file.clone(), d.line, d.column, d.message.clone())));
+    out
 }
 
-fn camel_list(items: &[Map<String, Value>]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .map(|m| camel(&Value::Object(m.clone())))
-            .collect(),
-    )
-}
-
-/// Mage accepts Kubernetes fields in snake_case (`persistent_volume_claim: {claim_name}`);
-/// the API wants camelCase. Keys of label and selector maps are user data and stay as they
-/// are.
-fn camel(value: &Value) -> Value {
-    const USER_MAPS: &[&str] = &["matchLabels", "labels", "annotations", "nodeSelector"];
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = to_camel(k);
-                    let v = if USER_MAPS.contains(&key.as_str()) {
-                        v.clone()
-                    } else {
-                        camel(v)
-                    };
-                    (key, v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(camel).collect()),
-        other => other.clone(),
-    }
-}
-
-fn to_camel(key: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
+/// What the API server cannot read of what Mage sends from the configuration: nested keys
+/// in snake_case (the client converts only each item's top level: `secret: {secret_name:
+/// x}` loses `secret_name`), values of the wrong type (a YAML 1.1 `yes` in a node
+/// selector), terms in a shape the API does not have. Only what reaches the Job counts:
+/// a volume nothing mounts is filtered out by Mage.
+fn unreadable(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::load::Diagnostic> {
+    use k8s_openapi::api::core::v1::{
+        Affinity, Container, EnvVar, Toleration, Volume, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let loaded = &run.loaded;
+    let spec = &job["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let mounted: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    let container_key = if loaded.container_config.is_some() {
+        "container_config"
+    } else {
+        "container"
+    };
+    let mut pieces: Vec<(&str, String, Result<(), String>)> = Vec::new();
+    for (i, v) in loaded.pod.volumes.iter().enumerate() {
+        if v["name"].as_str().is_some_and(|n| mounted.contains(&n)) {
+            pieces.push(("pod", format!("pod.volumes[{i}]"), round_trip::<Volume>(v)));
         }
+    }
+    for (i, v) in loaded.pod.tolerations.iter().enumerate() {
+        pieces.push((
+            "pod",
+            format!("pod.tolerations[{i}]"),
+            round_trip::<Toleration>(v),
+        ));
+    }
+    if let Some(affinity) = &loaded.pod.affinity {
+        pieces.push((
+            "pod",
+            "pod.affinity".into(),
+            round_trip::<Affinity>(affinity),
+        ));
+    }
+    if crate::mage::truthy(loaded.pod.node_selector.as_ref()) {
+        pieces.push((
+            "pod",
+            "pod.node_selector".into(),
+            serde_json::from_value::<BTreeMap<String, String>>(spec["nodeSelector"].clone())
+                .map(|_| ())
+                .map_err(|e| format!("the API server takes text values only ({e}); PyYAML reads unquoted `yes`, `on`, `1` as booleans and numbers: quote them")),
+        ));
+    }
+    if let Some(meta) = &loaded.meta {
+        pieces.push((
+            "metadata",
+            "metadata".into(),
+            round_trip::<ObjectMeta>(&Value::Object(meta.clone())),
+        ));
+    }
+    // The container whole, then item by item for a readable place.
+    let mut whole = container.clone();
+    if let Some(resources) = whole.get_mut("resources") {
+        stringify_quantities(resources);
+    }
+    if let Err(why) = round_trip::<Container>(&whole) {
+        let mut found = None;
+        for (i, v) in container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Err(why) = round_trip::<EnvVar>(v) {
+                found = Some((format!("env[{i}]"), why));
+                break;
+            }
+        }
+        for (i, v) in container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if found.is_none()
+                && let Err(why) = round_trip::<VolumeMount>(v)
+            {
+                found = Some((format!("volumeMounts[{i}]"), why));
+            }
+        }
+        let (what, why) = found.unwrap_or(("the container".into(), why));
+        pieces.push((container_key, format!("{container_key}: {what}"), Err(why)));
+    }
+    let mut out = Vec::new();
+    for (key, what, result) in pieces {
+        let Err(why) = result else {
+            continue;
+        };
+        let Some((file, pos, field)) = run
+            .origins
+            .get(key)
+            .and_then(|o| Some((o.file.clone()?, o.pos?, o.pointer.clone()?)))
+        else {
+            continue;
+        };
+        out.push(
+            crate::load::Diagnostic::error(
+                &file,
+                pos,
+                &field,
+                format!("the API server cannot read `{what}` as Mage sends it for k8s block `{}`: {why}", block.block),
+            )
+            .with_help("Mage's client turns only the top-level keys of each item into the API's names; write the keys inside as the API does (`secretName`, `claimName`, `secretKeyRef`)"),
+        );
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Quantities as the API's types read them (numbers are quantities to the API server).
+fn stringify_quantities(resources: &mut Value) {
+    for section in ["limits", "requests"] {
+        if let Some(map) = resources.get_mut(section).and_then(Value::as_object_mut) {
+            for v in map.values_mut() {
+                if let Value::Number(n) = v {
+                    *v = Value::String(n.to_string());
+                }
+            }
+        }
+    }
+}
 
-    #[test]
-    fn snake_case_becomes_camel_case_except_user_maps() {
-        let v = json!({"persistent_volume_claim": {"claim_name": "x"}, "match_labels": {"node_type": "a"}});
-        assert_eq!(
-            camel(&v),
-            json!({"persistentVolumeClaim": {"claimName": "x"}, "matchLabels": {"node_type": "a"}})
-        );
-        assert_eq!(
-            to_camel("requiredDuringSchedulingIgnoredDuringExecution"),
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        );
+/// Whether the API server reads `value` as a `T` whole: it decodes, and nothing is lost
+/// on the way (a key it does not know is dropped).
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &Value,
+) -> Result<(), String> {
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    match first_lost(value, &back, "") {
+        Some(path) => Err(format!(
+            "it does not know `{}` and drops it",
+            path.trim_start_matches('.')
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first key of `sent` that `kept` lacks (nulls count as absent).
+fn first_lost(sent: &Value, kept: &Value, path: &str) -> Option<String> {
+    match (sent, kept) {
+        (Value::Object(s), Value::Object(k)) => s.iter().find_map(|(key, v)| {
+            if v.is_null() {
+                return None;
+            }
+            let here = format!("{path}.{key}");
+            match k.get(key) {
+                None => Some(here),
+                Some(kv) => first_lost(v, kv, &here),
+            }
+        }),
+        (Value::Array(s), Value::Array(k)) => s
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_lost(a, b, &format!("{path}[{i}]"))),
+        _ => None,
     }
 }

@@ -122,9 +122,10 @@ pub fn lease_name(workspace: &str) -> String {
     format!("{workspace}-activity")
 }
 
-/// The service account the workspace pod runs as when it has an activity agent and names
-/// none itself: it holds no rights but renewing the activity Lease.
-fn agent_account(ws: &ResolvedWorkspace) -> String {
+/// The service account the workspace pod runs as when it has an activity agent or runs
+/// k8s blocks and names none itself: it holds no rights but renewing the activity Lease
+/// and what Mage's executor needs.
+pub fn pod_account(ws: &ResolvedWorkspace) -> String {
     ws.spec
         .kubernetes
         .service_account_name
@@ -132,24 +133,29 @@ fn agent_account(ws: &ResolvedWorkspace) -> String {
         .unwrap_or_else(|| ws.name.clone())
 }
 
-/// The service account (unless the workspace names its own), Role and RoleBinding that
-/// let the activity agent renew exactly one Lease: `get` and `patch`, by `resourceNames`.
+/// The service account berth renders for a workspace pod that needs one and names none:
+/// no token is mounted from it by default; the containers that need one mount their own.
+pub fn pod_account_object(ws: &ResolvedWorkspace) -> Option<Value> {
+    let needs = ws.spec.lifecycle.termination.is_some() || !ws.executor_namespaces.is_empty();
+    (needs && ws.spec.kubernetes.service_account_name.is_none()).then(|| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta_of(ws, pod_account(ws)),
+            "automountServiceAccountToken": false,
+        })
+    })
+}
+
+/// The Role and RoleBinding that let the activity agent renew exactly one Lease: `get`
+/// and `patch`, by `resourceNames`.
 pub fn activity_rbac(ws: &ResolvedWorkspace) -> Vec<Value> {
     if ws.spec.lifecycle.termination.is_none() {
         return Vec::new();
     }
     let name = lease_name(&ws.name);
-    let account = agent_account(ws);
+    let account = pod_account(ws);
     let mut objects = Vec::new();
-    if ws.spec.kubernetes.service_account_name.is_none() {
-        objects.push(json!({
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": meta_of(ws, account.clone()),
-            // The workspace container gets no token from it; the agent mounts its own.
-            "automountServiceAccountToken": false,
-        }));
-    }
     objects.push(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -171,8 +177,22 @@ pub fn activity_rbac(ws: &ResolvedWorkspace) -> Vec<Value> {
     objects
 }
 
-/// Where the agent's own service-account token is mounted (where clients look for it).
-const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Where a container's own service-account token is mounted (where clients look for it).
+pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A projected service-account token for one container of the pod (with the CA and the
+/// namespace, as the API server's own token volume has them).
+pub fn token_volume(name: &str) -> Volume {
+    serde_json::from_value(json!({
+        "name": name,
+        "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]},
+    }))
+    .unwrap_or_default()
+}
 
 /// The activity agent's container and its token volume, and the service account the pod
 /// must run as; `None` without an idle timeout.
@@ -242,16 +262,8 @@ pub fn activity_agent(ws: &ResolvedWorkspace) -> Option<(Container, Volume, Stri
         ..Default::default()
     };
     // A token for the agent only: the workspace container gets none from this volume.
-    let volume: Volume = serde_json::from_value(json!({
-        "name": "berth-activity-token",
-        "projected": {"sources": [
-            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-        ]},
-    }))
-    .unwrap_or_default();
-    Some((container, volume, agent_account(ws)))
+    let volume = token_volume("berth-activity-token");
+    Some((container, volume, pod_account(ws)))
 }
 
 /// What lifecycle policies add to the workspace pod.

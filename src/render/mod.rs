@@ -21,6 +21,7 @@ mod object;
 pub mod rbac;
 mod workload_manager;
 mod workspace;
+pub use workspace::server_pod;
 
 pub use object::{ObjectKey, ObjectText, key_of, kind_rank};
 pub use workspace::env_config_map_name;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::model::{ClaimsOnDelete, Quantity as ModelQuantity, Resources, RestartPolicy};
-use crate::resolve::{ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
+use crate::resolve::{KUBE_NAMESPACE_VAR, ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
@@ -126,7 +126,9 @@ pub fn render(ws: &ResolvedWorkspace, ctx: &RenderContext) -> Vec<Value> {
         ws,
         idle.map(String::as_str),
     ));
+    objects.extend(super::lifecycle::pod_account_object(ws));
     objects.extend(super::lifecycle::activity_rbac(ws));
+    objects.extend(super::executor::rbac(ws));
     let scope = super::rbac::Scope {
         workspace: Some(&ws.name),
         prefix: ws.name.clone(),
@@ -187,7 +189,9 @@ fn config_map(ws: &ResolvedWorkspace, hash: &str) -> Value {
     for var in &ws.env {
         let source = match &var.value {
             VarValue::Literal(value) => {
-                data.insert(var.name.clone(), value.clone());
+                if var.name != KUBE_NAMESPACE_VAR {
+                    data.insert(var.name.clone(), value.clone());
+                }
                 var.source.to_string()
             }
             VarValue::Secret(s) => format!("{} (secret {}/{})", var.source, s.name, s.key),
@@ -259,8 +263,49 @@ fn secret_source(secret: &crate::model::SecretKeyRef) -> EnvVarSource {
     }
 }
 
+/// The pod of a workspace as its StatefulSet's controller makes it, which is what Mage's
+/// executor reads as its server pod (`JobManager.pod_config`): the template's spec, with
+/// each claim template's volume (`<claim>-<workspace>-0`) before the template's volumes.
+pub fn server_pod(ws: &ResolvedWorkspace) -> Value {
+    let sts = stateful_set(ws, "", None);
+    let mut spec = sts
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let claims: Vec<Value> = sts
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|claim| {
+            serde_json::json!({"name": claim, "persistentVolumeClaim": {"claimName": format!("{claim}-{}-0", ws.name)}})
+        })
+        .collect();
+    if let Some(map) = spec.as_object_mut() {
+        let mut volumes = claims;
+        volumes.extend(
+            map.get("volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        map.insert("volumes".into(), Value::Array(volumes));
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": format!("{}-0", ws.name), "namespace": ws.namespace},
+        "spec": spec,
+    })
+}
+
 fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) -> Value {
     let spec = &ws.spec;
+    // KUBE_NAMESPACE in the container's own env, as Mage's workspace manager sets it: Mage's
+    // executor reads the Mage server container's `env` list, and fails on a container
+    // without one. Secrets by reference; the other literals come from the ConfigMap.
     let secret_env: Vec<EnvVar> = ws
         .env
         .iter()
@@ -268,6 +313,11 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             VarValue::Secret(s) => Some(EnvVar {
                 name: v.name.clone(),
                 value_from: Some(secret_source(s)),
+                ..Default::default()
+            }),
+            VarValue::Literal(value) if v.name == KUBE_NAMESPACE_VAR => Some(EnvVar {
+                name: v.name.clone(),
+                value: Some(value.clone()),
                 ..Default::default()
             }),
             VarValue::Literal(_) => None,
@@ -367,6 +417,21 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
     let user = kube.run_as_user.unwrap_or(DEFAULT_USER);
     let mut containers = vec![container];
     let mut service_account_name = kube.service_account_name.clone();
+    // Mage's executor talks to the API server as the pod's account, from the Mage
+    // container: it gets a token of its own (the pod mounts none by default).
+    if !ws.executor_namespaces.is_empty() {
+        let token = super::lifecycle::token_volume("berth-mage-token");
+        if let Some(mounts) = containers[0].volume_mounts.as_mut() {
+            mounts.push(VolumeMount {
+                name: "berth-mage-token".into(),
+                mount_path: super::lifecycle::TOKEN_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        volumes.push(token);
+        service_account_name = Some(super::lifecycle::pod_account(ws));
+    }
     let agent = super::lifecycle::activity_agent(ws);
     if let Some((agent, token, account)) = &agent {
         containers.push(agent.clone());

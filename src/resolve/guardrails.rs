@@ -8,6 +8,7 @@ use crate::model::{PolicyDocument, WorkspaceDocument};
 
 pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
     let mut out = forbidden_executor_settings(repo);
+    out.extend(executor_resources(repo, resolved));
     let by_name: std::collections::HashMap<&str, &Located<WorkspaceDocument>> = repo
         .workspaces
         .iter()
@@ -134,6 +135,99 @@ fn check_one(
     }
 }
 
+/// The resources of each k8s block's Job as Mage builds it in each workspace, against the
+/// policies that select the workspace: `maxExecutorResources` and
+/// `requiredExecutorLimits`. A violation is at the layer whose section decided the
+/// resources (Mage takes the section whole from one layer), else at the block.
+fn executor_resources(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for block in &resolved.executors {
+        for run in &block.runs {
+            let Some(ws) = resolved.workspaces.iter().find(|w| w.name == run.workspace) else {
+                continue;
+            };
+            let resources = run.resources();
+            for policy in repo.policies.iter().filter(|p| selects(&p.doc, ws)) {
+                let rules = &policy.doc.spec.guardrails;
+                let mut problems: Vec<(&str, &str, String)> = Vec::new();
+                for name in &rules.required_executor_limits {
+                    if resources.pointer(&format!("/limits/{name}")).is_none() {
+                        problems.push((
+                            "limits",
+                            "requiredExecutorLimits",
+                            format!("the Job of k8s block `{}` has no {name} limit", block.block),
+                        ));
+                    }
+                }
+                if let Some(max) = &rules.max_executor_resources {
+                    for (section, ceilings) in
+                        [("requests", &max.requests), ("limits", &max.limits)]
+                    {
+                        for (name, ceiling) in ceilings {
+                            let have = resources.pointer(&format!("/{section}/{name}"));
+                            let amount = have.and_then(|v| match v {
+                                serde_json::Value::String(s) => crate::quantity::parse(s),
+                                serde_json::Value::Number(n) => n.as_f64(),
+                                _ => None,
+                            });
+                            if let (Some(v), Some(c)) =
+                                (amount, crate::quantity::parse(&ceiling.as_string()))
+                                && v > c
+                            {
+                                problems.push((section, "maxExecutorResources", format!(
+                                    "the Job of k8s block `{}` {section} {} of {name}, above the maximum {}",
+                                    block.block,
+                                    have.map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).unwrap_or_default(),
+                                    ceiling.as_string()
+                                )));
+                            }
+                        }
+                    }
+                }
+                for (section, rule, message) in problems {
+                    let key = super::executor::resource_key(&run.loaded, section);
+                    let at = policy.pos(&format!("/spec/guardrails/{rule}"));
+                    let help = format!(
+                        "policy `{}` ({}:{}:{}); Mage takes `{key}` whole from one layer, so a section set here replaces the others' (workspace `{}`)",
+                        policy.doc.metadata.name, policy.file, at.line, at.column, run.workspace
+                    );
+                    let origin = run
+                        .origins
+                        .get(key)
+                        .and_then(|o| Some((o.file.clone()?, o.pos?, o.pointer.clone()?)));
+                    let diagnostic = match origin {
+                        Some((file, pos, field)) => Diagnostic::error(&file, pos, &field, message),
+                        None => match block_position(repo, block) {
+                            Some((file, pos, field)) => {
+                                Diagnostic::error(&file, pos, &field, message)
+                            }
+                            None => continue,
+                        },
+                    };
+                    out.push(diagnostic.with_help(help));
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|d| seen.insert((d.file.clone(), d.line, d.column, d.message.clone())));
+    out
+}
+
+/// Where a k8s block is declared.
+fn block_position(
+    repo: &Repository,
+    block: &super::executor::BlockExecutor,
+) -> Option<(String, crate::load::yaml::Pos, String)> {
+    let sources = repo.executor.iter().find(|s| s.project == block.project)?;
+    let pipeline = sources
+        .pipelines
+        .iter()
+        .find(|p| p.uuid == block.pipeline)?;
+    let found = pipeline.blocks.iter().find(|b| b.uuid == block.block)?;
+    Some((pipeline.file.clone(), found.pos, found.pointer.clone()))
+}
+
 /// Executor configs (block, project, template) that set a key a policy forbids.
 fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -141,7 +235,7 @@ fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
         let configs = sources
             .project_config
             .iter()
-            .chain(sources.template.iter())
+            .chain(sources.templates.iter().filter_map(|t| t.source.as_ref()))
             .chain(
                 sources
                     .pipelines
@@ -162,9 +256,8 @@ fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
                     .iter()
                     .enumerate()
                 {
-                    // Configs are canonical: so is the key, whichever spelling it names.
-                    let pointer =
-                        crate::model::canonical_pointer(&format!("/{}", key.replace('.', "/")));
+                    // Mage's keys as written: each spelling is a setting of its own.
+                    let pointer = format!("/{}", key.replace('.', "/"));
                     if config
                         .value
                         .pointer(&pointer)

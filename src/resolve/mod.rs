@@ -7,7 +7,9 @@ pub mod executor;
 mod guardrails;
 pub use berth_load::pattern;
 
-pub use env::{EffectiveVar, Source, VarValue, effective_env, env_hash, is_project_setting};
+pub use env::{
+    EffectiveVar, KUBE_NAMESPACE_VAR, Source, VarValue, effective_env, env_hash, is_project_setting,
+};
 
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{ProjectDocument, ProjectSpec, WorkspaceDocument, WorkspaceSpec};
@@ -40,6 +42,9 @@ pub struct ResolvedWorkspace {
     pub file: String,
     /// Whether the project's executor defaults file is mounted (K8S_DEFAULT_CONFIG_PATH).
     pub executor_defaults: bool,
+    /// The namespaces the workspace's Mage creates k8s blocks' Jobs in (empty: it runs
+    /// none): its Mage server gets a token and the rights its executor needs there.
+    pub executor_namespaces: Vec<String>,
     /// Lifecycle scripts from the repository, by their key in the scripts ConfigMap.
     pub scripts: BTreeMap<String, String>,
     /// Image of the activity agent sidecar (workspaces with an idle timeout).
@@ -60,7 +65,7 @@ pub struct ResolvedProject {
 pub struct Resolved {
     pub projects: Vec<ResolvedProject>,
     pub workspaces: Vec<ResolvedWorkspace>,
-    /// The effective executor config of every k8s block.
+    /// The effective executor config of every k8s block, and its run in each workspace.
     pub executors: Vec<executor::BlockExecutor>,
     /// The executor-defaults policy of each project that has one.
     pub executor_policies: Vec<executor::ProjectPolicy>,
@@ -112,7 +117,10 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     resolved
         .workspaces
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let (executors, findings) = executor::resolve(repo, &policies);
+    let (executors, findings) = executor::resolve(repo, &policies, &resolved.workspaces);
+    for ws in &mut resolved.workspaces {
+        ws.executor_namespaces = executor::namespaces_of(&executors, &ws.name);
+    }
     resolved.executors = executors;
     resolved.executor_policies = policies;
     diagnostics.extend(findings);
@@ -153,6 +161,7 @@ fn resolve_workspace(
             executor_defaults,
         ),
         executor_defaults,
+        executor_namespaces: Vec::new(),
         scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
         agent_image: pspec
             .activity_agent_image

@@ -66,6 +66,7 @@ use kube::{Client, Config};
 
 pub mod generated;
 pub mod identity;
+pub mod mage;
 pub mod outage;
 pub mod provisioner;
 pub mod repo;

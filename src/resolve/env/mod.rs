@@ -179,6 +179,14 @@ pub fn effective_env(
         VarValue::Literal(user_code_path.to_string()),
         Source::BuiltIn,
     );
+    // Mage's own workspace manager gives every workspace its namespace
+    // (`workload_manager.py::__populate_env_vars`): Mage's executor creates its Jobs there
+    // unless told otherwise, and reads the server pod from it.
+    set(
+        KUBE_NAMESPACE_VAR,
+        VarValue::Literal(project.namespace.clone()),
+        Source::BuiltIn,
+    );
     if shares_secrets {
         set(
             "SHARE_SECRETS_ACROSS_WORKSPACES",
@@ -194,6 +202,9 @@ pub fn effective_env(
     }
     env.into_values().collect()
 }
+
+/// Where Mage's executor creates Jobs and finds its own pod.
+pub const KUBE_NAMESPACE_VAR: &str = "KUBE_NAMESPACE";
 
 /// Project variables that Mage Pro reads as settings of the project (USER_CODE_PATH,
 /// SHARE_SECRETS_ACROSS_WORKSPACES): berth reads them as such and sets the workspace's

@@ -53,7 +53,10 @@ fn managed_without_user_defined_vars_inherits_everything() {
         Inheritance::default(),
     );
     let env = effective_env(&p, &workspace(Some("prod"), vec![]), "/code");
-    assert_eq!(names(&env), ["A", "DEV_ENV_X", "ENV", "USER_CODE_PATH"]);
+    assert_eq!(
+        names(&env),
+        ["A", "DEV_ENV_X", "ENV", "KUBE_NAMESPACE", "USER_CODE_PATH"]
+    );
     assert_eq!(get(&env, "A").unwrap().source, Source::Project);
 }
 
@@ -65,7 +68,7 @@ fn user_defined_vars_restrict_inheritance() {
     };
     let p = project(vec![lit("A", "1"), lit("B", "2")], inheritance);
     let env = effective_env(&p, &workspace(None, vec![]), "/code");
-    assert_eq!(names(&env), ["A", "USER_CODE_PATH"]);
+    assert_eq!(names(&env), ["A", "KUBE_NAMESPACE", "USER_CODE_PATH"]);
     assert_eq!(
         get(&env, "A").unwrap().source,
         Source::UserDefinedVars { pattern: None }
@@ -93,7 +96,10 @@ fn self_hosted_inherits_only_listed_and_environment_matches() {
         inheritance,
     );
     let dev = effective_env(&p, &workspace(Some("dev"), vec![]), "/c");
-    assert_eq!(names(&dev), ["A", "DEV_ENV_X", "ENV", "USER_CODE_PATH"]);
+    assert_eq!(
+        names(&dev),
+        ["A", "DEV_ENV_X", "ENV", "KUBE_NAMESPACE", "USER_CODE_PATH"]
+    );
     assert_eq!(
         get(&dev, "DEV_ENV_X").unwrap().source,
         Source::EnvironmentRule {
@@ -102,9 +108,12 @@ fn self_hosted_inherits_only_listed_and_environment_matches() {
         }
     );
     let prod = effective_env(&p, &workspace(Some("prod"), vec![]), "/c");
-    assert_eq!(names(&prod), ["A", "ENV", "PROD_Y", "USER_CODE_PATH"]);
+    assert_eq!(
+        names(&prod),
+        ["A", "ENV", "KUBE_NAMESPACE", "PROD_Y", "USER_CODE_PATH"]
+    );
     let none = effective_env(&p, &workspace(None, vec![]), "/c");
-    assert_eq!(names(&none), ["A", "USER_CODE_PATH"]);
+    assert_eq!(names(&none), ["A", "KUBE_NAMESPACE", "USER_CODE_PATH"]);
 }
 
 #[test]
@@ -120,13 +129,14 @@ fn workspace_values_win_over_inherited() {
 fn secrets_cross_only_when_shared() {
     let mut p = project(vec![secret("TOKEN"), lit("A", "1")], Inheritance::default());
     let env = effective_env(&p, &workspace(None, vec![]), "/c");
-    assert_eq!(names(&env), ["A", "USER_CODE_PATH"]);
+    assert_eq!(names(&env), ["A", "KUBE_NAMESPACE", "USER_CODE_PATH"]);
     p.share_secrets_across_workspaces = true;
     let env = effective_env(&p, &workspace(None, vec![]), "/c");
     assert_eq!(
         names(&env),
         [
             "A",
+            "KUBE_NAMESPACE",
             "SHARE_SECRETS_ACROSS_WORKSPACES",
             "TOKEN",
             "USER_CODE_PATH"

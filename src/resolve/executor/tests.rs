@@ -59,13 +59,25 @@ spec:
     )
 }
 
+const WORKSPACE: &str = "apiVersion: berth/v1alpha1
+kind: Workspace
+metadata: {name: w}
+spec:
+  project: p
+";
+
 fn resolve_with(
     policy_text: Option<String>,
     project: &str,
     metadata: &str,
-) -> (Vec<BlockExecutor>, Vec<Diagnostic>) {
+) -> (
+    Vec<BlockExecutor>,
+    Vec<Diagnostic>,
+    crate::resolve::Resolved,
+) {
     let mut files = vec![
         SourceFile::new("project.yaml", project),
+        SourceFile::new("workspace.yaml", WORKSPACE),
         SourceFile::new("mage/metadata.yaml", metadata),
         SourceFile::new("mage/pipelines/etl/metadata.yaml", PIPELINE),
     ];
@@ -74,153 +86,146 @@ fn resolve_with(
     }
     let loaded = crate::load::load(files);
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-    let (policies, mut diagnostics) = project_policies(&loaded.repo);
-    let (executors, more) = super::resolve(&loaded.repo, &policies);
-    diagnostics.extend(more);
-    (executors, diagnostics)
+    let (resolved, diagnostics) = crate::resolve::resolve(&loaded.repo);
+    (resolved.executors.clone(), diagnostics, resolved)
 }
 
-fn value_and_layer(block: &BlockExecutor, pointer: &str) -> (String, String) {
+/// A top-level key's value (as text) and the layer it comes from.
+fn value_and_layer(block: &BlockExecutor, key: &str) -> (String, String) {
     let value = block
-        .value
-        .pointer(pointer)
+        .config
+        .get(key)
         .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
         .unwrap_or_default();
     (
         value,
         block
             .origins
-            .get(pointer)
+            .get(key)
             .map(|o| o.layer.clone())
             .unwrap_or_default(),
     )
 }
 
+/// The Job of a block in the one workspace.
+fn job_of(resolved: &crate::resolve::Resolved, block: &BlockExecutor) -> serde_json::Value {
+    let ws = &resolved.workspaces[0];
+    let pod = crate::render::server_pod(ws);
+    crate::render::executor::job(block, &block.runs[0], ws, &pod).unwrap()
+}
+
 #[test]
-fn without_policy_block_beats_project_beats_env_beats_hardcoded() {
-    let (blocks, diagnostics) = resolve_with(None, PROJECT, MAGE_METADATA);
+fn a_block_section_replaces_the_project_section_whole() {
+    let (blocks, diagnostics, resolved) = resolve_with(None, PROJECT, MAGE_METADATA);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let names: Vec<_> = blocks.iter().map(|b| b.block.as_str()).collect();
     assert_eq!(names, ["load", "export"], "only k8s blocks");
     let load = &blocks[0];
     assert_eq!(
-        value_and_layer(load, "/resource_limits/memory"),
-        ("4Gi".into(), "block".into())
+        value_and_layer(load, "resource_limits"),
+        (r#"{"memory":"4Gi"}"#.into(), "block".into())
     );
     assert_eq!(
-        value_and_layer(load, "/resource_limits/cpu"),
-        ("1000m".into(), "project".into())
-    );
-    assert_eq!(
-        value_and_layer(load, "/namespace"),
+        value_and_layer(load, "namespace"),
         ("project-ns".into(), "project".into())
     );
-    assert_eq!(
-        value_and_layer(load, "/service_account_name"),
-        ("project-sa".into(), "project".into())
-    );
-    assert_eq!(
-        value_and_layer(load, "/resource_requests/cpu"),
-        (
-            "250m".into(),
-            "env K8S_EXECUTOR_DEFAULT_RESOURCE_REQUESTS_CPU".into()
-        )
-    );
-    assert_eq!(
-        value_and_layer(load, "/job_name_prefix"),
-        ("data-prep".into(), "hardcoded default".into())
-    );
+    // No CPU limit from the project: Mage's merge_dict replaces the section.
+    let job = job_of(&resolved, load);
+    let resources = &job["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["limits"], serde_json::json!({"memory": "4Gi"}));
     // Origins name the file and line.
-    let origin = &load.origins["/resource_limits/memory"];
+    let origin = &load.origins["resource_limits"];
     assert_eq!(
         (origin.file.as_deref(), origin.line),
-        (Some("mage/pipelines/etl/metadata.yaml"), Some(8))
+        (Some("mage/pipelines/etl/metadata.yaml"), Some(7))
     );
-    let origin = &load.origins["/resource_limits/cpu"];
+    let origin = &load.origins["service_account_name"];
     assert_eq!(
         (origin.file.as_deref(), origin.line),
-        (Some("mage/metadata.yaml"), Some(5))
+        (Some("mage/metadata.yaml"), Some(7))
     );
-    // A block without executor_config gets the project's value.
+    // A block without executor_config gets the project's sections.
     assert_eq!(
-        value_and_layer(&blocks[1], "/resource_limits/memory"),
-        ("2048Mi".into(), "project".into())
+        value_and_layer(&blocks[1], "resource_limits"),
+        (
+            r#"{"cpu":"1000m","memory":"2048Mi"}"#.into(),
+            "project".into()
+        )
     );
 }
 
 #[test]
-fn env_defaults_fill_what_project_leaves_unset() {
+fn env_defaults_replace_only_mages_hardcoded_defaults() {
+    let (blocks, _, resolved) = resolve_with(None, PROJECT, MAGE_METADATA);
+    let job = job_of(&resolved, &blocks[1]);
+    let spec = &job["spec"]["template"]["spec"];
+    // The project sets limits and an account; requests are left to Mage's default (none),
+    // which the env-var default replaces.
+    assert_eq!(
+        spec["containers"][0]["resources"]["requests"]["cpu"],
+        "250m"
+    );
+    assert_eq!(
+        spec["containers"][0]["resources"]["limits"]["memory"],
+        "2048Mi"
+    );
+    assert_eq!(spec["serviceAccountName"], "project-sa");
     let metadata = "k8s_executor_config:\n  resource_limits:\n    cpu: '2'\n";
-    let (blocks, _) = resolve_with(None, PROJECT, metadata);
-    let export = &blocks[1];
+    let (blocks, _, resolved) = resolve_with(None, PROJECT, metadata);
+    let job = job_of(&resolved, &blocks[1]);
+    let spec = &job["spec"]["template"]["spec"];
     assert_eq!(
-        value_and_layer(export, "/resource_limits/memory"),
-        (
-            "1Gi".into(),
-            "env K8S_EXECUTOR_DEFAULT_RESOURCE_LIMITS_MEMORY".into()
-        )
+        spec["containers"][0]["resources"]["limits"]["memory"],
+        "1Gi"
     );
-    assert_eq!(
-        value_and_layer(export, "/service_account_name"),
-        (
-            "env-sa".into(),
-            "env K8S_EXECUTOR_DEFAULT_SERVICE_ACCOUNT_NAME".into()
-        )
-    );
-    assert_eq!(
-        value_and_layer(export, "/namespace"),
-        ("default".into(), "hardcoded default".into())
-    );
+    assert_eq!(spec["serviceAccountName"], "env-sa");
+    // KUBE_NAMESPACE, which every workspace gets, is where the Jobs go.
+    assert_eq!(job["metadata"]["namespace"], "p");
 }
 
 #[test]
-fn enforced_policy_wins_over_block_and_project_and_warns() {
-    let (blocks, diagnostics) =
+fn an_enforced_policy_replaces_sections_whole_and_says_so() {
+    let (blocks, diagnostics, _) =
         resolve_with(Some(policy(true, true, false)), PROJECT, MAGE_METADATA);
     let load = &blocks[0];
     assert_eq!(
-        value_and_layer(load, "/resource_limits/memory"),
-        ("512Mi".into(), "policy defaults".into())
+        value_and_layer(load, "resource_limits"),
+        (r#"{"memory":"512Mi"}"#.into(), "policy defaults".into())
     );
     assert_eq!(
-        value_and_layer(load, "/resource_requests/memory"),
-        ("256Mi".into(), "policy defaults".into())
-    );
-    assert_eq!(
-        value_and_layer(load, "/job_name_prefix"),
+        value_and_layer(load, "job_name_prefix"),
         ("policy-prefix".into(), "policy defaults".into())
     );
     // Keys the policy does not set still come from block and project.
     assert_eq!(
-        value_and_layer(load, "/resource_limits/cpu"),
-        ("1000m".into(), "project".into())
+        value_and_layer(load, "namespace"),
+        ("project-ns".into(), "project".into())
     );
-    // The override of a different value is a warning at the overridden line.
     let warnings: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
-    assert!(diagnostics.iter().all(|d| !d.is_error()));
-    assert!(warnings.iter().any(|w| w.starts_with("mage/pipelines/etl/metadata.yaml:8:7: warning: blocks[0].executor_config.resource_limits.memory: policy `defaults` enforces \"512Mi\" over \"4Gi\" set by the block")), "{warnings:#?}");
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.starts_with("mage/pipelines/etl/metadata.yaml:7:5: warning: blocks[0].executor_config.resource_limits: policy `defaults` enforces `resource_limits` ({\"memory\":\"512Mi\"}), which replaces the block's")), "{warnings:#?}");
     assert!(
         warnings
             .iter()
-            .any(|w| w.starts_with("mage/metadata.yaml:6:5: warning")),
+            .any(|w| w.starts_with("mage/metadata.yaml:4:3: warning")),
         "{warnings:#?}"
     );
 }
 
 #[test]
-fn strict_conflict_checking_makes_overrides_errors() {
-    let (_, diagnostics) = resolve_with(Some(policy(true, true, true)), PROJECT, MAGE_METADATA);
+fn strict_conflict_checking_makes_replacements_errors() {
+    let (_, diagnostics, _) = resolve_with(Some(policy(true, true, true)), PROJECT, MAGE_METADATA);
     assert!(
         diagnostics
             .iter()
-            .any(|d| d.is_error() && d.message.contains("enforces \"512Mi\" over")),
+            .any(|d| d.is_error() && d.message.contains("enforces `resource_limits`")),
         "{diagnostics:#?}"
     );
 }
 
 #[test]
-fn non_enforced_policy_only_fills_gaps() {
-    let (blocks, diagnostics) =
+fn a_policy_that_does_not_enforce_fills_top_level_gaps() {
+    let (blocks, diagnostics, _) =
         resolve_with(Some(policy(true, false, true)), PROJECT, MAGE_METADATA);
     assert!(
         diagnostics.is_empty(),
@@ -228,55 +233,47 @@ fn non_enforced_policy_only_fills_gaps() {
     );
     let load = &blocks[0];
     assert_eq!(
-        value_and_layer(load, "/resource_limits/memory"),
-        ("4Gi".into(), "block".into())
+        value_and_layer(load, "resource_limits"),
+        (r#"{"memory":"4Gi"}"#.into(), "block".into())
     );
     assert_eq!(
-        value_and_layer(load, "/resource_requests/memory"),
-        ("256Mi".into(), "policy defaults".into())
+        value_and_layer(load, "resource_requests"),
+        (r#"{"memory":"256Mi"}"#.into(), "policy defaults".into())
     );
-    // The policy sits above env-var defaults and hardcoded defaults.
     assert_eq!(
-        value_and_layer(load, "/job_name_prefix"),
+        value_and_layer(load, "job_name_prefix"),
         ("policy-prefix".into(), "policy defaults".into())
-    );
-    assert_eq!(
-        value_and_layer(load, "/resource_requests/cpu"),
-        (
-            "250m".into(),
-            "env K8S_EXECUTOR_DEFAULT_RESOURCE_REQUESTS_CPU".into()
-        )
     );
 }
 
 #[test]
-fn disabled_policy_does_nothing() {
-    let (with_disabled, diagnostics) =
+fn a_disabled_policy_does_nothing() {
+    let (with_disabled, diagnostics, _) =
         resolve_with(Some(policy(false, true, true)), PROJECT, MAGE_METADATA);
-    let (without, _) = resolve_with(None, PROJECT, MAGE_METADATA);
+    let (without, _, _) = resolve_with(None, PROJECT, MAGE_METADATA);
     assert!(diagnostics.is_empty());
-    assert_eq!(with_disabled[0].value, without[0].value);
+    assert_eq!(with_disabled[0].config, without[0].config);
     assert_eq!(with_disabled[0].origins, without[0].origins);
 }
 
 #[test]
-fn job_names_interpolate_and_are_checked_not_bent() {
-    assert_eq!(
-        job_name("data-prep", "daily", "42"),
-        "mage-data-prep-block-42"
+fn job_names_are_what_the_api_server_takes() {
+    use crate::mage::executor::{ServerEnv, job_name, job_name_prefix};
+    let env = ServerEnv::default();
+    let prefix = job_name_prefix(
+        Some(&serde_json::json!("etl-{trigger_name}")),
+        "Nightly Run",
     );
-    // Interpolated as is: a name Kubernetes refuses is reported, never cleaned up.
     assert_eq!(
-        job_name("etl-{trigger_name}", "Nightly Run", "7"),
-        "mage-etl-Nightly Run-block-7"
+        job_name(&env, &prefix.unwrap(), "7"),
+        "mage-etl-nightly-run-block-7"
     );
     assert!(check_job_name("mage-etl-Nightly Run-block-7").is_err());
-    assert!(check_job_name(&job_name("data-prep", "", LONGEST_BLOCK_RUN_ID)).is_ok());
-    // 57 characters fit (pods add `-xxxxx` up to 63), 58 do not.
-    let fits = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(35));
-    assert_eq!(fits.len(), 57);
+    // 63 characters fit (the Job's name is a label value of its pods), 64 do not.
+    let fits = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(41));
+    assert_eq!(fits.len(), 63);
     assert!(check_job_name(&fits).is_ok());
-    let long = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(36));
+    let long = format!("mage-{}-block-{LONGEST_BLOCK_RUN_ID}", "x".repeat(42));
     let why = check_job_name(&long).unwrap_err();
-    assert!(why.contains("58 characters; at most 57"), "{why}");
+    assert!(why.contains("64 characters; at most 63"), "{why}");
 }

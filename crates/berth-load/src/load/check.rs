@@ -280,20 +280,12 @@ pub fn check(loaded: &mut Loaded) {
     for p in &repo.policies {
         check_name(p, &mut out);
         check_metadata(p, &mut out);
-        if let Some(defaults) = &p.doc.spec.k8s_executor_defaults
-            && let Ok(value) = serde_json::to_value(&defaults.config)
-        {
-            super::mage::check_values(
-                &value,
-                &p.file,
-                &p.spans,
-                "/spec/k8sExecutorDefaults/config",
-                &mut out,
-            );
-        }
         let guardrails = &p.doc.spec.guardrails;
         if let Some(max) = &guardrails.max_resources {
             check_resources(p, "/spec/guardrails/maxResources", max, &mut out);
+        }
+        if let Some(max) = &guardrails.max_executor_resources {
+            check_resources(p, "/spec/guardrails/maxExecutorResources", max, &mut out);
         }
         for (i, pattern) in guardrails.allowed_images.iter().enumerate() {
             if let Err(why) = Pattern::parse(pattern, Subject::Image) {

@@ -1,13 +1,15 @@
 //! Mage project folders: a Project's `mageProject` names a folder holding Mage's own files —
 //! `metadata.yaml` (the project-level `k8s_executor_config`) and `pipelines/*/metadata.yaml`
-//! (blocks with `executor_type: k8s` and their `executor_config`) — and a project env
-//! variable K8S_CONFIG_FILE may name a full job template. Mage's files carry many keys berth
-//! does not care about; only the executor configuration in them is validated.
+//! (blocks with `executor_type: k8s` and their `executor_config`) — and K8S_CONFIG_FILE, a
+//! path inside the Mage container, may name a full job template there. Mage's files carry
+//! many keys berth does not care about; only the executor configuration in them is
+//! validated. They are read as Mage reads them: with PyYAML's YAML 1.1 typing, and as
+//! written (no key is renamed or moved).
 
 use super::schema::{self, Kind};
 use super::yaml::{self, Spans};
 use super::{Diagnostic, Loaded, Located};
-use crate::model::ProjectDocument;
+use crate::model::{ProjectDocument, WorkspaceDocument};
 use serde_json::Value;
 
 /// Values of an executor config (at `pointer` of a document) that the API server would
@@ -45,52 +47,54 @@ pub fn check_values(
     }
 }
 
-/// Rewrite the executor config at `base` of a document to berth's canonical spelling
-/// ([`crate::model::canonicalise`]), before anything merges it with other layers. Moved
-/// values keep their positions (the spans learn the canonical pointers); a setting
-/// written in two spellings with different values is an error at the other spelling.
-pub fn canonicalise_at(
-    value: &mut Value,
-    spans: &mut Spans,
+/// Warnings for keys of the `pod`, `container` and `job` sections that Mage ignores; then
+/// the values the API server would refuse (in `diagnostics`).
+pub fn check_layer(
+    value: &Value,
     file: &str,
-    base: &str,
+    spans: &Spans,
+    pointer: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let done = crate::model::canonicalise(value);
-    for (written, canonical) in &done.moved {
-        spans.alias(&format!("{base}{written}"), &format!("{base}{canonical}"));
-    }
-    for clash in done.clashes {
-        let field = |pointer: &str| super::diagnostic::field_path(pointer);
-        let shown = |v: &Value| match v {
-            Value::String(s) => format!("`{s}`"),
-            other => format!("`{other}`"),
+    ignored_keys(value, file, spans, pointer, diagnostics);
+    check_values(value, file, spans, pointer, diagnostics);
+}
+
+fn ignored_keys(
+    value: &Value,
+    file: &str,
+    spans: &Spans,
+    pointer: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    use crate::model::{CONTAINER_KEYS, JOB_KEYS, POD_KEYS};
+    for (section, known) in [
+        ("pod", POD_KEYS),
+        ("container", CONTAINER_KEYS),
+        ("job", JOB_KEYS),
+    ] {
+        let Some(map) = value.get(section).and_then(Value::as_object) else {
+            continue;
         };
-        let at = format!("{base}{}", clash.written);
-        let other = spans.key(&format!("{base}{}", clash.canonical));
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                spans.key(&at),
-                &at,
-                format!(
-                    "{} here but {} at line {}: `{}` and `{}` are one setting in Mage, written twice with different values",
-                    shown(&clash.written_value),
-                    shown(&clash.canonical_value),
-                    other.line,
-                    field(&clash.written),
-                    field(&clash.canonical),
-                ),
-            )
-            .with_help(format!(
-                "keep one; berth reads both as `{}`",
-                field(&clash.canonical)
-            )),
-        );
+        for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            let at = format!("{pointer}/{section}/{}", yaml::escape_segment(key));
+            diagnostics.push(
+                Diagnostic::warning(
+                    file,
+                    spans.key(&at),
+                    &at,
+                    format!("Mage ignores `{section}.{key}`: it reads only {}", known.join(", ")),
+                )
+                .with_help(if section == "container" {
+                    "other container fields go in `container_config` (a whole V1Container, snake_case keys)"
+                } else {
+                    "remove it, or check its spelling"
+                }),
+            );
+        }
     }
 }
 
-/// One layer of executor configuration and where it is written.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     pub value: Value,
@@ -98,6 +102,11 @@ pub struct ConfigSource {
     /// Pointer of `value` inside its document.
     pub pointer: String,
     pub spans: Spans,
+    /// What Mage or the API server would refuse in this layer, by the top-level key it is
+    /// under: an error where a block's configuration takes that key from this layer, a
+    /// warning where none does (Mage merges whole top-level keys, so a higher layer's
+    /// section hides this one's).
+    pub problems: Vec<(String, Diagnostic)>,
 }
 
 impl ConfigSource {
@@ -156,10 +165,26 @@ pub struct ExecutorSources {
     /// Project-level config: the Project's inline `k8sExecutor` or the Mage project's
     /// `k8s_executor_config`.
     pub project_config: Option<ConfigSource>,
-    /// The full job template named by K8S_CONFIG_FILE.
-    pub template: Option<ConfigSource>,
+    /// The job templates K8S_CONFIG_FILE may name (the project's value and its
+    /// workspaces'), by the variable's value.
+    pub templates: Vec<Template>,
     pub pipelines: Vec<Pipeline>,
 }
+
+/// A K8S_CONFIG_FILE value and the file it names in the repository, if berth can see it.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The variable's value: a path inside the Mage container.
+    pub value: String,
+    /// The template, when the path lies in the Mage project folder (the project's code
+    /// path); `None` when it lies elsewhere in the container (a mounted ConfigMap…).
+    pub source: Option<ConfigSource>,
+}
+
+/// Mage's working directory in its image: where a relative K8S_CONFIG_FILE is opened.
+pub const MAGE_WORKDIR: &str = "/home/src";
+/// Mage's default USER_CODE_PATH.
+pub const DEFAULT_USER_CODE_PATH: &str = "/home/src/default_repo";
 
 /// Normalise a repository-relative folder path.
 pub fn folder(path: &str) -> String {
@@ -170,18 +195,27 @@ pub fn folder(path: &str) -> String {
 pub fn load(loaded: &mut Loaded) {
     let mut all = Vec::new();
     for project in &loaded.repo.projects {
-        let sources = load_project(project, &loaded.repo.files, &mut loaded.diagnostics);
+        let name = &project.doc.metadata.name;
+        let workspaces: Vec<_> = loaded
+            .repo
+            .workspaces
+            .iter()
+            .filter(|w| &w.doc.spec.project == name)
+            .collect();
+        let sources = load_project(
+            project,
+            &workspaces,
+            &loaded.repo.files,
+            &mut loaded.diagnostics,
+        );
         let blocks = sources
             .pipelines
             .iter()
             .flat_map(|p| &p.blocks)
             .filter_map(|b| b.config.as_ref());
-        for config in [&sources.project_config, &sources.template]
-            .into_iter()
-            .flatten()
-            .chain(blocks)
-        {
-            check_values(
+        let templates = sources.templates.iter().filter_map(|t| t.source.as_ref());
+        for config in sources.project_config.iter().chain(templates).chain(blocks) {
+            ignored_keys(
                 &config.value,
                 &config.file,
                 &config.spans,
@@ -190,7 +224,7 @@ pub fn load(loaded: &mut Loaded) {
             );
         }
         if sources.project_config.is_some()
-            || sources.template.is_some()
+            || !sources.templates.is_empty()
             || !sources.pipelines.is_empty()
         {
             all.push(sources);
@@ -201,6 +235,7 @@ pub fn load(loaded: &mut Loaded) {
 
 fn load_project(
     project: &Located<ProjectDocument>,
+    workspaces: &[&Located<WorkspaceDocument>],
     files: &super::Files,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ExecutorSources {
@@ -209,13 +244,16 @@ fn load_project(
         project: project.doc.metadata.name.clone(),
         ..Default::default()
     };
-    if let Some(inline) = &spec.k8s_executor {
-        sources.project_config = Some(ConfigSource {
-            value: serde_json::to_value(inline).unwrap_or_default(),
-            file: project.file.clone(),
-            pointer: "/spec/k8sExecutor".into(),
-            spans: project.spans.clone(),
-        });
+    if spec.k8s_executor.is_some() {
+        diagnostics.push(
+            Diagnostic::error(
+                &project.file,
+                project.spans.key("/spec/k8sExecutor"),
+                "/spec/k8sExecutor",
+                "Mage never reads a Project's `k8sExecutor`: its project-level executor config is `k8s_executor_config` in the Mage project's metadata.yaml",
+            )
+            .with_help("move these settings under `k8s_executor_config:` in the metadata.yaml of `mageProject`"),
+        );
     }
 
     if let Some(root) = spec.mage_project.as_deref().map(folder) {
@@ -235,18 +273,7 @@ fn load_project(
                     && let Some(config) =
                         config_at(&doc, &metadata, "/k8s_executor_config", diagnostics)
                 {
-                    if sources.project_config.is_some() {
-                        diagnostics.push(Diagnostic::error(
-                            &project.file,
-                            project.pos("/spec/k8sExecutor"),
-                            "/spec/k8sExecutor",
-                            format!(
-                                "the project config is set twice: here and in {metadata}; keep one"
-                            ),
-                        ));
-                    } else {
-                        sources.project_config = Some(config);
-                    }
+                    sources.project_config = Some(config);
                 }
             }
         }
@@ -274,48 +301,112 @@ fn load_project(
         }
     }
 
-    let template_path = spec
-        .env
-        .iter()
-        .find(|v| v.name == "K8S_CONFIG_FILE")
-        .and_then(|v| v.value.as_deref().map(|value| (v, value)));
-    if let Some((var, path)) = template_path {
-        let index = spec
-            .env
-            .iter()
-            .position(|v| std::ptr::eq(v, var))
-            .unwrap_or(0);
-        let candidates = [
-            folder(path),
-            spec.mage_project
-                .as_deref()
-                .map(|root| format!("{}/{}", folder(root), folder(path)))
-                .unwrap_or_default(),
-        ];
-        match candidates.iter().find_map(|c| Some((c, files.get(c)?))) {
-            Some((found, Ok(text))) => {
-                if let Some(doc) = parse_one(found, text, diagnostics) {
-                    sources.template = config_at(&doc, found, "", diagnostics);
-                }
-            }
-            Some((found, Err(why))) => diagnostics.push(super::unreadable_file(
-                found,
-                why,
-                "this K8S_CONFIG_FILE template",
-            )),
-            None => diagnostics.push(Diagnostic::error(
-                &project.file,
-                project.pos(&format!("/spec/env/{index}/value")),
-                &format!("/spec/env/{index}/value"),
-                format!("K8S_CONFIG_FILE `{path}` does not exist in the repository (nor in the Mage project folder)"),
-            )),
-        }
-    }
+    sources.templates = templates(project, workspaces, files, diagnostics);
     sources
 }
 
+/// The K8S_CONFIG_FILE values of a project and its workspaces, each with the file it names.
+/// The value is a path inside the Mage container, opened by Mage at run time: relative
+/// to Mage's working directory, and in the repository only where it lies under the
+/// project's code path (where Mage finds the `mageProject` folder).
+fn templates(
+    project: &Located<ProjectDocument>,
+    workspaces: &[&Located<WorkspaceDocument>],
+    files: &super::Files,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Template> {
+    let spec = &project.doc.spec;
+    let code_path = spec
+        .code_path()
+        .unwrap_or(DEFAULT_USER_CODE_PATH)
+        .trim_end_matches('/');
+    let mut out: Vec<Template> = Vec::new();
+    let setters = std::iter::once((&project.file, &project.spans, &spec.env)).chain(
+        workspaces
+            .iter()
+            .map(|w| (&w.file, &w.spans, &w.doc.spec.env)),
+    );
+    for (file, spans, env) in setters {
+        for (i, var) in env.iter().enumerate() {
+            let (true, Some(value)) = (var.name == "K8S_CONFIG_FILE", var.value.as_deref()) else {
+                continue;
+            };
+            if out.iter().any(|t| t.value == value) {
+                continue;
+            }
+            let at = format!("/spec/env/{i}/value");
+            let pos = spans.value(&at);
+            let in_container = if value.starts_with('/') {
+                value.to_string()
+            } else {
+                let absolute = format!("{MAGE_WORKDIR}/{}", value.trim_start_matches("./"));
+                diagnostics.push(
+                    Diagnostic::warning(
+                        file,
+                        pos,
+                        &at,
+                        format!("K8S_CONFIG_FILE `{value}` is a path in the Mage container, opened from Mage's working directory: `{absolute}`"),
+                    )
+                    .with_help(format!("write the absolute path, e.g. `{code_path}/{}` for a file of the Mage project folder", folder(value))),
+                );
+                absolute
+            };
+            let relative = in_container
+                .strip_prefix(code_path)
+                .and_then(|rest| rest.strip_prefix('/'));
+            let (Some(relative), Some(root)) = (relative, spec.mage_project.as_deref()) else {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        file,
+                        pos,
+                        &at,
+                        format!("K8S_CONFIG_FILE `{in_container}` lies outside the Mage project folder (`{code_path}` in the container): berth cannot read it, so its predictions of the executor Jobs leave it out"),
+                    )
+                    .with_help("keep the template in the Mage project folder (`mageProject`) to have it checked and shown"),
+                );
+                out.push(Template {
+                    value: value.to_string(),
+                    source: None,
+                });
+                continue;
+            };
+            let path = format!("{}/{}", folder(root), folder(relative));
+            let source = match files.get(&path) {
+                Some(Ok(text)) => parse_one(&path, text, diagnostics)
+                    .and_then(|doc| config_at(&doc, &path, "", diagnostics)),
+                Some(Err(why)) => {
+                    diagnostics.push(super::unreadable_file(
+                        &path,
+                        why,
+                        "this K8S_CONFIG_FILE template",
+                    ));
+                    None
+                }
+                None => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            file,
+                            pos,
+                            &at,
+                            format!("K8S_CONFIG_FILE `{in_container}` would be `{path}` in the repository, which does not exist: Mage fails every k8s block (FileNotFoundError)"),
+                        )
+                        .with_help(format!("the Mage project folder `{}` is `{code_path}` in the container", folder(root))),
+                    );
+                    None
+                }
+            };
+            out.push(Template {
+                value: value.to_string(),
+                source,
+            });
+        }
+    }
+    out
+}
+
+/// A Mage file's first document, typed as PyYAML types it.
 fn parse_one(file: &str, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<yaml::YamlDoc> {
-    match yaml::parse(text) {
+    match yaml::parse_with(text, yaml::Schema::PyYaml) {
         Ok(mut docs) if !docs.is_empty() => Some(docs.remove(0)),
         Ok(_) => None,
         Err(err) => {
@@ -341,19 +432,29 @@ fn config_at(
     if value.is_null() {
         return None;
     }
-    let errors = schema::validate_at(Kind::ExecutorConfig, &value, &doc.spans, file, pointer);
-    if !errors.is_empty() {
+    let Some(map) = value.as_object() else {
+        let errors = schema::validate_at(Kind::ExecutorConfig, &value, &doc.spans, file, pointer);
         diagnostics.extend(errors.into_iter().map(|e| e.diagnostic));
         return None;
+    };
+    // Each top-level key on its own, so that each problem is kept with its key.
+    let mut problems = Vec::new();
+    for (key, section) in map {
+        let alone = Value::Object([(key.clone(), section.clone())].into_iter().collect());
+        let mut found: Vec<Diagnostic> =
+            schema::validate_at(Kind::ExecutorConfig, &alone, &doc.spans, file, pointer)
+                .into_iter()
+                .map(|e| e.diagnostic)
+                .collect();
+        check_values(&alone, file, &doc.spans, pointer, &mut found);
+        problems.extend(found.into_iter().map(|d| (key.clone(), d)));
     }
-    let mut value = value;
-    let mut spans = doc.spans.clone();
-    canonicalise_at(&mut value, &mut spans, file, pointer, diagnostics);
     Some(ConfigSource {
         value,
         file: file.to_string(),
         pointer: pointer.to_string(),
-        spans,
+        spans: doc.spans.clone(),
+        problems,
     })
 }
 

@@ -325,16 +325,13 @@ fn load_file(file: &SourceFile) -> FileLoad {
         if !recoverable {
             continue;
         }
-        // Executor settings get their one spelling before the typed model sees them.
-        let executor = match kind.as_str() {
-            "Project" => "/spec/k8sExecutor",
-            "Policy" => "/spec/k8sExecutorDefaults/config",
-            _ => "",
-        };
-        if !executor.is_empty()
-            && let Some(config) = doc.value.pointer_mut(executor)
+        // A policy's executor settings are a Mage layer: what Mage ignores or the API
+        // server refuses in them is said as in Mage's own files.
+        let executor = "/spec/k8sExecutorDefaults/config";
+        if kind == "Policy"
+            && let Some(config) = doc.value.pointer(executor)
         {
-            mage::canonicalise_at(config, &mut doc.spans, path, executor, &mut out.diagnostics);
+            mage::check_layer(config, path, &doc.spans, executor, &mut out.diagnostics);
         }
         let diagnostics = &mut out.diagnostics;
         match kind.as_str() {

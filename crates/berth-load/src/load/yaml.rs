@@ -112,7 +112,8 @@ impl Slot {
     }
 
     fn get(self) -> Option<Pos> {
-        (self.line != 0).then_some(Pos {
+        // Lazily: `line - 1` of an empty slot would underflow.
+        (self.line != 0).then(|| Pos {
             line: self.line as usize - 1,
             column: self.column as usize,
             offset: self.offset as usize,
@@ -343,9 +344,30 @@ pub struct Parsed {
     pub errors: Vec<YamlError>,
 }
 
+/// How plain scalars are typed: berth's own files are YAML 1.2 (as kubectl reads them);
+/// Mage reads its files with PyYAML, which types plain scalars by YAML 1.1's rules
+/// (`yes` is a boolean, `010` is 8, `1_000` is 1000, `1:30` is 90), so berth reads Mage's
+/// files the way Mage will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    #[default]
+    Yaml12,
+    /// PyYAML's resolver (`yaml.full_load`, `yaml.safe_load`).
+    PyYaml,
+}
+
 /// Parse every document of `text`; the first error fails the whole text.
 pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
-    let parsed = parse_all(text);
+    parse_with(text, Schema::Yaml12)
+}
+
+/// [`parse`] with the scalar typing of `schema`.
+pub fn parse_with(text: &str, schema: Schema) -> Result<Vec<YamlDoc>, YamlError> {
+    let mut parsed = Parsed::default();
+    if let Err(err) = parse_into(text, schema, &mut parsed) {
+        parsed.errors.push(err);
+    }
+    parsed.errors.sort_by_key(|e| e.pos);
     match parsed.errors.into_iter().next() {
         Some(err) => Err(err),
         None => Ok(parsed.docs),
@@ -356,14 +378,14 @@ pub fn parse(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
 /// their own problems can be reported too.
 pub fn parse_all(text: &str) -> Parsed {
     let mut parsed = Parsed::default();
-    if let Err(err) = parse_into(text, &mut parsed) {
+    if let Err(err) = parse_into(text, Schema::Yaml12, &mut parsed) {
         parsed.errors.push(err);
     }
     parsed.errors.sort_by_key(|e| e.pos);
     parsed
 }
 
-fn parse_into(text: &str, out: &mut Parsed) -> Result<(), YamlError> {
+fn parse_into(text: &str, schema: Schema, out: &mut Parsed) -> Result<(), YamlError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(text.len() as u64));
     }
@@ -478,7 +500,11 @@ fn parse_into(text: &str, out: &mut Parsed) -> Result<(), YamlError> {
                 }
                 let at = child_pointer(&stack, &mut spans, pos)?;
                 spans.entries[at].value = Slot::of(pos);
-                let value = match resolve_scalar(&text_value, style, tag.as_ref()) {
+                let resolved = match schema {
+                    Schema::Yaml12 => resolve_scalar(&text_value, style, tag.as_ref()),
+                    Schema::PyYaml => resolve_scalar_pyyaml(&text_value, style, tag.as_ref()),
+                };
+                let value = match resolved {
                     Ok(value) => value,
                     Err(message) => {
                         out.errors.push(YamlError { pos, message });
@@ -626,6 +652,128 @@ fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<
     Ok(Value::String(text.to_string()))
 }
 
+/// PyYAML's resolution of a scalar (YAML 1.1, `yaml/resolver.py`): booleans
+/// `yes|no|on|off|true|false` in three casings, integers with `_` separators, `0b`, a
+/// leading-`0` octal and base-60 `1:30`, floats that need a `.` (`1e3` stays text), and
+/// timestamps, which berth keeps as text (Mage hands them on as ISO strings).
+fn resolve_scalar_pyyaml(
+    text: &str,
+    style: TScalarStyle,
+    tag: Option<&Tag>,
+) -> Result<Value, String> {
+    if tag.is_some() || style != TScalarStyle::Plain {
+        return resolve_scalar(text, style, tag);
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Ok(Value::Bool(true));
+        }
+        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Ok(Value::Bool(false));
+        }
+        _ => {}
+    }
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits_ok =
+        |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c == '_' || c.is_digit(radix));
+    let int = |digits: &str, radix: u32| -> Result<Value, String> {
+        let clean: String = digits.chars().filter(|c| *c != '_').collect();
+        let magnitude = i128::from_str_radix(&clean, radix)
+            .map_err(|_| format!("integer `{text}` is out of range; quote it if it is text"))?;
+        let value = if negative { -magnitude } else { magnitude };
+        i64::try_from(value)
+            .map(|n| Value::Number(n.into()))
+            .map_err(|_| format!("integer `{text}` is out of range; quote it if it is text"))
+    };
+    if let Some(bin) = body.strip_prefix("0b")
+        && digits_ok(bin, 2)
+    {
+        return int(bin, 2);
+    }
+    if let Some(hex) = body.strip_prefix("0x")
+        && digits_ok(hex, 16)
+    {
+        return int(hex, 16);
+    }
+    if body == "0" {
+        return Ok(Value::Number(0.into()));
+    }
+    if let Some(oct) = body.strip_prefix('0')
+        && digits_ok(oct, 8)
+    {
+        return int(oct, 8);
+    }
+    if body.starts_with(|c: char| c.is_ascii_digit() && c != '0') && digits_ok(body, 10) {
+        return int(body, 10);
+    }
+    // Base 60: `[1-9][0-9_]*(:[0-5]?[0-9])+`.
+    if let Some((head, rest)) = body.split_once(':')
+        && body.starts_with(|c: char| c.is_ascii_digit() && c != '0')
+        && digits_ok(head, 10)
+        && rest.split(':').all(|part| {
+            !part.is_empty()
+                && part.len() <= 2
+                && part.chars().all(|c| c.is_ascii_digit())
+                && part
+                    .chars()
+                    .next()
+                    .is_some_and(|c| part.len() == 1 || c <= '5')
+        })
+    {
+        let mut total: i128 = 0;
+        for part in std::iter::once(head).chain(rest.split(':')) {
+            let clean: String = part.chars().filter(|c| *c != '_').collect();
+            total = total * 60 + clean.parse::<i128>().unwrap_or(0);
+        }
+        let value = if negative { -total } else { total };
+        if let Ok(n) = i64::try_from(value) {
+            return Ok(Value::Number(n.into()));
+        }
+    }
+    match body {
+        ".inf" | ".Inf" | ".INF" => {
+            return Ok(Value::String(text.to_string()));
+        }
+        ".nan" | ".NaN" | ".NAN" if !text.starts_with(['-', '+']) => {
+            return Ok(Value::String(text.to_string()));
+        }
+        _ => {}
+    }
+    // `[0-9][0-9_]*\.[0-9_]*([eE][-+][0-9]+)?` or `\.[0-9_]+([eE][-+][0-9]+)?`.
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => (&body[..at], Some(&body[at + 1..])),
+        None => (body, None),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        e.len() > 1 && e.starts_with(['-', '+']) && e[1..].chars().all(|c| c.is_ascii_digit())
+    });
+    if let Some((whole, fraction)) = mantissa.split_once('.')
+        && exponent_ok
+        && (whole.is_empty() && !fraction.is_empty() && !fraction.starts_with('_')
+            || whole.starts_with(|c: char| c.is_ascii_digit()))
+        && whole.chars().all(|c| c.is_ascii_digit() || c == '_')
+        && fraction.chars().all(|c| c.is_ascii_digit() || c == '_')
+    {
+        let clean: String = text.chars().filter(|c| *c != '_').collect();
+        let clean = if clean.ends_with('.') {
+            format!("{clean}0")
+        } else {
+            clean
+        };
+        if let Ok(f) = clean.parse::<f64>()
+            && let Some(n) = Number::from_f64(f)
+        {
+            return Ok(Value::Number(n));
+        }
+    }
+    Ok(Value::String(text.to_string()))
+}
+
 enum Int {
     Fits(i64),
     OutOfRange,
@@ -716,6 +864,17 @@ mod tests {
         assert_eq!(
             docs[0].value,
             serde_json::json!({"a": "1", "b": 1.5, "c": "yes", "d": null, "e": 16, "f": "1Gi"})
+        );
+    }
+
+    #[test]
+    fn resolves_scalars_like_pyyaml() {
+        let text = "a: yes\nb: off\nc: 010\nd: 1_000\ne: 1:30\nf: 1e3\ng: 0.5\nh: y\ni: '1'\nj: 0\nk: 1.\nl: 0x1F\nm: 500m\nn: ~\n";
+        let docs = parse_with(text, Schema::PyYaml).unwrap();
+        assert_eq!(
+            docs[0].value,
+            serde_json::json!({"a": true, "b": false, "c": 8, "d": 1000, "e": 90, "f": "1e3",
+                "g": 0.5, "h": "y", "i": "1", "j": 0, "k": 1.0, "l": 31, "m": "500m", "n": null})
         );
     }
 

@@ -1,179 +1,93 @@
-//! Mage's Kubernetes executor configuration (`k8s_executor_config`), with Mage's own
-//! snake_case keys so configuration can be copied between Mage's files and berth's.
+//! Mage's Kubernetes executor configuration (`k8s_executor_config`, a block's
+//! `executor_config`, the K8S_CONFIG_FILE job template, Mage Pro's default config file),
+//! described as mage-ai's own code reads it (`K8sExecutorConfig.load` in
+//! `mage_ai/services/k8s/config.py`, mage-ai 0.9.80).
+//!
+//! berth keeps every layer as written: Mage merges layers key by key at the top level only
+//! (`merge_dict`, a `dict.update`), and the spellings that look alike are separate settings
+//! with rules of their own (a top-level `service_account_name` beats `pod.service_account_name`
+//! from any layer; `metadata` resets the namespace; `container_config` builds a second
+//! container merged over `container`'s). The types here only describe what Mage accepts,
+//! for validation and the JSON Schema; the merge and the Job follow Mage's code in the
+//! berth crate's `mage` module.
 
-use super::{EnvVar, Quantity};
+use super::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// One layer of executor configuration — a block's `executor_config`, a project's
-/// `k8s_executor_config`, a policy's defaults, or the full job template (K8S_CONFIG_FILE) —
-/// in berth's **canonical** spelling: one field per setting.
-///
-/// Mage accepts several settings under two spellings (see [`MageExecutorConfig`] and
-/// [`ALIASES`]). The loader rewrites every layer to this form ([`canonicalise`]) before
-/// anything merges layers, so precedence, policy enforcement, `explain` and the rendered
-/// Job all read one representation: no setting can be written in a spelling that one of
-/// them does not look at. Deserializing this type from Mage's other spellings fails
-/// (`deny_unknown_fields`) rather than dropping them.
-///
-/// The canonical spellings, and why:
-/// - `namespace` (not `metadata.namespace`): the spelling of block and project config, and
-///   the key KUBE_NAMESPACE defaults;
-/// - `service_account_name` (not `pod.service_account_name`): the spelling of project
-///   config and of Mage's default policy file, and the key
-///   K8S_EXECUTOR_DEFAULT_SERVICE_ACCOUNT_NAME defaults;
-/// - `pod.image_pull_secrets` (not `image_pull_secrets`): a pod setting, kept with the
-///   other pod settings as the job template writes it;
-/// - `container` (not `container_config`): the full container section (name, image, pull
-///   policy, env, mounts) of the job template and of Mage's default policy file;
-/// - `resource_limits` / `resource_requests` (not `container.resources.limits|requests`):
-///   the spelling of block, project and policy config, and the keys the
-///   K8S_EXECUTOR_DEFAULT_RESOURCE_* variables default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_name_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_limits: Option<BTreeMap<String, Quantity>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_requests: Option<BTreeMap<String, Quantity>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<ExecutorPod>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<ExecutorContainer>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<ExecutorJob>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<ExecutorMetadata>,
-}
+/// One layer of executor configuration as written: the dict Mage reads.
+pub type MageConfig = Map<String, Value>;
 
-/// Pod settings of a block's Job (canonical spelling; see [`ExecutorConfig`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorPod {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<String>,
-}
-
-/// The block's container (canonical spelling; see [`ExecutorConfig`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorContainer {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<EnvVar>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_mounts: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorJob {
-    /// Seconds a block's Job may run (Kubernetes: at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub active_deadline_seconds: Option<i64>,
-    /// Retries before the Job fails (Kubernetes: not negative).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub backoff_limit: Option<i32>,
-    /// Seconds a finished Job is kept (Kubernetes: not negative).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub ttl_seconds_after_finished: Option<i32>,
-}
-
-/// Labels and annotations of the block's Job (canonical spelling; see [`ExecutorConfig`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-}
-
-/// Mage's Kubernetes executor configuration as it may be written: `k8s_executor_config`,
-/// a block's `executor_config`, the K8S_CONFIG_FILE job template and the default policy
-/// file, with every spelling Mage accepts. This is what the JSON Schema describes; berth
-/// rewrites it to one spelling per setting before merging layers.
+/// Mage's Kubernetes executor configuration: exactly the fields of Mage's
+/// `K8sExecutorConfig` dataclass a file may set (any other top-level key makes
+/// `K8sExecutorConfig(**config)` raise TypeError).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MageExecutorConfig {
-    /// Namespace the block's Job runs in (KUBE_NAMESPACE; Mage's default: `default`).
-    /// `metadata.namespace` is the same setting.
+    /// Namespace of the block's Jobs (a Jinja template, rendered by Mage at run time).
+    /// Unset: KUBE_NAMESPACE of the Mage server, else `default`. Ignored when `metadata` is
+    /// set: then `metadata.namespace` (else KUBE_NAMESPACE, else `default`) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Job names are `mage-{job_name_prefix}-block-{block_run_id}`; `{trigger_name}` is
-    /// interpolated. Mage's default: `data-prep`. The name must be a DNS-1123 label of at
-    /// most 57 characters for the longest block run id.
+    /// Job names are `{MAGE_CLUSTER_UUID}-{job_name_prefix}-block-{block_run_id}`
+    /// (MAGE_CLUSTER_UUID defaults to `mage`, the prefix to `data-prep`); `{trigger_name}`
+    /// is replaced by the trigger's name, cleaned (lower case, other characters to `-`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name_prefix: Option<String>,
-    /// Service account of the Job's pods. `pod.service_account_name` is the same setting.
+    /// Service account of the Job's pods; wins over `pod.service_account_name` from any
+    /// layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
-    /// `container.resources.limits` is the same setting.
+    /// Limits of the Job's container; with `resource_requests`, replaces
+    /// `container.resources` whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_limits: Option<BTreeMap<String, Quantity>>,
-    /// `container.resources.requests` is the same setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requests: Option<BTreeMap<String, Quantity>>,
-    /// Name of the Secret holding registry credentials. The same setting as
-    /// `pod.image_pull_secrets`.
+    /// Accepted by Mage and without effect (the template is K8S_CONFIG_FILE's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<String>,
+    pub config_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<MageExecutorPod>,
-    /// Image and env of the block's container: the same settings as `container`.
+    /// A whole Kubernetes container (`V1Container(**container_config)`: snake_case keys,
+    /// values inside as the API writes them), named `mage-data` unless named, merged over
+    /// the container `container` builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_config: Option<MageExecutorContainer>,
-    /// The block's container (the job template's and the default policy file's spelling).
+    pub container_config: Option<MageContainerConfig>,
+    /// The Job's container: name (default `mage-job-container`), image (default: the Mage
+    /// server's), pull policy (default `IfNotPresent`), env, mounts, resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<MageExecutorContainer>,
+    /// Without it the Job has `backoffLimit: 0`; with it, only what it sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<ExecutorJob>,
+    /// `V1ObjectMeta(**metadata)`: the Job's and its pods' metadata. Setting it resets the
+    /// namespace to `metadata.namespace`, else KUBE_NAMESPACE, else `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<MageExecutorMetadata>,
+    pub metadata: Option<MageObjectMeta>,
 }
 
+/// The `pod` section. Mage reads these keys and ignores any other (berth warns).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct MageExecutorPod {
+    /// Unset: the Mage server pod's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_name: Option<String>,
-    /// Kubernetes tolerations (snake_case or camelCase keys).
+    /// `V1Toleration(**item)`: snake_case keys. Unset or empty: the Mage server pod's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
-    /// A Kubernetes `Affinity` (snake_case or camelCase keys), taken whole from one layer.
+    pub tolerations: Option<Vec<MageToleration>>,
+    /// Kubernetes affinity in the API's camelCase (`nodeAffinity`, `podAntiAffinity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Kubernetes volumes (snake_case or camelCase keys, e.g. `persistent_volume_claim`).
+    pub affinity: Option<Map<String, Value>>,
+    /// `V1Volume(**item)`: top-level keys snake_case (`persistent_volume_claim`), the values
+    /// inside as the API writes them (`claimName`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
-    /// The same setting as the top-level `service_account_name`.
+    pub volumes: Option<Vec<Map<String, Value>>>,
+    /// Loses to a top-level `service_account_name` from any layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Name of the Secret holding registry credentials.
@@ -183,6 +97,21 @@ pub struct MageExecutorPod {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct MageToleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// The `container` section. Mage reads these keys and ignores any other (berth warns).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MageExecutorContainer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -190,229 +119,176 @@ pub struct MageExecutorContainer {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// `V1EnvVar(**item)`: `name`, `value`, `value_from` (its inside in the API's
+    /// camelCase: `{secretKeyRef: {name, key}}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<EnvVar>>,
-    /// `limits` and `requests`: the same settings as `resource_limits` and
-    /// `resource_requests`.
+    pub env: Option<Vec<MageEnvVar>>,
+    /// `V1ResourceRequirements(**resources)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<MageExecutorResources>,
+    pub resources: Option<MageResources>,
+    /// `V1VolumeMount(**item)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_mounts: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    pub volume_mounts: Option<Vec<MageVolumeMount>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MageExecutorResources {
+pub struct MageEnvVar {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MageVolumeMount {
+    pub name: String,
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_propagation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive_read_only: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MageResources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<BTreeMap<String, Quantity>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<BTreeMap<String, Quantity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Vec<Value>>,
 }
 
+/// `V1ObjectMeta(**metadata)`: its attributes, snake_case.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MageExecutorMetadata {
+pub struct MageObjectMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    /// The same setting as the top-level `namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_references: Option<Vec<Value>>,
 }
 
-/// A spelling Mage accepts besides the canonical one, as JSON pointers into one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Alias {
-    pub written: &'static str,
-    pub canonical: &'static str,
+/// `V1Container(**container_config)`: the client's attributes, snake_case.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MageContainerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Items as the API writes them (`{name, value}` or `{name, valueFrom}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<Map<String, Value>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<MageResources>,
+    /// Items as the API writes them (`{name, mountPath}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<Map<String, Value>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_policy: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy_rules: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_once: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_devices: Option<Vec<Value>>,
 }
 
-/// Every other spelling, applied in this order: `container_config` first, so that its
-/// `resources` move on to `resource_limits`/`resource_requests` like `container`'s.
-pub const ALIASES: &[Alias] = &[
-    Alias {
-        written: "/container_config",
-        canonical: "/container",
-    },
-    Alias {
-        written: "/container/resources/limits",
-        canonical: "/resource_limits",
-    },
-    Alias {
-        written: "/container/resources/requests",
-        canonical: "/resource_requests",
-    },
-    Alias {
-        written: "/metadata/namespace",
-        canonical: "/namespace",
-    },
-    Alias {
-        written: "/pod/service_account_name",
-        canonical: "/service_account_name",
-    },
-    Alias {
-        written: "/image_pull_secrets",
-        canonical: "/pod/image_pull_secrets",
-    },
+/// The `job` section: Mage reads these three keys.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutorJob {
+    /// Seconds a block's Job may run (Kubernetes: at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Retries before the Job fails (Kubernetes: not negative; unset here: Kubernetes'
+    /// default, 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub backoff_limit: Option<i32>,
+    /// Seconds a finished Job is kept (Kubernetes: not negative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// The keys Mage reads in the `pod` and `container` sections; any other is ignored by
+/// Mage, which berth says.
+pub const POD_KEYS: &[&str] = &[
+    "node_selector",
+    "scheduler_name",
+    "tolerations",
+    "affinity",
+    "volumes",
+    "service_account_name",
+    "image_pull_secrets",
 ];
-
-/// Whether the value at `pointer` of an executor config is taken whole from one layer
-/// rather than merged key by key: every value that is not a mapping (lists included), and
-/// `pod.affinity`, a Kubernetes Affinity whose parts only make sense together.
-pub fn is_whole(pointer: &str, value: &serde_json::Value) -> bool {
-    !value.is_object() || pointer == "/pod/affinity"
-}
-
-/// The canonical pointer of a setting written at `pointer` (any spelling).
-pub fn canonical_pointer(pointer: &str) -> String {
-    let mut pointer = pointer.to_string();
-    for alias in ALIASES {
-        if let Some(rest) = pointer.strip_prefix(alias.written)
-            && (rest.is_empty() || rest.starts_with('/'))
-        {
-            pointer = format!("{}{rest}", alias.canonical);
-        }
-    }
-    pointer
-}
-
-/// What [`canonicalise`] did to one layer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Canonicalised {
-    /// Values moved: (pointer as written, canonical pointer), for positions.
-    pub moved: Vec<(String, String)>,
-    /// Settings written in two spellings with different values. The canonical value is
-    /// kept.
-    pub clashes: Vec<Clash>,
-}
-
-/// One setting written in two spellings of one layer, with different values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Clash {
-    /// Pointer of the other spelling, as written.
-    pub written: String,
-    pub written_value: serde_json::Value,
-    /// Pointer of the canonical spelling, which holds another value.
-    pub canonical: String,
-    pub canonical_value: serde_json::Value,
-}
-
-/// Rewrite one layer (as Mage writes it, schema-valid) to the canonical spelling, in
-/// place. A setting written in both spellings with the same value is kept once; with
-/// different values, the canonical spelling's value is kept and the clash is returned.
-pub fn canonicalise(config: &mut serde_json::Value) -> Canonicalised {
-    let mut done = Canonicalised::default();
-    for alias in ALIASES {
-        if let Some(value) = take(config, alias.written) {
-            place(config, alias.written, alias.canonical, value, &mut done);
-        }
-    }
-    done
-}
-
-/// Remove the value at `pointer`, then the mappings it leaves empty on the way up (a
-/// `container: {resources: {}}` has nothing left to say). A null counts as absent.
-fn take(root: &mut serde_json::Value, pointer: &str) -> Option<serde_json::Value> {
-    fn remove_at(node: &mut serde_json::Value, segments: &[&str]) -> Option<serde_json::Value> {
-        let (first, rest) = segments.split_first()?;
-        let map = node.as_object_mut()?;
-        if rest.is_empty() {
-            return map.remove(*first).filter(|v| !v.is_null());
-        }
-        remove_at(map.get_mut(*first)?, rest)
-    }
-    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
-    let taken = remove_at(root, &segments);
-    // Innermost first: an outer mapping can only be empty once its inner one is gone.
-    for depth in (1..segments.len()).rev() {
-        let parent: String = segments[..depth - 1]
-            .iter()
-            .map(|s| format!("/{s}"))
-            .collect();
-        if let Some(map) = root.pointer_mut(&parent).and_then(|p| p.as_object_mut())
-            && map
-                .get(segments[depth - 1])
-                .is_some_and(|v| v.is_null() || v.as_object().is_some_and(|m| m.is_empty()))
-        {
-            map.remove(segments[depth - 1]);
-        }
-    }
-    taken
-}
-
-/// Put `value` (written at `written`) at `canonical`, merging key by key with what is
-/// there the way layers merge.
-fn place(
-    root: &mut serde_json::Value,
-    written: &str,
-    canonical: &str,
-    value: serde_json::Value,
-    done: &mut Canonicalised,
-) {
-    match root.pointer_mut(canonical) {
-        Some(existing) if !existing.is_null() => {
-            if is_whole(canonical, existing) || is_whole(canonical, &value) {
-                if *existing != value {
-                    done.clashes.push(Clash {
-                        written: written.to_string(),
-                        written_value: value,
-                        canonical: canonical.to_string(),
-                        canonical_value: existing.clone(),
-                    });
-                }
-                return;
-            }
-            let serde_json::Value::Object(map) = value else {
-                return;
-            };
-            for (key, child) in map {
-                // RFC 6901 escaping, as the loader's pointers use.
-                let segment = key.replace('~', "~0").replace('/', "~1");
-                place(
-                    root,
-                    &format!("{written}/{segment}"),
-                    &format!("{canonical}/{segment}"),
-                    child,
-                    done,
-                );
-            }
-        }
-        _ => {
-            set(root, canonical, value);
-            done.moved
-                .push((written.to_string(), canonical.to_string()));
-        }
-    }
-}
-
-/// Set the value at `pointer`, creating mappings on the way.
-fn set(root: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
-    let segments: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    let Some((last, parents)) = segments.split_last() else {
-        return;
-    };
-    let mut node = root;
-    for segment in parents {
-        let Some(map) = node.as_object_mut() else {
-            return;
-        };
-        let child = map
-            .entry(segment.clone())
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
-        if child.is_null() {
-            *child = serde_json::Value::Object(Default::default());
-        }
-        node = child;
-    }
-    if let Some(map) = node.as_object_mut() {
-        map.insert(last.clone(), value);
-    }
-}
+pub const CONTAINER_KEYS: &[&str] = &[
+    "name",
+    "image",
+    "image_pull_policy",
+    "env",
+    "resources",
+    "volume_mounts",
+];
+pub const JOB_KEYS: &[&str] = &[
+    "active_deadline_seconds",
+    "backoff_limit",
+    "ttl_seconds_after_finished",
+];
 
 /// Mage's default executor config file, as a berth Policy carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -429,10 +305,11 @@ pub struct ExecutorDefaults {
     /// a warning.
     #[serde(default)]
     pub strict_conflicts: bool,
-    /// The executor settings (same keys as `k8s_executor_config`).
+    /// The executor settings (same keys as `k8s_executor_config`), merged with the block's
+    /// and project's configuration top-level key by top-level key, as Mage merges.
     #[serde(default)]
     #[schemars(with = "MageExecutorConfig")]
-    pub config: ExecutorConfig,
+    pub config: MageConfig,
 }
 
 fn yes() -> bool {
@@ -512,93 +389,4 @@ fn two_days() -> u64 {
 
 fn two() -> u32 {
     2
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// Seed 001 writes the same settings in block/project config, the job template and the
-    /// default policy file with different keys; each comes out in one spelling.
-    #[test]
-    fn every_spelling_becomes_the_canonical_one() {
-        let mut config = json!({
-            "metadata": {"namespace": "ns", "labels": {"a": "b"}},
-            "pod": {"service_account_name": "sa", "node_selector": {"k": "v"}},
-            "image_pull_secrets": "pull",
-            "container_config": {"image": "img:1", "resources": {"limits": {"cpu": "1"}}},
-            "container": {"env": [], "resources": {"requests": {"memory": "1Gi"}}},
-        });
-        let done = canonicalise(&mut config);
-        assert_eq!(
-            config,
-            json!({
-                "namespace": "ns",
-                "metadata": {"labels": {"a": "b"}},
-                "service_account_name": "sa",
-                "pod": {"node_selector": {"k": "v"}, "image_pull_secrets": "pull"},
-                "container": {"env": [], "image": "img:1"},
-                "resource_limits": {"cpu": "1"},
-                "resource_requests": {"memory": "1Gi"},
-            })
-        );
-        assert!(done.clashes.is_empty());
-        // Positions follow every move, chained ones included.
-        assert!(done.moved.contains(&(
-            "/container/resources/limits".into(),
-            "/resource_limits".into()
-        )));
-        assert!(
-            done.moved
-                .contains(&("/container_config/image".into(), "/container/image".into()))
-        );
-        // The canonical type holds it: no spelling is left over.
-        assert!(serde_json::from_value::<ExecutorConfig>(config).is_ok());
-    }
-
-    #[test]
-    fn two_spellings_with_different_values_clash_and_the_canonical_one_stays() {
-        let mut config = json!({"namespace": "a", "metadata": {"namespace": "b"},
-            "resource_limits": {"cpu": "1"}, "container": {"resources": {"limits": {"cpu": "1", "memory": "2Gi"}}}});
-        let done = canonicalise(&mut config);
-        assert_eq!(
-            done.clashes,
-            [Clash {
-                written: "/metadata/namespace".into(),
-                written_value: json!("b"),
-                canonical: "/namespace".into(),
-                canonical_value: json!("a"),
-            }]
-        );
-        // Equal values agree; maps merge key by key.
-        assert_eq!(
-            config,
-            json!({"namespace": "a", "resource_limits": {"cpu": "1", "memory": "2Gi"}})
-        );
-    }
-
-    #[test]
-    fn canonical_pointers_of_paths() {
-        assert_eq!(
-            canonical_pointer("/pod/service_account_name"),
-            "/service_account_name"
-        );
-        assert_eq!(
-            canonical_pointer("/container_config/resources/limits/cpu"),
-            "/resource_limits/cpu"
-        );
-        assert_eq!(
-            canonical_pointer("/image_pull_secrets"),
-            "/pod/image_pull_secrets"
-        );
-        assert_eq!(
-            canonical_pointer("/pod/scheduler_name"),
-            "/pod/scheduler_name"
-        );
-        assert_eq!(
-            canonical_pointer("/container_configs"),
-            "/container_configs"
-        );
-    }
 }

@@ -51,4 +51,12 @@ pub struct Guardrails {
     /// `pod.volumes` or `pod.scheduler_name` (dotted paths of `k8s_executor_config`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forbidden_executor_settings: Vec<String>,
+    /// Upper bounds for the requests and limits of every k8s block's Job, as Mage builds
+    /// it (after its merges, which replace whole sections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_executor_resources: Option<Resources>,
+    /// Resources every k8s block's Job must have a limit for (e.g. `[cpu, memory]`), as
+    /// Mage builds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_executor_limits: Vec<String>,
 }

@@ -1,4 +1,4 @@
-use super::{Document, EnvVar, ExecutorConfig, MageExecutorConfig, RoleBinding, WorkloadManager};
+use super::{Document, EnvVar, MageExecutorConfig, RoleBinding, WorkloadManager};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,10 +58,12 @@ pub struct ProjectSpec {
     /// Global roles: apply to every workspace of the project.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleBinding>,
-    /// Project-level Kubernetes executor config (Mage's `k8s_executor_config`), inline.
+    /// Refused: Mage reads its project-level executor config only from
+    /// `k8s_executor_config` in the Mage project's `metadata.yaml` (`mageProject`), so a
+    /// copy here would configure nothing. Kept in the schema to say so where it is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<MageExecutorConfig>")]
-    pub k8s_executor: Option<ExecutorConfig>,
+    pub k8s_executor: Option<serde_json::Value>,
     /// Folder of a Mage project in this repository: its `metadata.yaml`
     /// (`k8s_executor_config`) and `pipelines/*/metadata.yaml` (blocks with
     /// `executor_type: k8s`) are read, and the folder holds no berth documents.
