@@ -256,7 +256,7 @@ fn a_diff_annotates_what_cannot_be_applied_at_its_line() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(
         lines[1].starts_with("::notice title=berth diff ")
-            && lines[1].ends_with("1 cannot be applied, 46 unchanged; resources: -10Gi storage"),
+            && lines[1].ends_with("1 cannot be applied, 57 unchanged; resources: -10Gi storage"),
         "{lines:#?}"
     );
     // The whole markdown plan went to the job summary.

@@ -652,7 +652,8 @@ async fn rendered_objects_and_executor_jobs_pass_server_side_dry_run() {
         "jobs run in the project's namespace here"
     );
     let out = kubectl_apply(jobs, true);
-    assert_eq!(out.matches("job.batch/").count(), 3, "{out}");
+    // Three k8s blocks, each run by the project's four workspaces.
+    assert_eq!(out.matches("job.batch/").count(), 12, "{out}");
 }
 
 /// `--wait` waits for the StatefulSet controller to really roll out what apply changed, and
