@@ -273,6 +273,38 @@ fn executor_guardrails_judge_the_job_mage_builds() {
     );
 }
 
+/// Seed 001's settings are "environment variables" of the Mage server, which runs in the
+/// workspace: a project variable no workspace inherits configures nothing (the sample
+/// lists `K8S_*` in `userDefinedVars`), and says so at the variable.
+#[test]
+fn executor_settings_no_workspace_inherits_are_warned_about() {
+    let project = format!(
+        "{PROJECT}  inheritance:\n    userDefinedVars: [A]\n  env:\n    - {{name: A, value: a}}\n    - {{name: K8S_EXECUTOR_DEFAULT_RESOURCE_LIMITS_CPU, value: 500m}}\n"
+    );
+    let repo = |project: String| {
+        diagnostics(&[
+            ("project.yaml", project),
+            ("workspace.yaml", WORKSPACE.into()),
+            ("mage/metadata.yaml", "project_type: standalone\n".into()),
+            (
+                "mage/pipelines/etl/metadata.yaml",
+                pipeline("job: {backoff_limit: 1}"),
+            ),
+        ])
+    };
+    let found = repo(project.clone());
+    assert!(
+        has(
+            &found,
+            "project.yaml:12:7: warning: spec.env[1]: ",
+            "Mage's executor reads K8S_EXECUTOR_DEFAULT_RESOURCE_LIMITS_CPU in the workspaces' Mage servers, and no workspace of project `p` inherits it"
+        ),
+        "{found:#?}"
+    );
+    let inherited = project.replace("userDefinedVars: [A]", "userDefinedVars: [A, \"K8S_*\"]");
+    assert_eq!(repo(inherited), Vec::<String>::new());
+}
+
 /// Seed 001: "So when enforce: true, the policy has the highest priority; when enforce:
 /// false, block and project are higher and the policy only supplies missing values." The
 /// precedence is stated once in code; `explain` prints it and the README says it in the

@@ -405,6 +405,11 @@ pub fn resolve(
             .iter()
             .filter(|w| w.project == sources.project)
             .collect();
+        if let Some(project) = repo.project(&sources.project)
+            && !sources.pipelines.iter().all(|p| p.blocks.is_empty())
+        {
+            diagnostics.extend(unread_settings(repo, project, &members));
+        }
         // The (file, pointer) of every layer section some run takes: its problems are
         // errors, the others' warnings.
         let mut used: std::collections::HashSet<(String, String)> = Default::default();
@@ -497,6 +502,93 @@ fn layer_problems(
                 ));
                 out.push(warning);
             }
+        }
+    }
+    out
+}
+
+/// The variables Mage's executor reads from its server's environment.
+pub const SERVER_SETTINGS: &[&str] = &[
+    "K8S_CONFIG_FILE",
+    "MAGE_CONTAINER_NAME",
+    "MAGE_CLUSTER_UUID",
+    "K8S_EXECUTOR_DEFAULT_RESOURCE_REQUESTS_CPU",
+    "K8S_EXECUTOR_DEFAULT_RESOURCE_REQUESTS_MEMORY",
+    "K8S_EXECUTOR_DEFAULT_RESOURCE_LIMITS_CPU",
+    "K8S_EXECUTOR_DEFAULT_RESOURCE_LIMITS_MEMORY",
+    "K8S_EXECUTOR_DEFAULT_SERVICE_ACCOUNT_NAME",
+];
+
+/// Project variables Mage's executor reads but no workspace of the project inherits (its
+/// inheritance rules leave them out): Mage, which runs in the workspaces, never sees them.
+/// Also a MAGE_CONTAINER_NAME that names no container of the workspace's pod, where Mage
+/// falls back to the first container.
+fn unread_settings(
+    repo: &Repository,
+    project: &Located<crate::model::ProjectDocument>,
+    members: &[&ResolvedWorkspace],
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, var) in project.doc.spec.env.iter().enumerate() {
+        if !SERVER_SETTINGS.contains(&var.name.as_str()) || members.is_empty() {
+            continue;
+        }
+        let inherits = |ws: &&&ResolvedWorkspace| {
+            ws.env
+                .iter()
+                .any(|v| v.name == var.name && v.source.is_inherited())
+        };
+        if members.iter().any(|ws| inherits(&ws)) {
+            continue;
+        }
+        let at = format!("/spec/env/{i}");
+        out.push(
+            Diagnostic::warning(
+                &project.file,
+                project.spans.key(&at),
+                &at,
+                format!(
+                    "Mage's executor reads {} in the workspaces' Mage servers, and no workspace of project `{}` inherits it: it configures nothing",
+                    var.name, project.doc.metadata.name
+                ),
+            )
+            .with_help(format!("add `{}` (or `K8S_*`) to `inheritance.userDefinedVars`", var.name)),
+        );
+    }
+    for ws in members {
+        if let Some(name) = literal(ws, "MAGE_CONTAINER_NAME")
+            && name != "workspace"
+            && !name.is_empty()
+        {
+            // Where the value is written: the workspace's own env, else the project's.
+            let own = repo
+                .workspaces
+                .iter()
+                .find(|w| w.doc.metadata.name == ws.name);
+            let written = |env: &[crate::model::EnvVar]| {
+                env.iter()
+                    .position(|v| v.name == "MAGE_CONTAINER_NAME")
+                    .map(|i| format!("/spec/env/{i}/value"))
+            };
+            let (file, pos, field) = match own.and_then(|w| Some((w, written(&w.doc.spec.env)?))) {
+                Some((w, at)) => (w.file.clone(), w.pos(&at), at),
+                None => {
+                    let at = written(&project.doc.spec.env).unwrap_or_default();
+                    (project.file.clone(), project.pos(&at), at)
+                }
+            };
+            out.push(
+                Diagnostic::warning(
+                    &file,
+                    pos,
+                    &field,
+                    format!(
+                        "MAGE_CONTAINER_NAME `{name}` names no container of workspace `{}`'s pod (its Mage container is `workspace`): Mage falls back to the first container",
+                        ws.name
+                    ),
+                )
+                .with_help("remove it: berth's workspace pod runs Mage in its first container"),
+            );
         }
     }
     out
