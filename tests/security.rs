@@ -304,6 +304,41 @@ async fn berth_reads_no_foreign_secret_and_cannot_grant_more_than_its_rules() {
     ));
     assert!(!can_i(&cp, &agent, &[], &["get", "secrets", "-n", &a]));
     assert!(!can_i(&cp, &agent, &[], &["get", "pods", "-n", &a]));
+    // The same account is Mage's executor in etl-dev (its Mage container has its token):
+    // its own pod, read; Jobs in its namespace, created, read and deleted; nothing else.
+    for (allowed, args) in [
+        (true, vec!["get", "pods/etl-dev-0"]),
+        (false, vec!["get", "pods/etl-prod-0"]),
+        (true, vec!["create", "jobs.batch"]),
+        (
+            true,
+            vec!["get", "jobs.batch/mage-analytics-nightly-block-1"],
+        ),
+        (
+            true,
+            vec!["delete", "jobs.batch/mage-analytics-nightly-block-1"],
+        ),
+        (false, vec!["list", "jobs.batch"]),
+        (false, vec!["create", "pods"]),
+        (
+            false,
+            vec!["create", "pods/etl-dev-0", "--subresource=exec"],
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["-n", a.as_str()]);
+        assert_eq!(
+            can_i(&cp, &agent, &[], &args),
+            allowed,
+            "executor: {args:?}"
+        );
+    }
+    assert!(!can_i(
+        &cp,
+        &agent,
+        &[],
+        &["create", "jobs.batch", "-n", &m]
+    ));
     // Project roles: the analytics owner in analytics only; its viewers read, never exec.
     let owner = "ana@example.com";
     assert!(can_i(
