@@ -232,17 +232,7 @@ fn block_position(
 fn forbidden_executor_settings(repo: &Repository) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for sources in &repo.executor {
-        let configs = sources
-            .project_config
-            .iter()
-            .chain(sources.templates.iter().filter_map(|t| t.source.as_ref()))
-            .chain(
-                sources
-                    .pipelines
-                    .iter()
-                    .flat_map(|p| p.blocks.iter().filter_map(|b| b.config.as_ref())),
-            );
-        for config in configs {
+        for config in sources.layers() {
             for policy in &repo.policies {
                 let selector = &policy.doc.spec.selector;
                 if !(selector.projects.is_empty() || selector.projects.contains(&sources.project)) {

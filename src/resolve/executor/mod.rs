@@ -173,7 +173,7 @@ impl Layer<'_> {
                     file: Some(doc.file.clone()),
                     line: Some(pos.line),
                     pos: Some(pos),
-                    pointer: Some(doc.spans.written(&at)),
+                    pointer: Some(at),
                 }
             }
         }
@@ -474,18 +474,8 @@ fn layer_problems(
     sources: &ExecutorSources,
     used: &std::collections::HashSet<(String, String)>,
 ) -> Vec<Diagnostic> {
-    let layers = sources
-        .project_config
-        .iter()
-        .chain(sources.templates.iter().filter_map(|t| t.source.as_ref()))
-        .chain(
-            sources
-                .pipelines
-                .iter()
-                .flat_map(|p| p.blocks.iter().filter_map(|b| b.config.as_ref())),
-        );
     let mut out = Vec::new();
-    for layer in layers {
+    for layer in sources.layers() {
         for (key, problem) in &layer.problems {
             let at = (
                 layer.file.clone(),
@@ -969,42 +959,37 @@ fn check_run(
             .with_help("set `metadata.namespace` in the layer that sets `metadata`, or remove this key"),
         );
     }
+    // The namespace is the layer's `namespace`, else its `metadata`'s.
+    let (ns_file, ns_pos, ns_field) = at("namespace")
+        .or_else(|| at("metadata"))
+        .unwrap_or_else(fallback);
     match &run.namespace {
         Namespace::Known(namespace)
             if namespace.as_str() != run.env.default_namespace()
                 && crate::load::check_dns_label(namespace).is_ok() =>
         {
-            let (file, pos, field) = at("namespace")
-                .or_else(|| at("metadata"))
-                .unwrap_or_else(fallback);
             out.push(Diagnostic::warning(
-                &file,
-                pos,
-                &field,
+                &ns_file,
+                ns_pos,
+                &ns_field,
                 format!("k8s block `{}` creates its Jobs in namespace `{namespace}`, outside workspace `{}`'s own: berth grants Mage's executor nothing there", block.block, run.workspace),
             ).with_help("grant the workspace's service account `create`, `get` and `delete` on jobs there, or leave the namespace to KUBE_NAMESPACE"));
         }
         Namespace::Known(namespace) => {
             if let Err(why) = crate::load::check_dns_label(namespace) {
-                let (file, pos, field) = at("namespace")
-                    .or_else(|| at("metadata"))
-                    .unwrap_or_else(fallback);
                 out.push(Diagnostic::error(
-                    &file,
-                    pos,
-                    &field,
+                    &ns_file,
+                    ns_pos,
+                    &ns_field,
                     format!("k8s block `{}` would create its Jobs in namespace `{namespace}`, which the API server refuses: {why}", block.block),
                 ));
             }
         }
         Namespace::Templated(text) => {
-            let (file, pos, field) = at("namespace")
-                .or_else(|| at("metadata"))
-                .unwrap_or_else(fallback);
             out.push(Diagnostic::warning(
-                &file,
-                pos,
-                &field,
+                &ns_file,
+                ns_pos,
+                &ns_field,
                 format!("Mage renders the namespace `{text}` at run time: berth cannot tell where k8s block `{}`'s Jobs go, nor grant anything there", block.block),
             ));
         }

@@ -120,9 +120,9 @@ impl ConfigSource {
         self.spans.key(&format!("{}{pointer}", self.pointer))
     }
 
-    /// The document pointer of a key inside this configuration, spelled as written.
+    /// The document pointer of a key inside this configuration.
     pub fn written_at(&self, pointer: &str) -> String {
-        self.spans.written(&format!("{}{pointer}", self.pointer))
+        format!("{}{pointer}", self.pointer)
     }
 }
 
@@ -171,6 +171,20 @@ pub struct ExecutorSources {
     pub pipelines: Vec<Pipeline>,
 }
 
+impl ExecutorSources {
+    /// Every layer berth can read: the project's config, the templates, the blocks'.
+    pub fn layers(&self) -> impl Iterator<Item = &ConfigSource> {
+        self.project_config
+            .iter()
+            .chain(self.templates.iter().filter_map(|t| t.source.as_ref()))
+            .chain(
+                self.pipelines
+                    .iter()
+                    .flat_map(|p| p.blocks.iter().filter_map(|b| b.config.as_ref())),
+            )
+    }
+}
+
 /// A K8S_CONFIG_FILE value and the file it names in the repository, if berth can see it.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -208,13 +222,7 @@ pub fn load(loaded: &mut Loaded) {
             &loaded.repo.files,
             &mut loaded.diagnostics,
         );
-        let blocks = sources
-            .pipelines
-            .iter()
-            .flat_map(|p| &p.blocks)
-            .filter_map(|b| b.config.as_ref());
-        let templates = sources.templates.iter().filter_map(|t| t.source.as_ref());
-        for config in sources.project_config.iter().chain(templates).chain(blocks) {
+        for config in sources.layers() {
             ignored_keys(
                 &config.value,
                 &config.file,

@@ -80,8 +80,6 @@ pub struct Spans {
     text: Vec<u8>,
     /// Sorted by pointer (see [`Spans::sort`]) whenever a `Spans` is looked up.
     entries: Vec<Entry>,
-    /// Values moved to another pointer, in order: (as written, where they are now).
-    moved: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -152,66 +150,6 @@ impl Spans {
     /// Whether a value is written at `pointer` (defaults are not).
     pub fn contains(&self, pointer: &str) -> bool {
         self.find(pointer).is_some_and(|e| e.value.get().is_some())
-    }
-
-    /// Make everything written under `from` findable under `to` as well, where `to` has
-    /// no position of its own: a value moved to another pointer (a setting rewritten to
-    /// its canonical spelling) keeps pointing at where it is written.
-    pub fn alias(&mut self, from: &str, to: &str) {
-        let moved: Vec<(String, Entry)> = self
-            .entries
-            .iter()
-            .filter_map(|e| {
-                let rest = self.pointer(e).strip_prefix(from)?;
-                (rest.is_empty() || rest.starts_with('/')).then(|| (format!("{to}{rest}"), *e))
-            })
-            .collect();
-        let mut added = false;
-        for (pointer, from) in moved {
-            match self.find_index(&pointer) {
-                Some(i) => {
-                    let entry = &mut self.entries[i];
-                    if entry.value.get().is_none() {
-                        entry.value = from.value;
-                    }
-                    if entry.key.get().is_none() {
-                        entry.key = from.key;
-                    }
-                }
-                None => {
-                    let at = self.push(&[&pointer]);
-                    self.entries[at].value = from.value;
-                    self.entries[at].key = from.key;
-                    added = true;
-                }
-            }
-        }
-        if added {
-            self.sort();
-        }
-        self.moved.push((from.to_string(), to.to_string()));
-    }
-
-    /// The pointer a value now at `pointer` is written at (the inverse of [`Spans::alias`]),
-    /// so diagnostics name the field as the file spells it.
-    pub fn written(&self, pointer: &str) -> String {
-        let mut pointer = pointer.to_string();
-        for (from, to) in self.moved.iter().rev() {
-            // A move is recorded where the canonical spelling did not exist yet (else the
-            // keys moved one by one), so everything under `to` came from `from`.
-            if let Some(rest) = pointer.strip_prefix(to.as_str())
-                && (rest.is_empty() || rest.starts_with('/'))
-            {
-                pointer = format!("{from}{rest}");
-            }
-        }
-        pointer
-    }
-
-    fn pointer(&self, entry: &Entry) -> &str {
-        let bytes = &self.text[entry.start as usize..(entry.start + entry.len) as usize];
-        // Only `&str`s are ever appended, and entries end where one ended.
-        std::str::from_utf8(bytes).unwrap_or_default()
     }
 
     fn find_index(&self, pointer: &str) -> Option<usize> {
