@@ -594,6 +594,27 @@ async fn ensure_namespaces(client: &kube::Client) {
     }
 }
 
+/// Cases so far: (Jobs equal, refused by both), printed every 64 cases so a run shows what
+/// it covered.
+static TALLY: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
+
+fn tally(equal: bool) {
+    let mut t = TALLY.lock().unwrap_or_else(|e| e.into_inner());
+    if equal {
+        t.0 += 1;
+    } else {
+        t.1 += 1;
+    }
+    if (t.0 + t.1) % 64 == 0 {
+        eprintln!(
+            "mage: {} cases: {} Jobs equal, {} refused by berth and by Mage or the API server",
+            t.0 + t.1,
+            t.0,
+            t.1
+        );
+    }
+}
+
 fn check(case: &Case, client: &kube::Client) -> Result<(), TestCaseError> {
     let oracle = support::mage::oracle().expect("checked before");
     let files = files(case);
@@ -691,7 +712,10 @@ fn check(case: &Case, client: &kube::Client) -> Result<(), TestCaseError> {
         };
 
     match (errors.is_empty(), mage_verdict) {
-        (false, Err(_)) => Ok(()),
+        (false, Err(_)) => {
+            tally(false);
+            Ok(())
+        }
         (false, Ok((_, kept))) => Err(TestCaseError::fail(format!(
             "berth refused what Mage runs:\n{errors:#?}\nMage's Job: {kept:#}\nfiles: {:#?}",
             files.berth
@@ -740,6 +764,7 @@ fn check(case: &Case, client: &kube::Client) -> Result<(), TestCaseError> {
                 "berth's Job (left) differs from Mage's (right); files: {:#?}",
                 files.berth
             );
+            tally(true);
             Ok(())
         }
     }
