@@ -631,13 +631,39 @@ fn check(case: &Case, client: &kube::Client) -> Result<(), TestCaseError> {
         .filter(|d| d.is_error())
         .map(|d| d.to_string())
         .collect();
-    // berth refuses nothing outside Mage's files in these repositories.
+    // berth refuses nothing outside Mage's files in these repositories, and each refusal
+    // is at the line of the setting it is about: every top-level key is on a line of its
+    // own (its inside in flow style), and so is every trigger's name.
     for error in &errors {
         prop_assert!(
             MAGE_FILES
                 .iter()
                 .any(|f| error.starts_with(&format!("{f}:"))),
             "berth refused outside Mage's files: {error}\n{:#?}",
+            files.berth
+        );
+        let mut parts = error.splitn(3, ':');
+        let (file, line) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let text = files
+            .berth
+            .iter()
+            .find(|(path, _)| path == file)
+            .map(|(_, t)| t.as_str());
+        let at = line
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| text?.lines().nth(n.checked_sub(1)?))
+            .unwrap_or_default();
+        let setting = at.trim_start().trim_start_matches("- ");
+        prop_assert!(
+            setting
+                .split_once(':')
+                .is_some_and(|(key, _)| !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')),
+            "{error}: not at a setting's line (`{at}`)\n{:#?}",
             files.berth
         );
     }
