@@ -8,6 +8,7 @@ use super::{MANAGED_BY, PROJECT_LABEL};
 use crate::mage::executor::{self as mage, Namespace};
 use crate::resolve::executor::{BlockExecutor, ProjectPolicy, Run};
 use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject, ResolvedWorkspace};
+use berth_load::k8s::round_trip;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -386,43 +387,5 @@ fn stringify_quantities(resources: &mut Value) {
                 }
             }
         }
-    }
-}
-
-/// Whether the API server reads `value` as a `T` whole: it decodes, and nothing is lost
-/// on the way (a key it does not know is dropped).
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
-    value: &Value,
-) -> Result<(), String> {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
-    match first_lost(value, &back, "") {
-        Some(path) => Err(format!(
-            "it does not know `{}` and drops it",
-            path.trim_start_matches('.')
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The first key of `sent` that `kept` lacks (nulls count as absent).
-fn first_lost(sent: &Value, kept: &Value, path: &str) -> Option<String> {
-    match (sent, kept) {
-        (Value::Object(s), Value::Object(k)) => s.iter().find_map(|(key, v)| {
-            if v.is_null() {
-                return None;
-            }
-            let here = format!("{path}.{key}");
-            match k.get(key) {
-                None => Some(here),
-                Some(kv) => first_lost(v, kv, &here),
-            }
-        }),
-        (Value::Array(s), Value::Array(k)) => s
-            .iter()
-            .zip(k)
-            .enumerate()
-            .find_map(|(i, (a, b))| first_lost(a, b, &format!("{path}[{i}]"))),
-        _ => None,
     }
 }

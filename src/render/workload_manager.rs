@@ -83,7 +83,10 @@ pub fn settings(wm: &WorkloadManager) -> BTreeMap<String, String> {
     let external = wm.external_logs.as_ref().is_some_and(|l| l.enabled);
     env.insert(format!("{P}ENABLE_EXTERNAL_LOGS"), external.to_string());
     if let Some(resources) = &wm.pod_resources {
-        env.insert(format!("{P}POD_RESOURCES"), json(resources));
+        env.insert(
+            format!("{P}POD_RESOURCES"),
+            json(&berth_load::k8s::resources_json(resources)),
+        );
     }
     env.insert(
         format!("{P}TTL_SECONDS_AFTER_FINISHED"),
@@ -102,7 +105,7 @@ pub fn settings(wm: &WorkloadManager) -> BTreeMap<String, String> {
         env.insert(format!("{P}POD_FAILURE_POLICY"), json(policy));
     }
     env.insert(
-        "ZENML_SERVER_MAX_CONCURRENT_TEMPLATE_RUNS".into(),
+        "ZENML_SERVER_MAX_CONCURRENT_SNAPSHOT_RUNS".into(),
         wm.max_concurrent_runs.to_string(),
     );
     if let Some(bucket) = wm.external_logs.as_ref().and_then(|l| l.bucket.clone()) {
@@ -143,7 +146,7 @@ mod tests {
             env["ZENML_KUBERNETES_WORKLOAD_MANAGER_TTL_SECONDS_AFTER_FINISHED"],
             "172800"
         );
-        assert_eq!(env["ZENML_SERVER_MAX_CONCURRENT_TEMPLATE_RUNS"], "2");
+        assert_eq!(env["ZENML_SERVER_MAX_CONCURRENT_SNAPSHOT_RUNS"], "2");
         assert_eq!(
             env["ZENML_KUBERNETES_WORKLOAD_MANAGER_NODE_SELECTOR"],
             r#"{"pool":"runners"}"#
@@ -159,6 +162,21 @@ mod tests {
         assert!(
             env["ZENML_SERVER_WORKLOAD_MANAGER_IMPLEMENTATION_SOURCE"]
                 .ends_with(".KubernetesWorkloadManager")
+        );
+    }
+
+    /// Quantities reach the plugin as Kubernetes prints them, also when git writes a number.
+    #[test]
+    fn pod_resources_quantities_are_strings() {
+        let wm: WorkloadManager = serde_json::from_value(json!({
+            "namespace": "zenml-runners",
+            "serviceAccount": "runner",
+            "podResources": {"requests": {"cpu": 0.5}, "limits": {"cpu": 2, "memory": "4Gi"}},
+        }))
+        .unwrap();
+        assert_eq!(
+            settings(&wm)["ZENML_KUBERNETES_WORKLOAD_MANAGER_POD_RESOURCES"],
+            r#"{"requests":{"cpu":"0.5"},"limits":{"cpu":"2","memory":"4Gi"}}"#
         );
     }
 }

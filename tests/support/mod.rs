@@ -70,6 +70,7 @@ pub mod mage;
 pub mod outage;
 pub mod provisioner;
 pub mod repo;
+pub mod zenml;
 
 /// The user name of the identity without any RBAC rights.
 pub const UNPRIVILEGED_USER: &str = "berth-nobody";

@@ -8,8 +8,11 @@
 //!   files are input and how bytes become text.
 //! - [`quantity`] and [`pattern`]: Kubernetes quantities and the name patterns of
 //!   inheritance rules and guardrails, shared by validation and resolution.
+//! - [`k8s`]: whether a value reads as its Kubernetes type, nothing dropped (shared by
+//!   validation and rendering).
 //! - [`tenancy`]: the administrators' rule of which namespaces projects may use.
 
+pub mod k8s;
 pub mod load;
 pub mod model;
 pub mod pattern;

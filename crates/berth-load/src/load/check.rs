@@ -593,6 +593,7 @@ fn check_workload_manager<T>(doc: &Located<T>, wm: &WorkloadManager, out: &mut V
     if let Some(resources) = &wm.pod_resources {
         check_resources(doc, &format!("{base}/podResources"), resources, out);
     }
+    super::zenml::check(doc, wm, out);
 }
 
 fn err<T>(doc: &Located<T>, pointer: &str, message: impl Into<String>) -> Diagnostic {

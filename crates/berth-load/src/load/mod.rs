@@ -12,6 +12,7 @@ pub mod mage;
 pub mod python;
 mod schema;
 pub mod yaml;
+mod zenml;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use files::{Files, SourceFile, Unreadable};
