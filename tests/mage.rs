@@ -605,7 +605,7 @@ fn tally(equal: bool) {
     } else {
         t.1 += 1;
     }
-    if (t.0 + t.1) % 64 == 0 {
+    if (t.0 + t.1).is_multiple_of(64) {
         eprintln!(
             "mage: {} cases: {} Jobs equal, {} refused by berth and by Mage or the API server",
             t.0 + t.1,

@@ -14,7 +14,7 @@ spec:
   namespace: analytics
   image: mageai/mageai:0.9.76
   mageProject: mage
-  env: [{name: K8S_CONFIG_FILE, value: template.yaml}]
+  env: [{name: K8S_CONFIG_FILE, value: /home/src/default_repo/template.yaml}]
 ";
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         SourceFile::new("projects/analytics.yaml", PROJECT),
         SourceFile::new("mage/metadata.yaml", "k8s_executor_config: {}\n"),
         SourceFile::from_bytes("mage/pipelines/p/metadata.yaml", data.to_vec()),
-        SourceFile::from_bytes("template.yaml", data.to_vec()),
+        SourceFile::from_bytes("mage/template.yaml", data.to_vec()),
         SourceFile::from_bytes("ws.yaml", data.to_vec()),
     ]);
     // YAML's lines: `\n`, `\r\n` and a lone `\r` each end one.

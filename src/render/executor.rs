@@ -85,23 +85,22 @@ fn jobs_of<'a>(
     resolved: &'a Resolved,
     project: &'a str,
 ) -> impl Iterator<Item = (&'a BlockExecutor, &'a Run, Value)> + 'a {
-    let workspaces: BTreeMap<&str, &ResolvedWorkspace> = resolved
+    // Each workspace's pod once, for all the blocks it runs.
+    let runs_blocks = resolved.executors.iter().any(|b| b.project == project);
+    let workspaces: BTreeMap<&str, (&ResolvedWorkspace, Value)> = resolved
         .workspaces
         .iter()
-        .filter(|w| w.project == project)
-        .map(|w| (w.name.as_str(), w))
+        .filter(|w| runs_blocks && w.project == project)
+        .map(|w| (w.name.as_str(), (w, super::server_pod(w))))
         .collect();
     resolved
         .executors
         .iter()
         .filter(move |b| b.project == project)
-        .flat_map(move |block| {
-            let workspaces = workspaces.clone();
-            block.runs.iter().filter_map(move |run| {
-                let ws = workspaces.get(run.workspace.as_str())?;
-                let pod = super::server_pod(ws);
-                Some((block, run, job(block, run, ws, &pod).ok()?))
-            })
+        .flat_map(|block| block.runs.iter().map(move |run| (block, run)))
+        .filter_map(move |(block, run)| {
+            let (ws, pod) = workspaces.get(run.workspace.as_str())?;
+            Some((block, run, job(block, run, ws, pod).ok()?))
         })
 }
 
