@@ -841,7 +841,16 @@ async fn live_plan(
         applyset: cluster.applyset(path),
     };
     set_documents_aside(&mut repo);
-    let live = berth::cluster::plan(&connection, &repo.resolved, &options).await?;
+    let live = match berth::cluster::plan(&connection, &repo.resolved, &options).await {
+        Ok(live) => live,
+        Err(_) if connection.outage.message().is_some() => {
+            let cause = connection.outage.message().unwrap_or_default();
+            errln!("error: {cause}; stopped while planning");
+            cluster.print_stats(&connection);
+            return Ok(ExitCode::from(1));
+        }
+        Err(err) => return Err(err),
+    };
     if format.findings().is_some() || live.plan.problems().next().is_some() {
         read_documents_again(&mut repo);
     }
@@ -975,7 +984,16 @@ async fn apply(
         applyset: options.applyset.clone(),
     };
     let live = tokio::select! {
-        live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => live?,
+        live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => match live {
+            Ok(live) => live,
+            Err(_) if connection.outage.message().is_some() => {
+                let cause = connection.outage.message().unwrap_or_default();
+                errln!("error: {cause}; stopped while planning; nothing was applied");
+                cluster.print_stats(&connection);
+                return Ok(ExitCode::from(1));
+            }
+            Err(err) => return Err(err),
+        },
         _ = stop.cancelled() => {
             let why = stopped().map(Stopped::describe).unwrap_or_default();
             errln!("error: {why} while planning (API server {}); nothing was applied", connection.server);
@@ -990,10 +1008,24 @@ async fn apply(
         read_documents_again(&mut repo);
         report_problems(&live.plan, &repo, color);
     }
-    let report = berth::cluster::apply(&connection, &live, &options).await?;
+    let report = match berth::cluster::apply(&connection, &live, &options).await {
+        Ok(report) => report,
+        // Gone before the first object (the ApplySet parent): nothing was applied.
+        Err(_) if connection.outage.message().is_some() => {
+            let cause = connection.outage.message().unwrap_or_default();
+            errln!("error: {cause}; nothing was applied");
+            cluster.print_stats(&connection);
+            return Ok(ExitCode::from(1));
+        }
+        Err(err) => return Err(err),
+    };
     outln!("{}", report.summary());
     if report.stopped {
-        let why = stopped().map(Stopped::describe).unwrap_or_default();
+        // A signal or the deadline, else the control plane found gone (said once).
+        let why = stopped()
+            .map(Stopped::describe)
+            .or_else(|| connection.outage.message())
+            .unwrap_or_default();
         errln!("error: {why}; the objects above were applied");
         for object in &report.abandoned {
             errln!("  in flight: {object} (applied whole, or not at all: the next apply tells)");

@@ -1,9 +1,11 @@
 //! `berth apply` when the control plane fails under it, on the real control plane: etcd
-//! killed in the middle of an apply, and SIGTERM in the middle of an apply. Both leave
+//! or kube-apiserver killed in the middle of an apply (or a plan), and SIGTERM in the
+//! middle of an apply. Both leave
 //! the cluster in a state the next apply finishes from, and say what was and was not
 //! applied.
 //!
-//! These tests kill the etcd every test of this binary shares: they run one at a time.
+//! These tests kill the etcd and kube-apiserver every test of this binary shares: they run
+//! one at a time.
 
 mod support;
 
@@ -128,11 +130,13 @@ fn converges(cp: &ControlPlane, repo: &GeneratedRepo) {
     );
 }
 
-/// Issue 17: etcd dies in the middle of an apply. berth gives up within its `--timeout`
-/// (not after the client library's 14 minutes of retries), exits 1 and says why and what
-/// was not applied; once etcd is back, an apply converges and the plan is empty.
+/// Issues 17 and 30: etcd dies in the middle of an apply. kube-apiserver still answers, but
+/// its requests hang: berth finds out from its readiness (`/readyz`: the etcd check
+/// fails), stops sending well before its `--timeout`, says the cause once in words, prints
+/// the interrupted summary, prunes nothing and exits 1; once etcd is back, an apply
+/// converges and the plan is empty.
 #[tokio::test]
-async fn etcd_killed_during_apply_ends_it_within_its_deadline_and_the_next_apply_converges() {
+async fn etcd_killed_during_apply_ends_it_with_the_storage_message_and_the_next_apply_converges() {
     let _serial = SERIAL.lock().await;
     let Some(cp) = support::control_plane().await else {
         return;
@@ -140,43 +144,190 @@ async fn etcd_killed_during_apply_ends_it_within_its_deadline_and_the_next_apply
     let repo = GeneratedRepo::new("etcd", WORKSPACES);
     repo.generate("r1");
     let dir = repo.scratch("apply");
-    let deadline = Duration::from_secs(30);
-    let started = Instant::now();
-    let mut apply = spawn_apply(&cp, &repo, &dir, &["--timeout", "30s"]);
+    // The deadline is far: the apply must end by the outage, not by it.
+    let mut apply = spawn_apply(&cp, &repo, &dir, &["--timeout", "600s"]);
     wait_written(&mut apply, &dir, 1, Duration::from_secs(60)).await;
     let etcd = support::outage::kill_etcd(&cp);
     let killed = Instant::now();
-    // Bounded: the deadline, plus the time to start and to say what happened.
     let status = wait_exit(
         &mut apply,
-        deadline + Duration::from_secs(30),
+        Duration::from_secs(120),
         "after etcd was killed",
     )
     .await;
-    let took = started.elapsed();
     let after_kill = killed.elapsed();
     etcd.restart(&cp);
     let stdout = read(&dir, "stdout");
     let stderr = read(&dir, "stderr");
     eprintln!(
-        "measured: berth apply --timeout 30s exited {status} {:.1}s after it started, {:.1}s \
-         after etcd was killed",
-        took.as_secs_f64(),
+        "measured: berth apply ({WORKSPACES} workspaces) exited {status} {:.1}s after etcd was \
+         killed",
         after_kill.as_secs_f64()
     );
     assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        took < deadline + Duration::from_secs(10),
-        "berth apply ran {took:?}, past its --timeout of {deadline:?}:\n{stderr}"
+    let storage = format!(
+        "the API server at {} answers but cannot read or write its storage",
+        cp.server()
+    );
+    assert_eq!(
+        stderr.matches(&storage).count(),
+        1,
+        "the cause is said once:\n{stderr}"
     );
     assert!(
-        stderr.contains("gave up after 30s (--timeout)"),
-        "the reason is said:\n{stderr}"
+        !stderr.contains("--timeout"),
+        "not ended by the deadline:\n{stderr}"
     );
+    interrupted_summary(&stdout, &stderr);
+    converges(&cp, &repo);
+}
+
+/// Issue 30: etcd dies while `berth plan` reads the cluster: the plan stops with the
+/// storage message (once), not after its deadline, and nothing is applied.
+#[tokio::test]
+async fn etcd_killed_during_plan_ends_it_with_the_storage_message() {
+    let _serial = SERIAL.lock().await;
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = GeneratedRepo::new("etcd-plan", WORKSPACES);
+    repo.generate("r1");
+    let etcd = support::outage::kill_etcd(&cp);
+    let killed = Instant::now();
+    let out = berth(&cp, &repo, "plan")
+        .args(["--timeout", "600s"])
+        .output()
+        .unwrap();
+    let after_kill = killed.elapsed();
+    etcd.restart(&cp);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "measured: berth plan ({WORKSPACES} workspaces) exited {} {:.1}s after etcd was killed",
+        out.status,
+        after_kill.as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let storage = format!(
+        "the API server at {} answers but cannot read or write its storage",
+        cp.server()
+    );
+    assert_eq!(stderr.matches(&storage).count(), 1, "{stderr}");
+    assert!(!stderr.contains("--timeout"), "{stderr}");
     for noise in ["ServiceError", "kube_client", "Status {", "os error"] {
         assert!(!stderr.contains(noise), "`{noise}` in:\n{stderr}");
     }
+    // Nothing was applied: the namespace of the ApplySet parent was never made.
+    let ns = cp
+        .kubectl()
+        .args([
+            "get",
+            "namespace",
+            &format!("{}berth", repo.prefix),
+            "--ignore-not-found",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ns.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ns.stdout)
+    );
+}
+
+/// Workspaces of the apply that kube-apiserver dies under: 1,000 (about 3,700 objects),
+/// or `BERTH_OUTAGE_WORKSPACES` (`scripts/outage-bench` measures several sizes).
+fn kill_workspaces() -> usize {
+    std::env::var("BERTH_OUTAGE_WORKSPACES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Issue 30: kube-apiserver killed in the middle of an apply of 1,000 workspaces. berth
+/// stops sending at the first evidence (connection refused, confirmed by a probe), not
+/// object by object: it names the server and the cause once, reports no object as failed,
+/// prints the interrupted summary (applied, in flight, not sent), prunes nothing and exits
+/// 1. Once kube-apiserver is back, an apply converges and the plan is empty.
+#[tokio::test]
+async fn apiserver_killed_during_apply_ends_it_at_once_with_one_cause_and_the_next_apply_converges()
+{
+    let _serial = SERIAL.lock().await;
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let workspaces = kill_workspaces();
+    let repo = GeneratedRepo::new("apiserver", workspaces);
+    repo.generate("r1");
+    let dir = repo.scratch("apply");
+    let mut apply = spawn_apply(&cp, &repo, &dir, &["--timeout", "600s"]);
+    wait_written(&mut apply, &dir, 20, Duration::from_secs(120)).await;
+    let apiserver = support::outage::kill_apiserver(&cp);
+    let killed = Instant::now();
+    // A hang guard only (before issue 30 this took 325 s): the figure is printed below.
+    let status = wait_exit(
+        &mut apply,
+        Duration::from_secs(120),
+        "after kube-apiserver was killed",
+    )
+    .await;
+    let after_kill = killed.elapsed();
+    apiserver.restart(&cp);
+    let stdout = read(&dir, "stdout");
+    let stderr = read(&dir, "stderr");
+    eprintln!(
+        "measured: berth apply ({workspaces} workspaces) exited {status} {:.2}s after \
+         kube-apiserver was killed",
+        after_kill.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    let cause = format!(
+        "cannot reach the API server at {}: connection refused (is it running?)",
+        cp.server()
+    );
+    assert_eq!(
+        stderr.matches(&cause).count(),
+        1,
+        "the server and the cause are said once:\n{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("failed ")),
+        "no object is reported failed for the outage:\n{stderr}"
+    );
+    interrupted_summary(&stdout, &stderr);
     converges(&cp, &repo);
+}
+
+/// The summary of an apply the outage interrupted: counts that match the lists, objects
+/// not sent (the outage came early), nothing pruned, no library noise.
+fn interrupted_summary(stdout: &str, stderr: &str) {
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("applied: "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}\n{stderr}"));
+    assert!(summary.contains("stopped early"), "{summary}");
+    let not_applied = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("not applied: "))
+        .count();
+    let in_flight = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("in flight: "))
+        .count();
+    assert!(not_applied > 0, "the outage left objects unsent:\n{stderr}");
+    assert!(
+        summary.contains(&format!("{not_applied} not sent, {in_flight} in flight")),
+        "the summary counts the lists: {summary}"
+    );
+    assert!(
+        summary.contains(&format!("{} created", written(stderr).len())),
+        "{summary}"
+    );
+    assert!(stderr.contains("nothing was pruned"), "{stderr}");
+    for noise in ["ServiceError", "kube_client", "Status {", "os error"] {
+        assert!(!stderr.contains(noise), "`{noise}` in:\n{stderr}");
+    }
 }
 
 /// Issue 17: SIGTERM in the middle of `berth apply`: it stops sending, prints what was
@@ -341,4 +492,121 @@ async fn a_cycle_past_its_timeout_is_stopped_and_retried_until_it_converges() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(applied, "the revision was recorded as applied within 60 s");
+}
+
+/// Issue 30: kube-apiserver dies while `berth watch` applies. Each cycle over the outage is
+/// one failure of kind `unavailable` (the cause said once, the counts of the stopped
+/// apply), with no per-object failure in the log; the reconciler backs off, says it is not
+/// ready (/readyz 503), and once kube-apiserver is back it converges (the plan is empty)
+/// and is ready again.
+#[tokio::test]
+async fn the_reconciler_counts_an_outage_as_one_failure_per_cycle_and_converges_after() {
+    let _serial = SERIAL.lock().await;
+    let Some(cp) = support::control_plane().await else {
+        return;
+    };
+    let repo = GeneratedRepo::new("watch-down", WORKSPACES);
+    repo.commit("r1");
+    let watch = repo.watch_command("watch", "berth-outage", cp.kubeconfig_path());
+    let (log, addr) = (watch.log, watch.addr);
+    let mut command = watch.command;
+    let child = command
+        .arg("--no-leader-elect")
+        .args(["--drift-interval", "1h"])
+        .spawn()
+        .expect("starting berth watch");
+    let mut watch = Running(child);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    };
+    let message = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_string();
+    // The apply is under way: some objects are written.
+    let started = Instant::now();
+    while lines().iter().filter(|l| message(l) == "created").count() < 20 {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            panic!("berth watch exited ({status})");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "berth watch wrote nothing within 120 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let apiserver = support::outage::kill_apiserver(&cp);
+    let failed = |lines: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| message(l) == "reconcile failed")
+            .cloned()
+            .collect()
+    };
+    let killed = Instant::now();
+    let mut not_ready = false;
+    loop {
+        let (code, _) = http_get(&addr, "/readyz").await;
+        not_ready |= code == 503;
+        if not_ready && failed(&lines()).len() >= 2 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "within 90 s of the kill: not ready {not_ready}, failures {:?}",
+            failed(&lines())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "measured: berth watch failed its cycle and said not ready {:.1}s after kube-apiserver \
+         was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let during = lines();
+    apiserver.restart(&cp);
+    let cause = format!("cannot reach the API server at {}", cp.server());
+    for failure in failed(&during) {
+        assert_eq!(failure["fields"]["kind"], "unavailable", "{failure}");
+        let error = failure["fields"]["error"].as_str().unwrap_or_default();
+        assert_eq!(error.matches(&cause).count(), 1, "{error}");
+    }
+    let first = failed(&during)[0]["fields"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.contains("stopped the apply") && first.contains("nothing was pruned"),
+        "{first}"
+    );
+    let per_object: Vec<String> = during
+        .iter()
+        .map(message)
+        .filter(|m| m.starts_with("failed: "))
+        .collect();
+    assert!(
+        per_object.is_empty(),
+        "no per-object failure storm: {} lines, first {:?}",
+        per_object.len(),
+        per_object.first()
+    );
+    // Back: it converges, and is ready again.
+    let back = Instant::now();
+    loop {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            panic!("berth watch exited ({status})");
+        }
+        let plan = berth(&cp, &repo, "plan").output().unwrap();
+        if plan.status.code() == Some(0) && http_get(&addr, "/readyz").await.0 == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(300),
+            "berth watch did not converge within 300 s of kube-apiserver's return:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

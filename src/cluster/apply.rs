@@ -231,7 +231,7 @@ pub async fn apply(
                 }
             })
             .collect();
-        let results = run_until_stopped(requests, &options.stop).await;
+        let results = run_until_stopped(requests, &options.stop, &cluster.outage).await;
         let verb = |c: &Change| match c.action {
             Action::Create => "created",
             Action::Recreate => "re-created",
@@ -302,7 +302,7 @@ pub async fn apply(
                 }
             })
             .collect();
-        let results = run_until_stopped(requests, &options.stop).await;
+        let results = run_until_stopped(requests, &options.stop, &cluster.outage).await;
         let verb = |c: &Change| {
             if c.action == Action::Release {
                 "released"
@@ -400,9 +400,16 @@ enum Outcome {
     Abandoned,
 }
 
-/// Run a wave's requests, at most [`CONCURRENCY`] at a time, until they are done or `stop`
-/// is cancelled; outcomes in the requests' order.
-async fn run_until_stopped<F>(requests: Vec<F>, stop: &CancellationToken) -> Vec<Outcome>
+/// Run a wave's requests, at most [`CONCURRENCY`] at a time, until they are done, `stop`
+/// is cancelled or the control plane is found gone ([`super::outage`]); outcomes in the
+/// requests' order. After an outage, a request that failed with the outage's error was
+/// abandoned (sent or not: either way it is whole or not at all), never a failure of its
+/// own: the cause is said once, by the caller.
+async fn run_until_stopped<F>(
+    requests: Vec<F>,
+    stop: &CancellationToken,
+    outage: &super::outage::Outage,
+) -> Vec<Outcome>
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
@@ -423,6 +430,7 @@ where
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = outage.tripped() => break,
                 next = stream.next() => match next {
                     Some((i, result)) => outcomes[i] = Some(result),
                     None => break,
@@ -434,6 +442,7 @@ where
         .into_iter()
         .zip(started)
         .map(|(outcome, started)| match outcome {
+            Some(Err(message)) if outage.is_message(&message) => Outcome::Abandoned,
             Some(result) => Outcome::Done(result),
             None if started.into_inner() => Outcome::Abandoned,
             None => Outcome::NotSent,

@@ -76,6 +76,8 @@ pub fn describe(err: &kube::Error, server: &str) -> String {
         kube::Error::BuildRequest(e) => format!("berth built a bad request: {e}"),
         // Refused by berth itself, never sent: not a transport failure.
         kube::Error::Service(e) if e.is::<super::fence::Fenced>() => e.to_string(),
+        // The outage detector's one cause, already in words.
+        kube::Error::Service(e) if e.is::<super::outage::OutageError>() => e.to_string(),
         other => format!(
             "cannot reach the API server at {server}: {}",
             transport_cause(other)

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fence;
 mod inventory;
 mod kinds;
+pub mod outage;
 mod retry;
 pub mod tenancy;
 mod wait;
@@ -59,6 +60,8 @@ pub struct Cluster {
     pub requests: RequestCounter,
     /// Requests that finally failed (after retries), by kind.
     pub errors: ErrorCounter,
+    /// The outage detector every request of this client shares ([`outage`]).
+    pub outage: outage::Outage,
     /// The API server's URL, for messages.
     pub server: String,
     /// Set once listing Secrets across all namespaces was refused: this connection lists
@@ -88,13 +91,23 @@ impl Cluster {
             .trim_end_matches('/')
             .to_string();
         error::remember_server(&server);
+        let outage = outage::Outage::new(&server, errors.clone());
         config.default_retry = false;
+        let mut probe_config = config.clone();
+        probe_config.connect_timeout = Some(Duration::from_secs(3));
+        probe_config.read_timeout = Some(Duration::from_secs(5));
+        probe_config.write_timeout = Some(Duration::from_secs(5));
+        outage.set_probe(
+            kube::Client::try_from(probe_config).context("building the Kubernetes client")?,
+        );
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(REQUEST_TIMEOUT);
         config.write_timeout = Some(REQUEST_TIMEOUT);
         let client = kube::client::ClientBuilder::try_from(config)
             .context("building the Kubernetes client")?
             .with_layer(&requests.layer())
+            // Every attempt is evidence of an outage (or of none).
+            .with_layer(&outage.attempts())
             // Retries need a service they can call again: a buffer in front makes one.
             .with_layer(&tower::buffer::BufferLayer::new(1024))
             .with_layer(&tower::retry::RetryLayer::new(retry::RetryPolicy::default()))
@@ -102,11 +115,15 @@ impl Cluster {
             // errors are counted as berth finally saw them.
             .with_layer(&fence::FenceLayer::optional(fence))
             .with_layer(&errors.layer())
+            // Outermost: once the control plane is found gone, no request is sent and none
+            // in flight is waited for.
+            .with_layer(&outage.layer())
             .build();
         Ok(Cluster {
             client,
             requests,
             errors,
+            outage,
             server,
             secrets_per_namespace: Arc::default(),
         })

@@ -226,6 +226,8 @@ pub async fn start(
     let (election, handover) = match (&config.leader, fence) {
         (Some(leader_config), Some(fence)) => {
             let election_cluster = Cluster::from_config(kube_config)?;
+            // The election goes on trying by itself, through any outage.
+            election_cluster.outage.disable();
             let (election, task, handover) = leader::start(
                 election_cluster,
                 leader_config.clone(),
@@ -495,6 +497,9 @@ impl Reconciler {
     /// server (for /readyz).
     async fn cycle(&mut self, trigger: Trigger) {
         let requests = |c: &Cluster| c.requests.snapshot().values().sum::<u64>();
+        // Each cycle judges the control plane anew: an outage found by the last one is
+        // forgotten ([`crate::cluster::outage`]).
+        self.cluster.outage.reset();
         let before = (requests(&self.cluster), self.cluster.errors.unavailable());
         let deadline = tokio::time::Instant::now() + self.config.cycle_timeout;
         self.cycle_within(trigger, deadline).await;
@@ -751,6 +756,12 @@ impl Reconciler {
             live = plan => match live {
                 Ok(live) => live,
                 Err(err) => {
+                    if let Some(cause) = self.cluster.outage.message() {
+                        return Outcome::Failed(
+                            "unavailable".into(),
+                            format!("{cause}: stopped planning; nothing was written"),
+                        );
+                    }
                     return Outcome::Failed("plan".into(), crate::cluster::error::chain(&err));
                 }
             },
@@ -843,6 +854,13 @@ impl Reconciler {
             return self.stopped(why, None);
         }
         match result {
+            Err(_) if self.cluster.outage.message().is_some() => Outcome::Failed(
+                "unavailable".into(),
+                format!(
+                    "{}: stopped the apply; nothing was pruned",
+                    self.cluster.outage.message().unwrap_or_default()
+                ),
+            ),
             Err(err) => Outcome::Failed("apply".into(), crate::cluster::error::chain(&err)),
             Ok(report) => {
                 self.workspaces(&live, Some(&report), idle);
@@ -878,6 +896,15 @@ impl Reconciler {
             ),
             None => "the requests in flight were abandoned".to_string(),
         };
+        if why.is_none()
+            && let Some(cause) = self.cluster.outage.message()
+        {
+            // The control plane is gone: one failure of the cycle, said once.
+            return Outcome::Failed(
+                "unavailable".into(),
+                format!("{cause}: stopped the apply ({counts}); nothing was pruned"),
+            );
+        }
         match why {
             Some(Stop::Timeout) => Outcome::Failed(
                 "timeout".into(),
@@ -1018,6 +1045,12 @@ impl Reconciler {
     }
 
     async fn fail(&mut self, kind: &str, revision: Option<String>, message: String) {
+        // Whatever step met it, a control plane found gone is one kind of failure.
+        let kind = if self.cluster.outage.message().is_some() {
+            "unavailable"
+        } else {
+            kind
+        };
         let delay = self.backoff.fail();
         self.retry_at = Some(Instant::now() + delay);
         tracing::error!(kind, error = %message, retry_in = ?delay, "reconcile failed");

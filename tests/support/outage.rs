@@ -30,6 +30,13 @@ pub struct EtcdDown {
 /// folder, which is unique to this control plane).
 fn find_etcd(cp: &ControlPlane) -> anyhow::Result<(i32, Vec<String>)> {
     let data_dir = format!("--data-dir={}", cp.inner.root.join("etcd-data").display());
+    find_process("/etcd", &data_dir)
+}
+
+/// The pid and command line of the process whose binary ends with `binary` and that has
+/// the argument `marker`.
+fn find_process(binary: &str, marker: &str) -> anyhow::Result<(i32, Vec<String>)> {
+    let data_dir = marker.to_string();
     for entry in std::fs::read_dir("/proc").context("reading /proc")? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -47,13 +54,13 @@ fn find_etcd(cp: &ControlPlane) -> anyhow::Result<(i32, Vec<String>)> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_etcd = argv.first().is_some_and(|a| a.ends_with("/etcd"));
+        let is_etcd = argv.first().is_some_and(|a| a.ends_with(binary));
         // A killed etcd not yet reaped is a zombie with an empty command line: skipped.
         if is_etcd && argv.contains(&data_dir) {
             return Ok((pid, argv));
         }
     }
-    bail!("no etcd process with {data_dir}")
+    bail!("no {binary} process with {data_dir}")
 }
 
 fn client_port(argv: &[String]) -> anyhow::Result<u16> {
@@ -127,6 +134,69 @@ impl EtcdDown {
             std::thread::sleep(Duration::from_millis(50));
         }
         wait_apiserver_ready(cp, Duration::from_secs(60));
+    }
+}
+
+/// The control plane's kube-apiserver, killed by [`kill_apiserver`];
+/// [`ApiserverDown::restart`] starts it again with the same command line (same port,
+/// certificates and etcd).
+pub struct ApiserverDown {
+    argv: Vec<String>,
+    log: PathBuf,
+}
+
+/// SIGKILL the control plane's kube-apiserver (etcd keeps running), and wait until its
+/// port refuses connections.
+pub fn kill_apiserver(cp: &ControlPlane) -> ApiserverDown {
+    let cert_dir = format!("--cert-dir={}", cp.inner.root.join("cert-dir").display());
+    let (pid, argv) = find_process("/kube-apiserver", &cert_dir).expect("the kube-apiserver");
+    let addr = cp.server().trim_start_matches("https://").to_string();
+    // SAFETY: a plain syscall on a pid we just read, belonging to our own child.
+    let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(
+        killed,
+        0,
+        "kill -9 {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "kube-apiserver (pid {pid}) still listened on {addr} 10s after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ApiserverDown {
+        log: cp.inner.root.join("kube-apiserver-restarted.log"),
+        argv,
+    }
+}
+
+impl ApiserverDown {
+    /// Start kube-apiserver again and wait until it is ready. It lives as long as the test
+    /// binary (started from a thread that never ends, as [`EtcdDown::restart`] does).
+    pub fn restart(self, cp: &ControlPlane) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let argv = self.argv.clone();
+        let log = self.log.clone();
+        std::thread::Builder::new()
+            .name("kube-apiserver-restarted".into())
+            .spawn(move || {
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..]);
+                let child = super::spawn_child(&mut cmd, &log);
+                let _ = tx.send(child.as_ref().map(|c| c.id()).map_err(|e| format!("{e:#}")));
+                let _child = child;
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawning the kube-apiserver thread");
+        rx.recv()
+            .expect("the kube-apiserver thread answers")
+            .unwrap_or_else(|e| panic!("restarting kube-apiserver: {e}"));
+        wait_apiserver_ready(cp, Duration::from_secs(90));
     }
 }
 
