@@ -596,6 +596,82 @@ mod tests {
         ));
     }
 
+    /// The layers in a client path: answers (refusals among them) pass and never trip it;
+    /// failed attempts on two kinds do; then a request not yet sent fails at once, and one
+    /// in flight is abandoned, both with the one cause.
+    #[tokio::test]
+    async fn the_layers_end_every_request_once_tripped() {
+        use tower::ServiceExt as _;
+        let errors = super::super::ErrorCounter::default();
+        let outage = Outage::new("https://h:1", errors.clone());
+        // The server: 422 for `/refuse`, 503 for `/fail`, never an answer for `/hang`.
+        let server = tower::service_fn(|request: Request<()>| async move {
+            let code = match request.uri().path() {
+                p if p.ends_with("/hang") => {
+                    std::future::pending::<()>().await;
+                    200
+                }
+                p if p.contains("/fail") => 503,
+                _ => 422,
+            };
+            Ok::<_, BoxError>(Response::builder().status(code).body(()).unwrap())
+        });
+        let client = outage.layer().layer(outage.attempts().layer(server));
+        let get = |path: &str| Request::get(path).body(()).unwrap();
+        for _ in 0..100 {
+            let answer = client
+                .clone()
+                .oneshot(get("/api/v1/namespaces/a/configmaps/refuse"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 422);
+        }
+        assert_eq!(outage.message(), None, "refusals never trip it");
+        let hanging = tokio::spawn(
+            client
+                .clone()
+                .oneshot(get("/apis/apps/v1/namespaces/a/statefulsets/hang")),
+        );
+        // Sent before the outage is found.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        for i in 0..CONSECUTIVE {
+            let kind = if i % 2 == 0 { "configmaps" } else { "services" };
+            let path = format!("/api/v1/namespaces/a/{kind}/fail");
+            let _ = client.clone().oneshot(get(&path)).await;
+        }
+        let message = outage.message().expect("tripped by failures on two kinds");
+        assert!(message.contains("https://h:1"), "{message}");
+        let err = client
+            .clone()
+            .oneshot(get("/api/v1/namespaces/a/configmaps/refuse"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.is::<OutageError>() && err.to_string() == message,
+            "{err}"
+        );
+        let abandoned = tokio::time::timeout(Duration::from_secs(5), hanging)
+            .await
+            .expect("the request in flight is abandoned at once")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(abandoned.to_string(), message);
+        assert_eq!(errors.snapshot().get("server"), Some(&1), "counted once");
+        // A new cycle judges anew.
+        outage.reset();
+        assert_eq!(outage.message(), None);
+        assert_eq!(
+            client
+                .clone()
+                .oneshot(get("/api/v1/namespaces/a/configmaps/refuse"))
+                .await
+                .unwrap()
+                .status(),
+            422
+        );
+    }
+
     fn refusal() -> impl Strategy<Value = Evidence> {
         prop_oneof![
             Just(Evidence::Answered),
