@@ -95,8 +95,8 @@ impl Cluster {
         config.default_retry = false;
         let mut probe_config = config.clone();
         probe_config.connect_timeout = Some(Duration::from_secs(3));
-        probe_config.read_timeout = Some(Duration::from_secs(5));
-        probe_config.write_timeout = Some(Duration::from_secs(5));
+        probe_config.read_timeout = Some(outage::PROBE_TIMEOUT);
+        probe_config.write_timeout = Some(outage::PROBE_TIMEOUT);
         outage.set_probe(
             kube::Client::try_from(probe_config).context("building the Kubernetes client")?,
         );

@@ -7,11 +7,12 @@
 //! Evidence, from every attempt's outcome:
 //! - a transport failure (connection refused or reset, no answer in time) or a 5xx answer,
 //!   and a request still unanswered after [`SLOW`], make the detector **probe** the API
-//!   server's `/readyz?verbose` (one probe at a time, its own client, short timeouts). The
+//!   server's `/readyz?verbose` (one probe at a time, its own client, 10 s at most). The
 //!   probe refused or unanswered: the server is unreachable. It answers that its `etcd`
-//!   check fails: the server answers but cannot read or write its storage (etcd down:
-//!   kube-apiserver keeps accepting requests and lets them hang, or answers 500/504 with
-//!   an etcd message; its readiness check says so within its own 2 s).
+//!   check fails: the server answers but cannot read or write its storage. (With etcd
+//!   down, kube-apiserver accepts requests and lets them hang: a GET answers 504 after
+//!   60 s, a create 504 `context deadline exceeded` after 34 s, a LIST is reset after
+//!   60 s; `/readyz?verbose` answers 500 `[-]etcd failed` in about 4 s.)
 //! - [`CONSECUTIVE`] failed attempts in a row, on at least two kinds of resource, with no
 //!   answer in between, trip it even when the probe cannot tell (a server whose /readyz
 //!   is healthy but that serves nothing).
@@ -38,8 +39,9 @@ pub const SLOW: Duration = Duration::from_secs(4);
 /// Attempts in a row that failed (timeouts, server errors: on two kinds or more) that trip
 /// the detector without a probe's confirmation.
 pub const CONSECUTIVE: u32 = 16;
-/// How long the probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the probe may take. With etcd down, kube-apiserver's `/readyz` takes about
+/// 4 s to say so (its `etcd` and `etcd-readiness` checks, 2 s each).
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a healthy probe, no other for this long.
 const PROBE_COOLDOWN: Duration = Duration::from_secs(2);
 
@@ -318,7 +320,7 @@ impl Outage {
         tokio::spawn(async move {
             let mut answer = probe(&client).await;
             // A refused connection twice, half a second apart: not a restart's blink.
-            if matches!(answer, Probe::Unreachable(_)) {
+            if matches!(&answer, Probe::Unreachable(words) if words.contains("refused")) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 answer = probe(&client).await;
             }
