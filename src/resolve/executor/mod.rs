@@ -420,6 +420,7 @@ pub fn resolve(
                 if let (Some(policy), Some(_)) = (policy, policy_doc) {
                     diagnostics.extend(replaced_sections(&layers, policy));
                 }
+                diagnostics.extend(narrowed_sections(&layers));
                 let mut resolved = BlockExecutor {
                     project: sources.project.clone(),
                     pipeline: pipeline.uuid.clone(),
@@ -832,6 +833,59 @@ fn replaced_sections(layers: &[Layer<'_>], policy: &ProjectPolicy) -> Vec<Diagno
                 Diagnostic::warning(file, pos, &field, message).with_help(help)
             });
         }
+    }
+    out
+}
+
+/// Where a block's section replaces the project's (Mage merges top-level keys only), the
+/// keys of the project's that the Job loses: a warning at the block's section, which says
+/// what to repeat there to keep them. The change from a key-by-key merge most likely to
+/// have changed a repository's meaning (a block's `resource_limits: {memory: 4Gi}` over a
+/// project's `{cpu: 1, memory: 2Gi}` leaves no CPU limit).
+fn narrowed_sections(layers: &[Layer<'_>]) -> Vec<Diagnostic> {
+    let (Some(block), Some(project)) = (
+        layers.iter().find(|l| l.kind == LayerKind::Block),
+        layers.iter().find(|l| l.kind == LayerKind::Project),
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, ours) in &block.value {
+        let (Some(ours), Some(theirs)) = (
+            ours.as_object(),
+            project.value.get(key).and_then(Value::as_object),
+        ) else {
+            continue;
+        };
+        let lost: Vec<String> = theirs
+            .iter()
+            .filter(|(k, _)| !ours.contains_key(*k))
+            .map(|(k, v)| format!("{k}: {}", shown(v)))
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let at = block.origin(&format!("/{}", escape_segment(key)));
+        let from = project.origin(&format!("/{}", escape_segment(key)));
+        let from = match (&from.file, from.line) {
+            (Some(file), Some(line)) => format!("{file}:{line}"),
+            _ => from.layer.clone(),
+        };
+        let (Some(file), Some(pos)) = (&at.file, at.pos) else {
+            continue;
+        };
+        out.push(
+            Diagnostic::warning(
+                file,
+                pos,
+                at.pointer.as_deref().unwrap_or_default(),
+                format!(
+                    "this `{key}` replaces the project's ({from}) whole, as Mage merges top-level keys only: the Job gets none of {}",
+                    lost.join(", ")
+                ),
+            )
+            .with_help("repeat here what the block should keep of the project's section"),
+        );
     }
     out
 }
