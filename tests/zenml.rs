@@ -406,3 +406,134 @@ proptest! {
         check(&env, &expected).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
     }
 }
+
+// ---- The plugin's Kubernetes values, judged by the API server ------------------------
+
+/// A value of one field, valid or not in the ways people write them wrong.
+#[derive(Debug, Clone)]
+struct Values {
+    resources: Option<&'static str>,
+    node_selector: Option<&'static str>,
+    tolerations: Option<&'static str>,
+    policy: Option<&'static str>,
+}
+
+fn values() -> impl Strategy<Value = Values> {
+    (
+        proptest::option::of(pick(vec![
+            "{requests: {cpu: 500m, memory: 1Gi}, limits: {cpu: \"2\", memory: 4Gi}}",
+            "{requests: {cpu: \"4\"}, limits: {cpu: \"2\"}}",
+            "{requests: {cpu: two}}",
+        ])),
+        proptest::option::of(pick(vec!["{pool: runners}", "{pool: \"bad value!\"}"])),
+        proptest::option::of(pick(vec![
+            "[{key: dedicated, operator: Equal, value: runners, effect: NoSchedule}]",
+            "[{key: dedicated, operator: Exists, value: runners}]",
+            "[{key: gone, operator: Equal, value: x, effect: NoSchedule, tolerationSeconds: 5}]",
+            "[{key: gone, operator: Exists, effect: NoExecute, tolerationSeconds: 5}]",
+        ])),
+        proptest::option::of(pick(vec![
+            "{rules: [{action: FailJob, onExitCodes: {operator: In, values: [42]}}]}",
+            "{rules: [{action: FailJob, onExitCodes: {operator: In, values: [0, 42]}}]}",
+            "{rules: [{action: FailJob, onExitCodes: {operator: In, values: [42, 3]}}]}",
+            "{rules: [{action: FailIndex, onExitCodes: {operator: In, values: [42]}}]}",
+            "{rules: [{action: Ignore, onPodConditions: [{type: DisruptionTarget, status: \"True\"}]}]}",
+            "{rules: [{action: Ignore, onExitCodes: {operator: In, values: [1]}, onPodConditions: [{type: DisruptionTarget}]}]}",
+        ])),
+    )
+        .prop_map(|(resources, node_selector, tolerations, policy)| Values {
+            resources,
+            node_selector,
+            tolerations,
+            policy,
+        })
+}
+
+/// A runner Job with the values where ZenML's plugin puts them: the pod's resources,
+/// node selector and tolerations, and the Job's failure policy.
+fn runner_job(v: &Values) -> Value {
+    let parse = |text: Option<&str>| -> Value {
+        text.map(|t| serde_yaml::from_str::<Value>(t).expect("the case is YAML"))
+            .unwrap_or(Value::Null)
+    };
+    let mut container = json!({"name": "main", "image": "zenmldocker/zenml:0.98.0"});
+    if v.resources.is_some() {
+        container["resources"] = parse(v.resources);
+    }
+    let mut pod = json!({"restartPolicy": "Never", "containers": [container]});
+    if v.node_selector.is_some() {
+        pod["nodeSelector"] = parse(v.node_selector);
+    }
+    if v.tolerations.is_some() {
+        pod["tolerations"] = parse(v.tolerations);
+    }
+    let mut spec = json!({"template": {"spec": pod}});
+    if v.policy.is_some() {
+        spec["podFailurePolicy"] = parse(v.policy);
+    }
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "zenml-runner"}, "spec": spec})
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().expect("tokio runtime"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// berth's validate refuses a workload manager's Kubernetes values exactly when the API
+    /// server refuses a runner Job that carries them (server-side dry-run).
+    #[test]
+    fn validate_refuses_the_plugins_values_exactly_when_the_api_server_does(v in values()) {
+        let Some(client) = runtime().block_on(async {
+            let cp = support::control_plane().await?;
+            Some(cp.client().await)
+        }) else {
+            return Ok(());
+        };
+        let mut case = Case {
+            implementation: None,
+            build: false,
+            region: false,
+            logs: false,
+            resources: v.resources.map(String::from),
+            ttl: None,
+            node_selector: v.node_selector.map(String::from),
+            tolerations: Vec::new(),
+            backoff: None,
+            policy: v.policy.map(String::from),
+            max_runs: None,
+        };
+        if let Some(t) = v.tolerations {
+            case.tolerations = vec![t.trim_start_matches('[').trim_end_matches(']').to_string()];
+        }
+        let text = project(&case);
+        let desired = berth::validated(vec![SourceFile::new("projects/ml.yaml", text.as_str())]);
+        let errors: Vec<String> = desired
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        let job = runner_job(&v);
+        let refused = runtime().block_on(async {
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+                client.clone(),
+                "default",
+                &kube::api::ApiResource::erase::<k8s_openapi::api::batch::v1::Job>(&()),
+            );
+            let object: kube::api::DynamicObject = serde_json::from_value(job.clone()).unwrap();
+            let params = kube::api::PostParams { dry_run: true, ..Default::default() };
+            api.create(&params, &object).await.err().map(|e| e.to_string())
+        });
+        prop_assert_eq!(
+            !errors.is_empty(),
+            refused.is_some(),
+            "berth: {:#?}\nAPI server: {:?}\n{}",
+            errors,
+            refused,
+            text
+        );
+    }
+}
