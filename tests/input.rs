@@ -243,8 +243,8 @@ fn values_the_api_server_would_refuse_are_refused_at_validate() {
     assert_eq!(code, 1, "{err}");
     for expected in [
         "workspaces/analytics/etl-dev.yaml:7:11: error: metadata.labels.team: invalid label value",
-        "mage/analytics/pipelines/etl_daily/metadata.yaml:12:22: error: blocks[0].executor_config.job.backoff_limit",
-        "mage/analytics/pipelines/etl_daily/metadata.yaml:13:35: error: blocks[0].executor_config.job.ttl_seconds_after_finished",
+        "mage/analytics/pipelines/etl_daily/metadata.yaml:13:22: error: blocks[0].executor_config.job.backoff_limit",
+        "mage/analytics/pipelines/etl_daily/metadata.yaml:14:35: error: blocks[0].executor_config.job.ttl_seconds_after_finished",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }

@@ -1,78 +1,12 @@
 //! The Mage oracle: Mage's own executor and idle code (tests/mage/oracle.py, run with the
-//! pinned mage-ai of `scripts/mage-oracle`), one process per test binary, asked one JSON
-//! case per line. Missing is a skip, and under CI=true a failure, like a missing control
-//! plane.
+//! pinned mage-ai of `scripts/mage-oracle`).
 
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use super::oracle::{Oracle, Shared, shared};
+use std::sync::Mutex;
 
-pub struct Oracle {
-    _child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+static ORACLE: Shared = Shared::new();
 
-impl Oracle {
-    /// Mage's answer to one case (see tests/mage/README.md for the format).
-    pub fn ask(&mut self, case: &Value) -> Value {
-        let line = serde_json::to_string(case).expect("case as JSON");
-        writeln!(self.stdin, "{line}").expect("writing to the Mage oracle");
-        self.stdin.flush().expect("flushing the Mage oracle");
-        let mut answer = String::new();
-        self.stdout
-            .read_line(&mut answer)
-            .expect("reading the Mage oracle");
-        assert!(!answer.is_empty(), "the Mage oracle exited; case: {line}");
-        serde_json::from_str(&answer).expect("the Mage oracle answers JSON")
-    }
-}
-
-static ORACLE: OnceLock<Result<Mutex<Oracle>, String>> = OnceLock::new();
-
-/// The oracle of this test binary, started on first use; `None` (after saying why) when it
-/// cannot be installed here, unless CI=true, where that panics.
+/// The Mage oracle of this test binary (see [`super::oracle::shared`]).
 pub fn oracle() -> Option<&'static Mutex<Oracle>> {
-    let state = ORACLE.get_or_init(start);
-    match state {
-        Ok(oracle) => Some(oracle),
-        Err(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("no Mage oracle, and CI=true makes that a failure: {why}");
-            }
-            eprintln!("SKIPPED: no Mage oracle: {why} (run scripts/mage-oracle python)");
-            None
-        }
-    }
-}
-
-fn start() -> Result<Mutex<Oracle>, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mage-oracle");
-    // Install (or find) the pinned venv first, so its errors are readable.
-    let python = Command::new(&script)
-        .arg("python")
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    if !python.status.success() {
-        return Err(format!(
-            "scripts/mage-oracle python failed: {}",
-            String::from_utf8_lossy(&python.stderr)
-        ));
-    }
-    let mut child = Command::new(&script)
-        .arg("run")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting the Mage oracle: {e}"))?;
-    let stdin = child.stdin.take().ok_or("no stdin")?;
-    let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    Ok(Mutex::new(Oracle {
-        _child: child,
-        stdin,
-        stdout,
-    }))
+    shared(&ORACLE, "Mage", "mage-oracle")
 }

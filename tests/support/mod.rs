@@ -67,6 +67,7 @@ use kube::{Client, Config};
 pub mod generated;
 pub mod identity;
 pub mod mage;
+pub mod oracle;
 pub mod outage;
 pub mod provisioner;
 pub mod repo;
