@@ -70,11 +70,8 @@ fn client_port(argv: &[String]) -> anyhow::Result<u16> {
         .context("etcd's --listen-client-urls")
 }
 
-/// SIGKILL the control plane's etcd (kube-apiserver keeps running, and answers with errors
-/// or not at all), and wait until its port refuses connections.
-pub fn kill_etcd(cp: &ControlPlane) -> EtcdDown {
-    let (pid, argv) = find_etcd(cp).expect("the control plane's etcd");
-    let port = client_port(&argv).expect("etcd's client port");
+/// SIGKILL `pid` (our own child, `what`) and wait until `addr` refuses connections.
+fn kill_until_closed(what: &str, pid: i32, addr: &str) {
     // SAFETY: a plain syscall on a pid we just read, belonging to our own child.
     let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(
@@ -84,13 +81,45 @@ pub fn kill_etcd(cp: &ControlPlane) -> EtcdDown {
         std::io::Error::last_os_error()
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+    while std::net::TcpStream::connect(addr).is_ok() {
         assert!(
             Instant::now() < deadline,
-            "etcd (pid {pid}) still listened on {port} 10s after SIGKILL"
+            "{what} (pid {pid}) still listened on {addr} 10s after SIGKILL"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Start `argv` again (logging to `log`) from a thread that never ends, so that the
+/// child's parent thread (PR_SET_PDEATHSIG, as for the others) lives as long as the test
+/// binary.
+fn respawn(what: &str, argv: &[String], log: &std::path::Path) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (argv, log) = (argv.to_vec(), log.to_path_buf());
+    std::thread::Builder::new()
+        .name(format!("{what}-restarted"))
+        .spawn(move || {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            let child = super::spawn_child(&mut cmd, &log);
+            let _ = tx.send(child.as_ref().map(|c| c.id()).map_err(|e| format!("{e:#}")));
+            let _child = child;
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap_or_else(|e| panic!("spawning the {what} thread: {e}"));
+    rx.recv()
+        .unwrap_or_else(|e| panic!("the {what} thread answers: {e}"))
+        .unwrap_or_else(|e| panic!("restarting {what}: {e}"));
+}
+
+/// SIGKILL the control plane's etcd (kube-apiserver keeps running, and answers with errors
+/// or not at all), and wait until its port refuses connections.
+pub fn kill_etcd(cp: &ControlPlane) -> EtcdDown {
+    let (pid, argv) = find_etcd(cp).expect("the control plane's etcd");
+    let port = client_port(&argv).expect("etcd's client port");
+    kill_until_closed("etcd", pid, &format!("127.0.0.1:{port}"));
     EtcdDown {
         log: cp.inner.root.join("etcd-restarted.log"),
         argv,
@@ -103,26 +132,7 @@ impl EtcdDown {
     /// ready again. The new etcd lives as long as the test binary (it is started from a
     /// thread that never ends, with PR_SET_PDEATHSIG like the others).
     pub fn restart(self, cp: &ControlPlane) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let argv = self.argv.clone();
-        let log = self.log.clone();
-        std::thread::Builder::new()
-            .name("etcd-restarted".into())
-            .spawn(move || {
-                let mut cmd = Command::new(&argv[0]);
-                cmd.args(&argv[1..]);
-                let child = super::spawn_child(&mut cmd, &log);
-                let _ = tx.send(child.as_ref().map(|c| c.id()).map_err(|e| format!("{e:#}")));
-                // Keep the child's parent thread (PR_SET_PDEATHSIG) alive until the end.
-                let _child = child;
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawning the etcd thread");
-        rx.recv()
-            .expect("the etcd thread answers")
-            .unwrap_or_else(|e| panic!("restarting etcd: {e}"));
+        respawn("etcd", &self.argv, &self.log);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
             assert!(
@@ -150,23 +160,11 @@ pub struct ApiserverDown {
 pub fn kill_apiserver(cp: &ControlPlane) -> ApiserverDown {
     let cert_dir = format!("--cert-dir={}", cp.inner.root.join("cert-dir").display());
     let (pid, argv) = find_process("/kube-apiserver", &cert_dir).expect("the kube-apiserver");
-    let addr = cp.server().trim_start_matches("https://").to_string();
-    // SAFETY: a plain syscall on a pid we just read, belonging to our own child.
-    let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert_eq!(
-        killed,
-        0,
-        "kill -9 {pid}: {}",
-        std::io::Error::last_os_error()
+    kill_until_closed(
+        "kube-apiserver",
+        pid,
+        cp.server().trim_start_matches("https://"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "kube-apiserver (pid {pid}) still listened on {addr} 10s after SIGKILL"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     ApiserverDown {
         log: cp.inner.root.join("kube-apiserver-restarted.log"),
         argv,
@@ -177,25 +175,7 @@ impl ApiserverDown {
     /// Start kube-apiserver again and wait until it is ready. It lives as long as the test
     /// binary (started from a thread that never ends, as [`EtcdDown::restart`] does).
     pub fn restart(self, cp: &ControlPlane) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let argv = self.argv.clone();
-        let log = self.log.clone();
-        std::thread::Builder::new()
-            .name("kube-apiserver-restarted".into())
-            .spawn(move || {
-                let mut cmd = Command::new(&argv[0]);
-                cmd.args(&argv[1..]);
-                let child = super::spawn_child(&mut cmd, &log);
-                let _ = tx.send(child.as_ref().map(|c| c.id()).map_err(|e| format!("{e:#}")));
-                let _child = child;
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawning the kube-apiserver thread");
-        rx.recv()
-            .expect("the kube-apiserver thread answers")
-            .unwrap_or_else(|e| panic!("restarting kube-apiserver: {e}"));
+        respawn("kube-apiserver", &self.argv, &self.log);
         wait_apiserver_ready(cp, Duration::from_secs(90));
     }
 }
