@@ -94,7 +94,12 @@ fn berth_kubeconfig(cp: &support::ControlPlane) -> &'static Path {
 
 /// Sets the rule's `allowedNamespaces` (as an administrator would: kubectl patch).
 fn set_allowed(cp: &support::ControlPlane, allowed: &str) {
-    let patch = serde_json::json!({"data": {"allowedNamespaces": allowed}}).to_string();
+    set_rule(cp, "allowedNamespaces", allowed);
+}
+
+/// Sets one key of the tenancy rule's ConfigMap, as an administrator would.
+fn set_rule(cp: &support::ControlPlane, key: &str, value: &str) {
+    let patch = serde_json::json!({"data": {key: value}}).to_string();
     kubectl_ok(cp.kubectl().args([
         "-n",
         "berth-system",
@@ -690,19 +695,7 @@ async fn berth_creates_namespaces_only_inside_the_rule_and_takes_over_none_unask
     let handed = namespace(&cp, "tn-handed", &[MANAGED]);
     succeeded(&apply_as(&cp, berth, &ns(&handed, true)));
     // …or lets berth adopt existing namespaces. (Only this test changes that switch.)
-    let adopt = |value: &str| {
-        let patch = serde_json::json!({"data": {"adoptExistingNamespaces": value}}).to_string();
-        kubectl_ok(cp.kubectl().args([
-            "-n",
-            "berth-system",
-            "patch",
-            "configmap",
-            "berth-tenancy",
-            "--type=merge",
-            "-p",
-            &patch,
-        ]));
-    };
+    let adopt = |value: &str| set_rule(&cp, "adoptExistingNamespaces", value);
     adopt("true");
     support::wait_for(
         Duration::from_secs(30),
