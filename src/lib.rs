@@ -18,6 +18,7 @@ pub mod activity;
 pub mod cluster;
 pub mod explain;
 pub mod mage;
+pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod render;

@@ -111,6 +111,65 @@ pub struct WatchArgs {
     /// key's principals (git does not check this).
     #[arg(long, requires = "verify_commits")]
     pub signer_must_be_committer: bool,
+    /// Post commit statuses to this git host: gitea (or forgejo), github, gitlab. The
+    /// context is `berth/<applyset>`; the token is --commit-status-token-file's, else the
+    /// git token's.
+    #[arg(long, value_name = "HOST", value_parser = ["gitea", "forgejo", "github", "gitlab"])]
+    pub commit_status: Option<String>,
+    /// The host's API root [default: SOURCE's scheme://host[:port] for gitea;
+    /// https://api.github.com; https://gitlab.com].
+    #[arg(long, value_name = "URL", requires = "commit_status")]
+    pub commit_status_api: Option<String>,
+    /// The repository (`owner/name`; GitLab: the project's path) [default: from SOURCE's
+    /// path].
+    #[arg(long, value_name = "OWNER/NAME", requires = "commit_status")]
+    pub commit_status_repo: Option<String>,
+    /// A file holding the token for commit statuses (re-read for every status).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "commit_status",
+        conflicts_with = "commit_status_token_env"
+    )]
+    pub commit_status_token_file: Option<PathBuf>,
+    /// The environment variable holding the token for commit statuses.
+    #[arg(long, value_name = "VAR", requires = "commit_status")]
+    pub commit_status_token_env: Option<String>,
+    /// The status page's URL as people reach it: the statuses' link [default: the
+    /// --listen address].
+    #[arg(long, value_name = "URL")]
+    pub status_url: Option<String>,
+    /// Also POST each revision's final status (and errors) as JSON to this URL, signed
+    /// with HMAC-SHA256 in `X-Berth-Signature` (for chat tools).
+    #[arg(long, value_name = "URL", requires = "notify_webhook_secret_file")]
+    pub notify_webhook: Option<String>,
+    /// The file holding --notify-webhook's signing secret.
+    #[arg(long, value_name = "FILE", requires = "notify_webhook")]
+    pub notify_webhook_secret_file: Option<PathBuf>,
+}
+
+/// `https://git.example.com:3000/org/platform.git` → (`https://git.example.com:3000`,
+/// `org/platform`); `None` for a URL without a host and path (ssh's scp form is handled:
+/// `git@host:org/repo.git` → `https://host`).
+pub fn host_and_repo(url: &str) -> Option<(String, String)> {
+    let (api, path) = if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/')?;
+        let host = authority.rsplit('@').next()?;
+        let scheme = if scheme == "http" { "http" } else { "https" };
+        let host = if scheme == "https" && url.starts_with("ssh://") {
+            host.split(':').next()?
+        } else {
+            host
+        };
+        (format!("{scheme}://{host}"), path)
+    } else if looks_like_scp(url) {
+        let (user_host, path) = url.split_once(':')?;
+        (format!("https://{}", user_host.rsplit('@').next()?), path)
+    } else {
+        return None;
+    };
+    let repo = path.trim_matches('/').trim_end_matches(".git").to_string();
+    (!repo.is_empty()).then_some((api, repo))
 }
 
 /// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
@@ -283,6 +342,7 @@ impl WatchArgs {
             ),
             None => std::env::var("BERTH_WEBHOOK_SECRET").ok(),
         };
+        config.notify = self.notify_config(&config)?;
         if !self.no_leader_elect {
             config.leader = Some(LeaderConfig {
                 namespace: set.namespace.clone(),
@@ -292,6 +352,76 @@ impl WatchArgs {
             });
         }
         Ok(config)
+    }
+}
+
+impl WatchArgs {
+    /// Commit statuses and the chat webhook, from the flags.
+    fn notify_config(&self, config: &Config) -> Result<crate::notify::Config> {
+        use crate::notify::providers::Host;
+        let mut notify = crate::notify::Config {
+            target_url: self.status_url.clone(),
+            ..Default::default()
+        };
+        if let Some(host) = &self.commit_status {
+            let host = Host::parse(host).map_err(anyhow::Error::msg)?;
+            let derived = host_and_repo(&self.source);
+            let api = match (&self.commit_status_api, host.default_api(), &derived) {
+                (Some(api), _, _) => api.clone(),
+                (None, Some(api), _) => api.to_string(),
+                (None, None, Some((api, _))) => api.clone(),
+                (None, None, None) => bail!(
+                    "--commit-status {}: cannot tell the host's API from {}: pass --commit-status-api",
+                    self.commit_status.as_deref().unwrap_or_default(),
+                    self.source
+                ),
+            };
+            let repo = match (&self.commit_status_repo, &derived) {
+                (Some(repo), _) => repo.clone(),
+                (None, Some((_, repo))) => repo.clone(),
+                (None, None) => bail!(
+                    "--commit-status: cannot tell the repository from {}: pass --commit-status-repo",
+                    self.source
+                ),
+            };
+            let token = match (
+                &self.commit_status_token_file,
+                &self.commit_status_token_env,
+            ) {
+                (Some(file), _) => TokenSource::File(file.clone()),
+                (_, Some(var)) => TokenSource::Env(var.clone()),
+                _ => match &config.source {
+                    SourceSpec::Git { remote, .. } if remote.auth.token.is_some() => remote
+                        .auth
+                        .token
+                        .clone()
+                        .unwrap_or(TokenSource::Env(String::new())),
+                    _ => bail!(
+                        "--commit-status needs a token: --commit-status-token-file, \
+                         --commit-status-token-env or the git token (--git-token-file)"
+                    ),
+                },
+            };
+            notify.status = Some(crate::notify::StatusTarget {
+                provider: std::sync::Arc::from(host.provider(&api, &repo)),
+                token,
+            });
+        }
+        if let (Some(url), Some(file)) = (&self.notify_webhook, &self.notify_webhook_secret_file) {
+            let secret = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the notify webhook secret {}", file.display()))?
+                .trim()
+                .to_string();
+            if secret.is_empty() {
+                bail!("the notify webhook secret {} is empty", file.display());
+            }
+            notify.chat = Some(crate::notify::chat::ChatHook {
+                url: url.clone(),
+                secret,
+                source: config.source.describe(),
+            });
+        }
+        Ok(notify)
     }
 }
 
@@ -375,6 +505,38 @@ mod tests {
         ));
         let args = Cli::parse_from(["x", folder.as_str(), "--folder"]).watch;
         assert!(matches!(args.source_spec().unwrap(), SourceSpec::Folder(_)));
+    }
+
+    #[test]
+    fn commit_statuses_from_flags() {
+        assert_eq!(
+            host_and_repo("http://127.0.0.1:3000/berth/platform.git"),
+            Some(("http://127.0.0.1:3000".into(), "berth/platform".into()))
+        );
+        assert_eq!(
+            host_and_repo("https://bot@git.example.com/org/sub/platform"),
+            Some(("https://git.example.com".into(), "org/sub/platform".into()))
+        );
+        assert_eq!(
+            host_and_repo("git@github.com:octo/platform.git"),
+            Some(("https://github.com".into(), "octo/platform".into()))
+        );
+        assert_eq!(host_and_repo("/srv/git/platform.git"), None);
+        let url = "http://127.0.0.1:3000/berth/platform.git";
+        let args = Cli::parse_from(["x", url, "--commit-status", "gitea"]).watch;
+        let err = args.config(None, "b".into()).unwrap_err().to_string();
+        assert!(err.contains("needs a token"), "{err}");
+        let args =
+            Cli::parse_from(["x", url, "--commit-status", "gitea", "--git-token-env", "T"]).watch;
+        let config = args.config(None, "b".into()).unwrap();
+        let status = config.notify.status.unwrap();
+        assert_eq!(status.provider.name(), "gitea");
+        assert_eq!(status.token, TokenSource::Env("T".into()));
+        assert!(Cli::try_parse_from(["x", url, "--commit-status", "bitbucket"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", url, "--notify-webhook", "http://h/"]).is_err(),
+            "a chat hook needs its secret"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod cli;
+mod commit_status;
 pub mod idle;
 pub mod leader;
 pub mod metrics;
@@ -76,6 +77,8 @@ pub struct Config {
     /// Apply only revisions whose commit is signed as this says (`--verify-commits`);
     /// `None`: any commit.
     pub verify_commits: Option<SignaturePolicy>,
+    /// Commit statuses and chat notifications ([`crate::notify`]); empty: none.
+    pub notify: crate::notify::Config,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(20),
             cycle_timeout: Duration::from_secs(300),
             verify_commits: None,
+            notify: crate::notify::Config::default(),
         }
     }
 }
@@ -279,6 +283,7 @@ pub async fn start(
         )));
         tracing::info!(%listen, "serving the status page, /api/status, /healthz, /readyz, /metrics and /hooks/git");
     }
+    let notifier = commit_status::start(&config, addr, shutdown.clone(), &mut tasks)?;
     let reconciler = Reconciler {
         backoff: Backoff::new(config.backoff_base, config.backoff_max),
         next_drift: Instant::now() + config.drift_interval,
@@ -296,6 +301,7 @@ pub async fn start(
         first: true,
         handover,
         in_flight: false,
+        notifier,
     };
     let task = tokio::spawn(async move {
         let result = reconciler.run(fetch, election).await;
@@ -400,6 +406,8 @@ struct Reconciler {
     handover: Option<oneshot::Sender<Handover>>,
     /// Whether the last apply was abandoned with requests in flight.
     in_flight: bool,
+    /// Commit statuses (`--commit-status`), chat notifications (`--notify-webhook`).
+    notifier: Option<crate::notify::Notifier>,
 }
 
 enum Outcome {
@@ -461,6 +469,7 @@ impl Reconciler {
                 }
                 _ = tokio::time::sleep_until(retry_at) => Trigger::Retry,
                 _ = tokio::time::sleep_until(drift_at) => Trigger::Drift,
+                _ = tokio::time::sleep_until(self.follow_at()) => Trigger::Poll,
                 _ = leadership(&mut leading) => Trigger::Leadership,
             };
             self.cycle(trigger).await;
@@ -593,6 +602,7 @@ impl Reconciler {
             );
         if !full {
             self.refresh_workspaces().await;
+            self.notify_progress();
             self.write_status().await;
             return;
         }
@@ -603,6 +613,7 @@ impl Reconciler {
         let started = Instant::now();
         let outcome = self.apply(&target, &idle, deadline).await;
         let took = started.elapsed();
+        self.notify_outcome(&target, &outcome);
         match outcome {
             Outcome::Abandoned => {
                 self.shared.metrics.reconciled("abandoned", took);
@@ -641,6 +652,7 @@ impl Reconciler {
         let tenancy = match self.tenancy().await {
             Ok(tenancy) => tenancy,
             Err(message) => {
+                self.notify_unreachable(&revision.commit, &message);
                 self.fail("tenancy", Some(revision.commit.clone()), message)
                     .await;
                 return;
@@ -685,6 +697,7 @@ impl Reconciler {
     /// the metric.
     async fn refuse(&mut self, revision: &Revision, refusal: Refusal, message: String) {
         tracing::error!(revision = %revision.commit, kind = refusal.kind(), "{message}");
+        self.notify_refused(revision, refusal, &message);
         self.refused = Some(Refused {
             commit: revision.commit.clone(),
             signature: revision.signature.clone(),
@@ -788,6 +801,7 @@ impl Reconciler {
         if !self.is_leader() || self.shutdown.is_cancelled() {
             return Outcome::Abandoned;
         }
+        self.notify_applying(target);
         let stop = CancellationToken::new();
         let apply_options = ApplyOptions {
             applyset: self.config.applyset.clone(),

@@ -1,6 +1,9 @@
-//! Push webhooks from GitHub and GitLab, verified with the shared secret before anything
-//! else is read: GitHub signs the body (`X-Hub-Signature-256`, HMAC-SHA256), GitLab sends
-//! the secret itself (`X-Gitlab-Token`). Both comparisons are constant-time.
+//! Push webhooks from Gitea/Forgejo, GitHub and GitLab, verified with the shared secret
+//! before anything else is read: Gitea signs the body (`X-Gitea-Signature`, the bare hex
+//! HMAC-SHA256; Forgejo and Gogs send the same as `X-Gogs-Signature`), GitHub too
+//! (`X-Hub-Signature-256`, `sha256=<hex>`), GitLab sends the secret itself
+//! (`X-Gitlab-Token`). Every comparison is constant-time. A request with Gitea's header is
+//! judged by it alone (Gitea also sends GitHub's headers, with the same signature).
 //!
 //! The server never reads a body without a reason to: a request with no signature or
 //! token, or a wrong GitLab token, is refused on its headers ([`proof`]); a GitHub body is
@@ -38,6 +41,11 @@ pub enum Proof {
 /// The proof a request carries; `None` when it has none worth reading the body for (no
 /// header, or a signature that is not `sha256=<hex>`).
 pub fn proof(headers: &HeaderMap) -> Option<Proof> {
+    if let Some(signature) = gitea_signature(headers) {
+        return decode_hex(signature)
+            .filter(|bytes| bytes.len() == 32)
+            .map(Proof::Signature);
+    }
     if let Some(signature) = header(headers, "x-hub-signature-256") {
         let hex = signature.strip_prefix("sha256=")?;
         return decode_hex(hex)
@@ -83,8 +91,11 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool {
     if secret.is_empty() {
         return false;
     }
-    if let Some(signature) = header(headers, "x-hub-signature-256") {
-        let Some(hex) = signature.strip_prefix("sha256=") else {
+    let signature = gitea_signature(headers)
+        .map(Some)
+        .or_else(|| header(headers, "x-hub-signature-256").map(|s| s.strip_prefix("sha256=")));
+    if let Some(hex) = signature {
+        let Some(hex) = hex else {
             return false;
         };
         let Some(expected) = decode_hex(hex) else {
@@ -105,7 +116,9 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool {
 
 /// The event of a verified request.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Hook {
-    let event = header(headers, "x-github-event")
+    let event = header(headers, "x-gitea-event")
+        .or_else(|| header(headers, "x-gogs-event"))
+        .or_else(|| header(headers, "x-github-event"))
         .or_else(|| header(headers, "x-gitlab-event"))
         .unwrap_or_default()
         .to_string();
@@ -121,6 +134,18 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Hook {
         }
         _ => Hook::Other(event),
     }
+}
+
+/// Gitea's own signature header (Forgejo and Gogs: `X-Gogs-Signature`): bare hex.
+fn gitea_signature(headers: &HeaderMap) -> Option<&str> {
+    header(headers, "x-gitea-signature").or_else(|| header(headers, "x-gogs-signature"))
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`: Gitea's `X-Gitea-Signature`.
+pub fn gitea_signature_of(secret: &[u8], body: &[u8]) -> String {
+    github_signature(secret, body)
+        .trim_start_matches("sha256=")
+        .to_string()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -205,6 +230,38 @@ mod tests {
                 after: Some("abc".into())
             }
         );
+    }
+
+    /// What Gitea 1.27 sends (services/webhook/deliver.go): `X-Gitea-Signature` and
+    /// `X-Gogs-Signature` as bare hex, GitHub's `X-Hub-Signature-256` beside them.
+    #[test]
+    fn gitea_signatures() {
+        let body = br#"{"ref":"refs/heads/main","after":"f00d"}"#;
+        let hex = gitea_signature_of(b"s3cret", body);
+        assert_eq!(hex.len(), 64);
+        let h = headers(&[("x-gitea-signature", &hex), ("x-gitea-event", "push")]);
+        assert!(verify(&h, body, b"s3cret"));
+        assert!(!verify(&h, body, b"wrong"));
+        assert!(!verify(&h, b"{}", b"s3cret"));
+        assert_eq!(proof(&h), decode_hex(&hex).map(Proof::Signature));
+        assert_eq!(
+            parse(&h, body),
+            Hook::Push {
+                reference: Some("refs/heads/main".into()),
+                after: Some("f00d".into())
+            }
+        );
+        // Gitea's header decides: a wrong one is refused whatever GitHub's header says.
+        let github = github_signature(b"s3cret", body);
+        let wrong = gitea_signature_of(b"other", body);
+        let h = headers(&[
+            ("x-gitea-signature", &wrong),
+            ("x-hub-signature-256", &github),
+        ]);
+        assert!(!verify(&h, body, b"s3cret"));
+        assert_eq!(proof(&headers(&[("x-gitea-signature", "sha256=00")])), None);
+        let forgejo = headers(&[("x-gogs-signature", &hex), ("x-gogs-event", "push")]);
+        assert!(verify(&forgejo, body, b"s3cret"));
     }
 
     #[test]

@@ -29,17 +29,27 @@ pub struct GitAuth {
     pub known_hosts: Option<PathBuf>,
 }
 
+impl TokenSource {
+    /// The token's current value (read now: a rotated token is picked up). The error
+    /// names where it was looked for, never a value.
+    pub fn value(&self) -> Result<Option<String>, String> {
+        match self {
+            TokenSource::Env(var) => std::env::var(var)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|_| format!("the environment variable {var} (git token) is not set")),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| format!("reading the git token file {}: {e}", path.display())),
+        }
+    }
+}
+
 impl GitAuth {
     /// The token's current value, if one is configured and readable.
     fn token(&self) -> Result<Option<String>, String> {
         match &self.token {
             None => Ok(None),
-            Some(TokenSource::Env(var)) => std::env::var(var)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|_| format!("the environment variable {var} (git token) is not set")),
-            Some(TokenSource::File(path)) => std::fs::read_to_string(path)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| format!("reading the git token file {}: {e}", path.display())),
+            Some(source) => source.value(),
         }
     }
 

@@ -106,7 +106,18 @@ impl GitTracker {
         options.download_tags(AutotagOption::None);
         remote
             .fetch(&refspecs, Some(&mut options), None)
-            .map_err(|e| anyhow!("{}", self.remote.auth.redact(e.message())))
+            .map_err(|e| {
+                // libgit2 words a refused token as an unsupported scheme ("server
+                // requires authentication that we do not support"): say what it means.
+                let refused = e.code() == git2::ErrorCode::Auth
+                    || (e.class() == git2::ErrorClass::Http
+                        && e.message().contains("authentication"));
+                if refused && self.remote.auth.token.is_some() {
+                    anyhow!("the server refused the token (a wrong or expired token, or one without read access?)")
+                } else {
+                    anyhow!("{}", self.remote.auth.redact(e.message()))
+                }
+            })
             .with_context(|| {
                 format!(
                     "fetching {} of {}",

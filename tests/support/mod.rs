@@ -65,6 +65,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub mod generated;
+pub mod gitea;
 pub mod identity;
 pub mod mage;
 pub mod oracle;
