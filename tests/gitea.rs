@@ -457,3 +457,52 @@ async fn a_restart_mid_apply_ends_in_exactly_one_final_status() {
         ["pending", "success"]
     );
 }
+
+/// BENCHMARKS.md: push → `success` visible on the commit through Gitea's API, at
+/// `BERTH_BENCH_WORKSPACES` (default 1,000) workspaces: the first push creates them all,
+/// the second changes the project's environment and restarts every one (success once all
+/// are Ready again). Run with
+/// `cargo test --release --test gitea -- --ignored --nocapture push_to_success_bench`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes at 1,000 workspaces"]
+async fn push_to_success_bench() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let Some(case) = Case::new("gitea-bench") else {
+        return;
+    };
+    let n: usize = std::env::var("BERTH_BENCH_WORKSPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut config = case.config("berth-bench", &case.repo.gitea.token_file);
+    config.poll_interval = Duration::from_secs(3600);
+    config.cycle_timeout = Duration::from_secs(1800);
+    let first = case.push(&repository(&case.ns, "hello", 1), "warm-up: one workspace");
+    let berth = InProcess::start(cp.kubeconfig_path(), config).await;
+    case.states_become(&first, &["pending", "success"], Duration::from_secs(60))
+        .await;
+    case.repo.add_push_hook(&berth.hook_url(), SECRET);
+    for (label, greeting) in [("create", "hello"), ("restart all", "changed")] {
+        let pushed = Instant::now();
+        let commit = case.push(&repository(&case.ns, greeting, n), label);
+        let pending = std::sync::Mutex::new(None);
+        let context = case.context();
+        eventually(Duration::from_secs(3600), "success", || async {
+            let states = case.repo.states(&commit, &context);
+            let mut first_seen = pending.lock().unwrap();
+            if first_seen.is_none() && !states.is_empty() {
+                *first_seen = Some(pushed.elapsed());
+            }
+            states.last().map(String::as_str) == Some("success")
+        })
+        .await;
+        eprintln!(
+            "BENCH gitea {n} workspaces, {label}: push -> pending {:.1}s, push -> success {:.1}s",
+            pending.lock().unwrap().unwrap_or_default().as_secs_f64(),
+            pushed.elapsed().as_secs_f64()
+        );
+    }
+    berth.stop().await;
+}

@@ -53,6 +53,12 @@ pub fn gitea() -> Option<&'static Gitea> {
 }
 
 fn binary_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("BERTH_GITEA_DIR").map(PathBuf::from)
+        && dir.join("gitea").is_file()
+        && dir.join("static/options").is_dir()
+    {
+        return Ok(dir);
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gitea");
     let out = Command::new(&script)
         .arg("path")
