@@ -157,6 +157,60 @@ impl Case {
     }
 }
 
+/// A chat tool's incoming webhook: every POST's `X-Berth-Signature` and body, answered 200.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+async fn chat_receiver() -> (String, Seen) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/chat", listener.local_addr().unwrap());
+    let seen: Seen = Arc::default();
+    let got = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let got = got.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let header = |name: &str| {
+                        head.lines()
+                            .filter_map(|l| l.split_once(':'))
+                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.trim().to_string())
+                    };
+                    let length: usize = header("content-length")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() < length {
+                        continue;
+                    }
+                    let signature = header("x-berth-signature").unwrap_or_default();
+                    got.lock()
+                        .unwrap()
+                        .push((signature, body[..length].to_string()));
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
 async fn kube_config(kubeconfig: &Path) -> kube::Config {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -229,9 +283,33 @@ async fn a_push_to_gitea_goes_pending_then_success_and_an_invalid_one_fails() {
     let mut config = case.config("berth-0", &gitea.token_file);
     // Only Gitea's webhook brings later commits in.
     config.poll_interval = Duration::from_secs(3600);
+    // The chat webhook too: each final state, signed.
+    let (chat_url, chat) = chat_receiver().await;
+    config.notify.chat = Some(berth::notify::chat::ChatHook {
+        url: chat_url,
+        secret: "chat-s3cret".into(),
+        source: case.repo.clone_url(),
+    });
     let berth = InProcess::start(cp.kubeconfig_path(), config).await;
     case.states_become(&first, &["pending", "success"], Duration::from_secs(60))
         .await;
+    let (signature, body) = wait_for(Duration::from_secs(10), "the chat message", || async {
+        chat.lock()
+            .unwrap()
+            .first()
+            .cloned()
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        signature,
+        berth::reconcile::webhook::github_signature(b"chat-s3cret", body.as_bytes()),
+        "the chat message is signed over its body"
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["state"], "success", "{body}");
+    assert_eq!(json["revision"], first.as_str(), "{body}");
+    assert!(!body.contains(&gitea.token), "no token in the chat message");
     let statuses = case.repo.statuses(&first);
     let page = format!("http://{}/", berth.running().addr.unwrap());
     assert!(
