@@ -9,6 +9,7 @@
 use super::delta::{self, Delta, Resources};
 use super::{Action, Change, Plan, compare};
 use crate::render::{ObjectKey, ObjectText, env_config_map_name};
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,6 +84,34 @@ fn same_config_map_keys(desired: &Value, live: &Value) -> bool {
 /// one is a create, read only for its resources: its change carries no `desired` (the
 /// object is the one of its key in `desired`).
 pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Plan {
+    compute_over(desired, live, false)
+}
+
+/// The plan from the render `live` to the render `desired`, both kept as JSON text: a
+/// diff's base and head revisions, or an offline plan's render against nothing. An object
+/// whose text is the same on both sides is [`Live::Same`] and never read back; only the
+/// others are, so a plan costs about what rendering costs (BENCHMARKS.md). The plan, its
+/// diffs included, is [`super::compute`]'s over the same objects.
+pub fn between_renders(desired: &[ObjectText], live: &[ObjectText]) -> Plan {
+    let by_key: BTreeMap<&ObjectKey, &ObjectText> = desired.iter().map(|o| (&o.key, o)).collect();
+    let kept: Vec<(&ObjectKey, Live)> = live
+        .par_iter()
+        .map(|l| {
+            let kept = match by_key.get(&l.key) {
+                // The same text, so the same object: nothing to plan, and no resources
+                // change.
+                Some(d) if d.json().get() == l.json().get() => Live::Same(Same::default()),
+                _ => Live::Full(l.value()),
+            };
+            (&l.key, kept)
+        })
+        .collect();
+    let live: BTreeMap<&ObjectKey, &Live> = kept.iter().map(|(k, l)| (*k, l)).collect();
+    compute_over(desired, &live, true)
+}
+
+/// [`compute`], with the diffs of updates when `diffs`.
+fn compute_over(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>, diffs: bool) -> Plan {
     // Env ConfigMaps of StatefulSets that are planned against a live one: a restart may
     // read both sides.
     let env_maps: BTreeSet<ObjectKey> = desired
@@ -114,7 +143,10 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
                 counted.extend(s.delta.iter().cloned());
             }
             None if !env_maps.contains(&object.key) => {
-                counted.extend(delta::of_object(&object.value()));
+                // Only a StatefulSet has resources: no other object is read back.
+                if object.key.kind == "StatefulSet" {
+                    counted.extend(delta::of_object(&object.value()));
+                }
                 creates.push(Change::new(
                     Action::Create,
                     object.key.clone(),
@@ -130,7 +162,7 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
         .filter_map(|l| l.full())
         .chain(&stand_ins)
         .collect();
-    let mut plan = super::compute_with(&planned, &live, false);
+    let mut plan = super::compute_with(&planned, &live, diffs);
     plan.unchanged += unchanged;
     plan.resources = plan.resources + Delta::sum(counted);
     plan.changes.extend(creates);
