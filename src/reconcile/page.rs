@@ -397,6 +397,7 @@ footer { margin: 1.5rem 0 0; font-size: .85rem; }
 "#;
 
 /// The first page of `status`, seen from `view`, at `now`.
+#[cfg(test)]
 pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
     render_page(status, view, now, &Query::default())
 }
