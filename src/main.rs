@@ -6,7 +6,7 @@ use berth::cluster::{ApplyOptions, Cluster, ConnectOptions, PlanOptions};
 use berth::load::diagnostic::{self, render_report};
 use berth::load::{Diagnostic, Files, Severity, SourceFile};
 use berth::plan::output::Format;
-use berth::render::RenderContext;
+use berth::render::{ObjectText, RenderContext};
 use berth::tenancy::Tenancy;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
@@ -548,7 +548,10 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
         } => {
             let live = match (offline, live_from) {
                 (_, Some(dir)) => read_live(&dir)?,
-                (true, None) => Vec::new(),
+                (true, None) => {
+                    let tenancy = tenancy.rule(&cluster.applyset_namespace)?;
+                    return offline_plan(&path, &tenancy, format, color);
+                }
                 (false, None) => {
                     if tenancy.given() {
                         bail!(
@@ -593,25 +596,33 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             let base_rev = berth::source::read_revision(&path, &base)?;
             let head_rev = berth::source::read_revision(&path, &head)?;
             // The base is what is in force: judged by the rules of its day, not this one.
-            let before = desired_objects(base_rev.files, color, None);
-            if before.has_errors() {
-                bail!("the base revision `{base}` is not a valid berth repository (errors above)");
-            }
+            let before = {
+                let repo = berth::validated_with(base_rev.files, None);
+                report(&repo.diagnostics, &repo.loaded.repo.files, color);
+                if repo.has_errors() {
+                    bail!(
+                        "the base revision `{base}` is not a valid berth repository (errors above)"
+                    );
+                }
+                // Only its objects are needed, as text: the rest goes before the head is read.
+                rendered_texts(&repo.resolved)
+            };
             let title = format!(
                 "berth diff {}..{}",
                 &base_rev.commit[..12.min(base_rev.commit.len())],
                 &head_rev.commit[..12.min(head_rev.commit.len())]
             );
             // Only the head's findings are annotated: they are the pull request's lines.
-            let after = desired_objects(head_rev.files, color, Some(&tenancy));
-            let prefix = git_prefix(&path);
-            if after.has_errors() {
-                print_invalid(&after, format, &title, &prefix);
-                return Ok(ExitCode::from(1));
-            }
-            let plan = berth::plan::compute(&after.objects, &before.objects);
-            print_plan(&plan, &after, format, &title, &prefix, color, Vec::new());
-            Ok(plan_exit(&plan, &after, color))
+            let after = berth::validated_with(head_rev.files, Some(&tenancy));
+            report(&after.diagnostics, &after.loaded.repo.files, color);
+            Ok(plan_between(
+                after,
+                &before,
+                format,
+                &title,
+                &git_prefix(&path),
+                color,
+            ))
         }
         Command::Apply {
             path,
@@ -1092,6 +1103,62 @@ fn humantime_now() -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs as i64)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| secs.to_string())
+}
+
+/// `berth plan --offline`: the repository's render against an empty cluster.
+fn offline_plan(path: &Path, tenancy: &Tenancy, format: Format, color: bool) -> Result<ExitCode> {
+    let repo = berth::validated_with(berth::source::read_dir(path)?, Some(tenancy));
+    report(&repo.diagnostics, &repo.loaded.repo.files, color);
+    Ok(plan_between(
+        repo,
+        &[],
+        format,
+        "berth plan",
+        &git_prefix(path),
+        color,
+    ))
+}
+
+/// The plan from the render `live` (another revision's, or nothing) to the render of
+/// `repo`, printed in `format`, and its exit code. Both renders are kept as JSON text,
+/// one object rendered at a time, and only objects that differ are read back
+/// ([`berth::plan::live::between_renders`]): a plan costs about what a render costs
+/// (BENCHMARKS.md). The documents are set aside meanwhile, as for a live plan.
+fn plan_between(
+    mut repo: berth::Desired,
+    live: &[ObjectText],
+    format: Format,
+    title: &str,
+    prefix: &str,
+    color: bool,
+) -> ExitCode {
+    if repo.has_errors() {
+        print_invalid(&repo, format, title, prefix);
+        return ExitCode::from(1);
+    }
+    set_documents_aside(&mut repo);
+    let desired = rendered_texts(&repo.resolved);
+    let plan = berth::plan::live::between_renders(&desired, live);
+    // The process ends soon: freeing every object one by one only costs time.
+    std::mem::forget(desired);
+    if format.findings().is_some() || plan.problems().next().is_some() {
+        read_documents_again(&mut repo);
+    }
+    print_plan(&plan, &repo, format, title, prefix, color, Vec::new());
+    let code = plan_exit(&plan, &repo, color);
+    std::mem::forget((plan, repo));
+    code
+}
+
+/// Every object of a valid repository as JSON text, in apply order, each kept as text as
+/// soon as it is rendered (never every object as a `Value` at once).
+fn rendered_texts(resolved: &berth::resolve::Resolved) -> Vec<ObjectText> {
+    berth::render::render_each(resolved, &RenderContext::default(), |key, object| {
+        ObjectText::new(key.clone(), &object)
+    })
+    .into_iter()
+    .map(|(_, text)| text)
+    .collect()
 }
 
 /// 1 when some object cannot be applied (after saying which, at its file and line where it

@@ -9,6 +9,7 @@
 use super::delta::{self, Delta, Resources};
 use super::{Action, Change, Plan, compare};
 use crate::render::{ObjectKey, ObjectText, env_config_map_name};
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,6 +84,72 @@ fn same_config_map_keys(desired: &Value, live: &Value) -> bool {
 /// one is a create, read only for its resources: its change carries no `desired` (the
 /// object is the one of its key in `desired`).
 pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Plan {
+    compute_over(&desired.iter().collect::<Vec<_>>(), live, false)
+}
+
+/// The plan from the render `live` to the render `desired`, both kept as JSON text: a
+/// diff's base and head revisions, or an offline plan's render against nothing. An object
+/// whose text is the same on both sides is [`Live::Same`] and never read back; only the
+/// others are, so a plan costs about what rendering costs (BENCHMARKS.md). The plan, its
+/// diffs included, is [`super::compute`]'s over the same objects.
+pub fn between_renders(desired: &[ObjectText], live: &[ObjectText]) -> Plan {
+    // Planned namespace by namespace (cluster-scoped objects as one more), on every core:
+    // what is planned of an object reads only objects of its own namespace (its live
+    // object, a workspace's env ConfigMap), so only one namespace's objects are read back
+    // at a time on each thread, however many change.
+    type Side<'a> = Vec<&'a ObjectText>;
+    let mut groups: BTreeMap<Option<&str>, (Side, Side)> = BTreeMap::new();
+    for object in desired {
+        groups
+            .entry(object.key.namespace.as_deref())
+            .or_default()
+            .0
+            .push(object);
+    }
+    for object in live {
+        groups
+            .entry(object.key.namespace.as_deref())
+            .or_default()
+            .1
+            .push(object);
+    }
+    let plans: Vec<Plan> = groups
+        .into_par_iter()
+        .map(|(_, (desired, live))| {
+            let by_key: BTreeMap<&ObjectKey, &ObjectText> =
+                desired.iter().map(|o| (&o.key, *o)).collect();
+            let kept: Vec<(&ObjectKey, Live)> = live
+                .iter()
+                .map(|l| {
+                    let kept = match by_key.get(&l.key) {
+                        // The same text, so the same object: nothing to plan, and no
+                        // resources change.
+                        Some(d) if d.json().get() == l.json().get() => Live::Same(Same::default()),
+                        _ => Live::Full(l.value()),
+                    };
+                    (&l.key, kept)
+                })
+                .collect();
+            let live: BTreeMap<&ObjectKey, &Live> = kept.iter().map(|(k, l)| (*k, l)).collect();
+            compute_over(&desired, &live, true)
+        })
+        .collect();
+    // Namespaces in key order, so restarts come in the order of their StatefulSets, as
+    // when planned at once.
+    let mut plan = Plan::default();
+    for part in plans {
+        plan.changes.extend(part.changes);
+        plan.restarts.extend(part.restarts);
+        plan.warnings.extend(part.warnings);
+        plan.unchanged += part.unchanged;
+        plan.resources = plan.resources + part.resources;
+    }
+    super::sort_changes(&mut plan.changes);
+    plan
+}
+
+/// [`compute`], with the diffs of updates when `diffs`.
+fn compute_over(desired: &[&ObjectText], live: &BTreeMap<&ObjectKey, &Live>, diffs: bool) -> Plan {
     // Env ConfigMaps of StatefulSets that are planned against a live one: a restart may
     // read both sides.
     let env_maps: BTreeSet<ObjectKey> = desired
@@ -114,7 +181,10 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
                 counted.extend(s.delta.iter().cloned());
             }
             None if !env_maps.contains(&object.key) => {
-                counted.extend(delta::of_object(&object.value()));
+                // Only a StatefulSet has resources: no other object is read back.
+                if object.key.kind == "StatefulSet" {
+                    counted.extend(delta::of_object(&object.value()));
+                }
                 creates.push(Change::new(
                     Action::Create,
                     object.key.clone(),
@@ -130,7 +200,7 @@ pub fn compute(desired: &[ObjectText], live: &BTreeMap<&ObjectKey, &Live>) -> Pl
         .filter_map(|l| l.full())
         .chain(&stand_ins)
         .collect();
-    let mut plan = super::compute_with(&planned, &live, false);
+    let mut plan = super::compute_with(&planned, &live, diffs);
     plan.unchanged += unchanged;
     plan.resources = plan.resources + Delta::sum(counted);
     plan.changes.extend(creates);
@@ -410,6 +480,38 @@ spec: {project: p, environment: dev, suspended: true, storage: {size: 20Gi}}
                 .collect();
             let refs: BTreeMap<&ObjectKey, &Live> = classified.iter().collect();
             same_plan(&compute(&texts, &refs), &expected, &texts)?;
+        }
+
+        /// A plan between two renders kept as text is [`super::super::compute`]'s over the
+        /// objects, diffs included: objects of the same text on both sides (about half of
+        /// them here), changed ones, new ones and ones the base holds alone.
+        #[test]
+        fn a_plan_between_renders_is_the_plan_over_their_objects(seed in any::<u64>()) {
+            let desired = rendered();
+            let mut dice = Dice::new(seed);
+            let mut base = live_of(&desired, &mut dice);
+            let by_key: BTreeMap<ObjectKey, &Value> =
+                desired.iter().filter_map(|d| Some((key_of(d)?, d))).collect();
+            let mut same = 0;
+            for object in &mut base {
+                if let Some(d) = key_of(object).and_then(|k| by_key.get(&k).copied())
+                    && dice.below(2) == 0
+                {
+                    *object = d.clone();
+                    same += 1;
+                }
+            }
+            let expected = super::super::compute(&desired, &base);
+            let text = |objects: &[Value]| -> Vec<ObjectText> {
+                objects
+                    .iter()
+                    .filter_map(|o| Some(ObjectText::new(key_of(o)?, o)))
+                    .collect()
+            };
+            let texts = text(&desired);
+            let plan = between_renders(&texts, &text(&base));
+            prop_assert!(plan.unchanged >= same);
+            same_plan(&plan, &expected, &texts)?;
         }
 
         /// Whatever [`compare::same_where_set`] calls the same, the full compare calls

@@ -2,6 +2,14 @@
 //! (no JavaScript; it reloads itself every [`REFRESH_SECONDS`]) and `GET /api/status` the
 //! same data as JSON — the [`Status`] that `berth status --format json` prints.
 //!
+//! It must stay readable and cheap at 10,000 workspaces (issue #28): problems come first
+//! ([`GROUPS`]: failed, missing Secret, restart pending, suspended, then the rest), with
+//! counts per group and per project; a GET form filters by group, project and name; and
+//! only one page of at most [`PAGE_SIZE`] workspaces is sent. `/api/status` takes the same
+//! parameters ([`Query`]) and says which page it is. Both answer with an ETag of what they
+//! show and `304 Not Modified` to a client that has it, so a reload of an unchanged status
+//! downloads nothing.
+//!
 //! Every workspace with its project, environment and state (with why: idle since when, a
 //! pending restart and what it waits to apply, a Secret that does not exist), the revision
 //! applied, the error, the last drift healed, and the leader. Nothing on it is a secret
@@ -15,7 +23,7 @@ use super::Shared;
 use super::status::{self, Status, WorkspaceStatus};
 use crate::cluster::applyset::ApplySet;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::jiff::Timestamp;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -84,31 +92,271 @@ async fn current(shared: &Shared) -> (Status, View) {
     }
 }
 
+/// The workspaces a page or an `/api/status` answer shows: `?state=GROUP&project=P&q=TEXT&page=N`
+/// (all optional; `q` matches a part of the name or namespace, ignoring case; pages count
+/// from 1). `per_page` is for the API, at most [`MAX_PAGE_SIZE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct Query {
+    pub state: String,
+    pub project: String,
+    pub q: String,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+/// Workspaces on one page.
+pub const PAGE_SIZE: usize = 100;
+/// The most `/api/status?per_page=` gives at once.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A group of workspaces the page counts and filters by: its name (the `state` parameter),
+/// and whether a workspace is in it. A workspace is in the first group that holds for it,
+/// so problems come first; a new state (such as a halted rollout) is one line here.
+type Group = (&'static str, fn(&WorkspaceStatus) -> bool);
+
+pub const GROUPS: &[Group] = &[
+    ("failed", |w| w.state == "failed"),
+    ("missing-secret", |w| {
+        w.warnings.iter().any(|t| missing_secret(t).is_some())
+    }),
+    ("restart-pending", |w| w.pending_restart.is_some()),
+    ("suspended", |w| w.state == "suspended"),
+    ("starting", |w| w.state == "starting"),
+    ("restarting", |w| w.state == "restarting"),
+    ("ready", |w| w.state == "ready"),
+];
+
+/// The index in [`GROUPS`] of a workspace's group (`GROUPS.len()`: none, an unknown state).
+fn group_of(w: &WorkspaceStatus) -> usize {
+    GROUPS
+        .iter()
+        .position(|(_, holds)| holds(w))
+        .unwrap_or(GROUPS.len())
+}
+
+fn group_name(index: usize) -> &'static str {
+    GROUPS.get(index).map_or("other", |(name, _)| name)
+}
+
+/// One page of the status: its workspaces in order (problems first), and the counts.
+pub struct Paged<'a> {
+    pub workspaces: Vec<&'a WorkspaceStatus>,
+    /// Workspaces that match the query, on every page.
+    pub matching: usize,
+    /// The page shown (from 1) and how many there are (at least 1).
+    pub page: usize,
+    pub pages: usize,
+    pub per_page: usize,
+    /// Every workspace by group (in [`GROUPS`] order, then `other`) and by project, whatever
+    /// the query.
+    pub groups: Vec<(&'static str, usize)>,
+    pub projects: Vec<(&'a str, usize)>,
+}
+
+/// The page of `status` that `query` asks for, `per_page` workspaces at most.
+pub fn paged<'a>(status: &'a Status, query: &Query, per_page: usize) -> Paged<'a> {
+    let mut all: Vec<(usize, &WorkspaceStatus)> =
+        status.workspaces.iter().map(|w| (group_of(w), w)).collect();
+    all.sort_by(|(ga, a), (gb, b)| {
+        (ga, &a.project, &a.environment, &a.namespace, &a.name).cmp(&(
+            gb,
+            &b.project,
+            &b.environment,
+            &b.namespace,
+            &b.name,
+        ))
+    });
+    let mut groups = vec![0; GROUPS.len() + 1];
+    let mut projects: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (g, w) in &all {
+        groups[*g] += 1;
+        *projects.entry(w.project.as_str()).or_default() += 1;
+    }
+    let needle = query.q.trim().to_lowercase();
+    let matching: Vec<&WorkspaceStatus> = all
+        .into_iter()
+        .filter(|(g, w)| {
+            (query.state.is_empty() || group_name(*g) == query.state)
+                && (query.project.is_empty() || w.project == query.project)
+                && (needle.is_empty()
+                    || w.name.to_lowercase().contains(&needle)
+                    || w.namespace.to_lowercase().contains(&needle))
+        })
+        .map(|(_, w)| w)
+        .collect();
+    let per_page = per_page.clamp(1, MAX_PAGE_SIZE);
+    let pages = matching.len().div_ceil(per_page).max(1);
+    let page = query.page.clamp(1, pages);
+    let count = matching.len();
+    let workspaces = matching
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    Paged {
+        workspaces,
+        matching: count,
+        page,
+        pages,
+        per_page,
+        groups: groups
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, n)| n > 0 || i < GROUPS.len())
+            .map(|(i, n)| (group_name(i), n))
+            .collect(),
+        projects: projects.into_iter().collect(),
+    }
+}
+
+/// An ETag for what an answer shows: the status, the query, and (for the page's "3 min
+/// ago") the minute. Equal tags, equal answers, within this process.
+fn etag(status: &Status, query: &Query, minute: i64) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    format!("{query:?}").hash(&mut hasher);
+    minute.hash(&mut hasher);
+    format!("\"{:016x}\"", hasher.finish())
+}
+
+/// Whether the client already has `tag` (`If-None-Match`).
+fn has_tag(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == tag || t.trim() == "*")
+}
+
+fn not_modified(tag: &str) -> Response {
+    (
+        StatusCode::NOT_MODIFIED,
+        [
+            (header::ETAG, tag.to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+    )
+        .into_response()
+}
+
 /// `GET /`.
-pub async fn page(State(shared): State<Arc<Shared>>) -> Response {
+pub async fn page(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<Query>,
+    headers: HeaderMap,
+) -> Response {
     let (status, view) = current(&shared).await;
-    let html = render(&status, view, Timestamp::now()).into_string();
+    let now = Timestamp::now();
+    let tag = etag(&status, &query, now.as_second() / 60);
+    if has_tag(&headers, &tag) {
+        return not_modified(&tag);
+    }
+    let html = render_page(&status, view, now, &query).into_string();
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
+            // Kept, but asked again each time: an unchanged status is a 304.
+            (header::CACHE_CONTROL, "no-cache"),
             // No script may run, whatever a message contains: the page has none.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
+            (header::ETAG, &tag),
         ],
         html,
     )
         .into_response()
 }
 
-/// `GET /api/status`: the page's data.
-pub async fn api(State(shared): State<Arc<Shared>>) -> Response {
+/// `GET /api/status`: the page's data, paged the same way (500 workspaces a page unless
+/// `per_page` says otherwise): the [`Status`] with that page's workspaces, and `page` —
+/// which page, how many, how many workspaces match — and the counts by group and project.
+pub async fn api(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<Query>,
+    headers: HeaderMap,
+) -> Response {
     let (status, _) = current(&shared).await;
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(status)).into_response()
+    let tag = etag(&status, &query, 0);
+    if has_tag(&headers, &tag) {
+        return not_modified(&tag);
+    }
+    let body = api_body(&status, &query);
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (header::ETAG, tag),
+        ],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// The JSON of `/api/status` for `query`.
+pub fn api_body(status: &Status, query: &Query) -> serde_json::Value {
+    let per_page = if query.per_page == 0 {
+        500
+    } else {
+        query.per_page
+    };
+    let paged = paged(status, query, per_page);
+    let mut body = serde_json::to_value(Status {
+        workspaces: Vec::new(),
+        ..status.clone()
+    })
+    .unwrap_or_default();
+    body["workspaces"] = serde_json::json!(paged.workspaces);
+    body["page"] = serde_json::json!({
+        "number": paged.page,
+        "pages": paged.pages,
+        "perPage": paged.per_page,
+        "matching": paged.matching,
+        "total": status.workspaces.len(),
+    });
+    body["counts"] = serde_json::json!({
+        "states": paged.groups.iter().map(|(g, n)| (g.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        "projects": paged.projects.iter().map(|(p, n)| (p.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+    });
+    body
+}
+
+/// `?…` for `query` at `page` (parameters left empty are left out).
+fn link(query: &Query, page: usize) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in [
+        ("state", &query.state),
+        ("project", &query.project),
+        ("q", &query.q),
+    ] {
+        if !value.is_empty() {
+            parts.push(format!("{name}={}", encode(value)));
+        }
+    }
+    if page > 1 {
+        parts.push(format!("page={page}"));
+    }
+    format!("?{}", parts.join("&"))
+}
+
+/// Percent-encoding of a query value: every byte but unreserved ones.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 const STYLE: &str = r#"
@@ -139,29 +387,34 @@ dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
 .s-ready { color: var(--ok); } .s-starting, .s-restarting { color: var(--info); }
 .s-suspended { color: var(--idle); } .s-failed { color: var(--bad); }
 .pending { color: var(--warn); } .warning { color: var(--bad); }
+.g-failed, .g-missing-secret { color: var(--bad); } .g-restart-pending { color: var(--warn); }
+.g-suspended, .g-other { color: var(--idle); } .g-starting, .g-restarting { color: var(--info); } .g-ready { color: var(--ok); }
+a.badge { text-decoration: none; }
+#filter { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .75rem; }
+.pages { margin: 1rem 0 0; }
 footer { margin: 1.5rem 0 0; font-size: .85rem; }
 @media (max-width: 30rem) { body { padding: .5rem; } dl { grid-template-columns: 1fr; } dt { margin-top: .35rem; } }
 "#;
 
-/// The page for `status`, seen from `view`, at `now`.
+/// The first page of `status`, seen from `view`, at `now`.
+#[cfg(test)]
 pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
-    let mut workspaces: Vec<&WorkspaceStatus> = status.workspaces.iter().collect();
-    workspaces.sort_by(|a, b| {
-        (&a.project, &a.environment, &a.namespace, &a.name).cmp(&(
-            &b.project,
-            &b.environment,
-            &b.namespace,
-            &b.name,
-        ))
-    });
+    render_page(status, view, now, &Query::default())
+}
+
+/// The page of `status` that `query` asks for, seen from `view`, at `now`.
+pub fn render_page(status: &Status, view: View, now: Timestamp, query: &Query) -> Markup {
+    let paged = paged(status, query, PAGE_SIZE);
+    let workspaces = &paged.workspaces;
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for w in &workspaces {
+    for w in &status.workspaces {
         match counts.iter_mut().find(|(state, _)| *state == w.state) {
             Some((_, n)) => *n += 1,
             None => counts.push((&w.state, 1)),
         }
     }
     counts.sort();
+    let total = status.workspaces.len();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -169,7 +422,7 @@ pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta http-equiv="refresh" content=(REFRESH_SECONDS);
-                title { "berth · " (workspaces.len()) " workspaces" }
+                title { "berth · " (total) " workspaces" }
                 style { (PreEscaped(STYLE)) }
             }
             body {
@@ -234,20 +487,77 @@ pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
                             li { span class={"badge s-" (state)} { (n) " " (state) } }
                         }
                     }
-                    @if workspaces.is_empty() {
+                    @if total == 0 {
                         p.muted { "No workspaces yet." }
+                    } @else {
+                        (filters(&paged, query))
                     }
                     div.grid #workspaces {
-                        @for w in &workspaces {
+                        @for w in workspaces {
                             (card(w, now))
                         }
                     }
+                    @if paged.pages > 1 {
+                        nav.pages #pages {
+                            @if paged.page > 1 {
+                                a rel="prev" href=(link(query, paged.page - 1)) { "← previous" } " "
+                            }
+                            "page " (paged.page) " of " (paged.pages)
+                            @if paged.page < paged.pages {
+                                " " a rel="next" href=(link(query, paged.page + 1)) { "next →" }
+                            }
+                        }
+                    }
                     footer.muted {
-                        "Reloads every " (REFRESH_SECONDS) " s. The same data as JSON: "
-                        a href="api/status" { "/api/status" } "."
+                        "Reloads every " (REFRESH_SECONDS) " s (an unchanged status is not sent \
+                         again). The same data as JSON: "
+                        a href={"api/status" (link(query, paged.page))} { "/api/status" } "."
                     }
                 }
             }
+        }
+    }
+}
+
+/// Counts by group (problems first) and the filter form: group, project, name.
+fn filters(paged: &Paged, query: &Query) -> Markup {
+    let shown = if paged.matching == paged.workspaces.len() {
+        format!("{} shown", paged.matching)
+    } else {
+        let first = (paged.page - 1) * paged.per_page + 1;
+        let last = first + paged.workspaces.len().saturating_sub(1);
+        format!("{first}–{last} of {} shown", paged.matching)
+    };
+    html! {
+        ul.counts #groups {
+            @for (group, n) in &paged.groups {
+                @if *n > 0 {
+                    li {
+                        a class={"badge g-" (group)} data-group=(group)
+                            href=(link(&Query { state: group.to_string(), ..query.clone() }, 1))
+                        { (n) " " (group) }
+                    }
+                }
+            }
+        }
+        form.panel #filter method="get" action="" {
+            label { "State " select name="state" {
+                option value="" selected[query.state.is_empty()] { "all" }
+                @for (group, n) in &paged.groups {
+                    option value=(group) selected[query.state == *group] { (group) " (" (n) ")" }
+                }
+            } }
+            " "
+            label { "Project " select name="project" {
+                option value="" selected[query.project.is_empty()] { "all" }
+                @for (project, n) in &paged.projects {
+                    option value=(project) selected[query.project == *project] { (project) " (" (n) ")" }
+                }
+            } }
+            " "
+            label { "Name " input type="search" name="q" value=(query.q) placeholder="part of a name"; }
+            " " button type="submit" { "Filter" }
+            " " span.muted #shown { (shown) }
         }
     }
 }
@@ -495,6 +805,190 @@ mod tests {
         let page = render(&empty, View::Standby, Timestamp::UNIX_EPOCH).into_string();
         assert!(page.contains("No workspaces yet."), "{page}");
         assert!(page.contains("Served by a standby, berth-1"), "{page}");
+    }
+
+    /// 250 workspaces, one of each problem among them.
+    fn many() -> Status {
+        let mut status = sample();
+        for i in 0..250 {
+            status.workspaces.push(WorkspaceStatus {
+                namespace: format!("p{}", i % 3),
+                name: format!("ws-{i:03}"),
+                project: format!("project-{}", i % 3),
+                environment: "dev".into(),
+                state: if i == 200 { "failed" } else { "ready" }.into(),
+                ..Default::default()
+            });
+        }
+        status
+    }
+
+    #[test]
+    fn problems_come_first_and_pages_are_bounded() {
+        let status = many();
+        let first = paged(&status, &Query::default(), PAGE_SIZE);
+        assert_eq!(first.matching, 252);
+        assert_eq!((first.page, first.pages), (1, 3));
+        assert_eq!(first.workspaces.len(), PAGE_SIZE);
+        let names: Vec<&str> = first
+            .workspaces
+            .iter()
+            .take(3)
+            .map(|w| w.name.as_str())
+            .collect();
+        // Failed, then the missing Secret (also restart-pending), then the suspended one.
+        assert_eq!(names, ["ws-200", "report", "etl"]);
+        let groups: std::collections::BTreeMap<_, _> = first.groups.iter().copied().collect();
+        assert_eq!(groups["failed"], 1);
+        assert_eq!(groups["missing-secret"], 1);
+        assert_eq!(groups["restart-pending"], 0);
+        assert_eq!(groups["ready"], 249);
+        assert_eq!(
+            first
+                .projects
+                .iter()
+                .find(|p| p.0 == "analytics")
+                .map(|p| p.1),
+            Some(2)
+        );
+        let last = paged(
+            &status,
+            &Query {
+                page: 99,
+                ..Query::default()
+            },
+            PAGE_SIZE,
+        );
+        assert_eq!((last.page, last.workspaces.len()), (3, 52));
+    }
+
+    #[test]
+    fn the_page_filters_by_state_project_and_name() {
+        let status = many();
+        let query = |state: &str, project: &str, q: &str| Query {
+            state: state.into(),
+            project: project.into(),
+            q: q.into(),
+            ..Query::default()
+        };
+        let names = |q: &Query| -> Vec<String> {
+            paged(&status, q, PAGE_SIZE)
+                .workspaces
+                .iter()
+                .map(|w| w.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&query("failed", "", "")), ["ws-200"]);
+        assert_eq!(names(&query("suspended", "", "")), ["etl"]);
+        assert_eq!(
+            names(&query("", "project-1", "WS-01")).len(),
+            4,
+            "ws-010..019 in project-1"
+        );
+        assert_eq!(
+            names(&query("ready", "project-0", "ws-24")),
+            ["ws-240", "ws-243", "ws-246", "ws-249"]
+        );
+        assert!(names(&query("ready", "nope", "")).is_empty());
+
+        let now = Timestamp::UNIX_EPOCH;
+        let page = render_page(&status, View::Leader, now, &query("", "", "")).into_string();
+        assert_eq!(
+            page.matches("<article class=\"workspace\"").count(),
+            PAGE_SIZE
+        );
+        assert!(
+            page.contains(r#"<title>berth · 252 workspaces</title>"#),
+            "{page}"
+        );
+        assert!(page.contains(r#"href="?page=2">next →</a>"#), "{page}");
+        assert!(
+            page.contains(r#"data-group="failed" href="?state=failed">1 failed</a>"#),
+            "{page}"
+        );
+        assert!(page.contains("1–100 of 252 shown"), "{page}");
+        let page = render_page(
+            &status,
+            View::Leader,
+            now,
+            &Query {
+                page: 2,
+                ..query("ready", "", "a b&c")
+            },
+        )
+        .into_string();
+        assert!(page.contains(r#"value="a b&amp;c""#), "{page}");
+        assert!(!page.contains("No workspaces yet."));
+        let page = render_page(
+            &status,
+            View::Leader,
+            now,
+            &Query {
+                page: 2,
+                ..query("ready", "", "")
+            },
+        )
+        .into_string();
+        assert!(
+            page.contains(r#"href="?state=ready">← previous</a>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<option value="ready" selected>ready (249)</option>"#),
+            "{page}"
+        );
+        assert_eq!(
+            link(&query("", "p q", "a&b"), 3),
+            "?project=p%20q&q=a%26b&page=3"
+        );
+    }
+
+    #[test]
+    fn the_api_is_paged_the_same_way_and_tagged_by_what_it_shows() {
+        let status = many();
+        let body = api_body(
+            &status,
+            &Query {
+                per_page: 100,
+                page: 3,
+                ..Query::default()
+            },
+        );
+        assert_eq!(body["workspaces"].as_array().map(Vec::len), Some(52));
+        assert_eq!(body["page"]["pages"], 3);
+        assert_eq!(body["page"]["total"], 252);
+        assert_eq!(body["counts"]["states"]["failed"], 1);
+        assert_eq!(body["counts"]["projects"]["project-2"], 83);
+        assert_eq!(body["source"], status.source);
+        let all = api_body(&status, &Query::default());
+        assert_eq!(all["workspaces"].as_array().map(Vec::len), Some(252));
+        assert_eq!(all["workspaces"][0]["name"], "ws-200");
+
+        let q = Query::default();
+        let tag = etag(&status, &q, 0);
+        assert_eq!(tag, etag(&status.clone(), &q, 0));
+        assert_ne!(
+            tag,
+            etag(
+                &status,
+                &Query {
+                    page: 2,
+                    ..Query::default()
+                },
+                0
+            )
+        );
+        assert_ne!(tag, etag(&status, &q, 1));
+        let mut changed = status.clone();
+        changed.workspaces[5].state = "failed".into();
+        assert_ne!(tag, etag(&changed, &q, 0));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            format!("\"x\", {tag}").parse().unwrap(),
+        );
+        assert!(has_tag(&headers, &tag));
+        assert!(!has_tag(&headers, &etag(&changed, &q, 0)));
     }
 
     #[test]
