@@ -15,7 +15,6 @@ use berth::source::{GitAuth, GitRef, GitRemote, SourceSpec, TokenSource};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::ControlPlane;
@@ -38,28 +37,7 @@ fn repository(namespace: &str, greeting: &str, workspaces: usize) -> String {
     text
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@berth.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("running git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use support::generated::git;
 
 /// A Gitea repository, a work clone that pushes to it, and the test's namespaces.
 struct Case {
