@@ -5,6 +5,8 @@
 //! `tests/fixtures/sarif-schema-2.1.0.json` is the SARIF 2.1.0 JSON schema (OASIS) as the
 //! `serde-sarif` 0.8.0 crate ships it (`src/schema.json`, sha256 af47e7b6…895cea).
 
+mod support;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -409,30 +411,43 @@ struct PullRequest {
     _dirs: tempfile::TempDir,
     work: PathBuf,
     summary: PathBuf,
+    /// Whether [`PullRequest::push`] pushes `feature` to `origin` (a real git host).
+    pushes: bool,
 }
 
 impl PullRequest {
+    /// `origin` is a bare repository in a temporary folder.
     fn new() -> PullRequest {
+        PullRequest::with_origin(None)
+    }
+
+    /// `origin` is `url` (an empty repository, which gets `main`), or a bare repository in
+    /// a temporary folder.
+    fn with_origin(url: Option<&str>) -> PullRequest {
         let dirs = tempfile::tempdir().unwrap();
         let seed = dirs.path().join("seed");
         copy_sample(&seed);
         git(&seed, &["init", "-q"]);
         git(&seed, &["add", "."]);
         git(&seed, &["commit", "-q", "-m", "base"]);
-        let origin = dirs.path().join("origin.git");
-        git(
-            dirs.path(),
-            &["clone", "-q", "--bare", "seed", origin.to_str().unwrap()],
-        );
+        let origin = match url {
+            Some(url) => {
+                git(&seed, &["push", "-q", url, "HEAD:main"]);
+                url.to_string()
+            }
+            None => {
+                let origin = dirs.path().join("origin.git");
+                git(
+                    dirs.path(),
+                    &["clone", "-q", "--bare", "seed", origin.to_str().unwrap()],
+                );
+                origin.display().to_string()
+            }
+        };
         let work = dirs.path().join("work");
         git(
             dirs.path(),
-            &[
-                "clone",
-                "-q",
-                origin.to_str().unwrap(),
-                work.to_str().unwrap(),
-            ],
+            &["clone", "-q", &origin, work.to_str().unwrap()],
         );
         git(&work, &["checkout", "-q", "-b", "feature"]);
         let summary = dirs.path().join("step-summary.md");
@@ -440,6 +455,7 @@ impl PullRequest {
             _dirs: dirs,
             work,
             summary,
+            pushes: url.is_some(),
         }
     }
 
@@ -450,6 +466,9 @@ impl PullRequest {
         change(&self.work);
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-q", "-m", "push"]);
+        if self.pushes {
+            git(&self.work, &["push", "-q", "origin", "feature"]);
+        }
         let _ = std::fs::remove_file(&self.summary);
     }
 
@@ -503,8 +522,13 @@ const GITHUB_NOT_RUN: [&str; 2] = ["install-berth", "post-comment"];
 
 /// Run the shell steps of the GitHub workflow in the pull request, honouring `if:` as
 /// GitHub does: no `if` runs only while every step before succeeded; `!cancelled()` runs
-/// anyway.
-fn run_github(workflow: &serde_yaml::Value, pr: &PullRequest) -> JobRun {
+/// anyway. `context` is what the CI system would set beside (and over) the literal
+/// environment of the workflow and its steps.
+fn run_github(
+    workflow: &serde_yaml::Value,
+    pr: &PullRequest,
+    context: &BTreeMap<String, String>,
+) -> JobRun {
     let job = &workflow["jobs"]["plan"];
     let mut env = literal_env(job.get("env"));
     env.insert("GITHUB_BASE_REF".into(), "main".into());
@@ -548,6 +572,7 @@ fn run_github(workflow: &serde_yaml::Value, pr: &PullRequest) -> JobRun {
         }
         let mut step_env = env.clone();
         step_env.extend(literal_env(step.get("env")));
+        step_env.extend(context.clone());
         let out = pr.run(script, &step_env);
         run.succeeded &= out.status.success();
         run.ran.push((name, out));
@@ -601,7 +626,7 @@ fn the_github_recipe_comments_the_plan_and_annotates_problems() {
 
     // First push: a new workspace. Valid, changes, no problem: the job passes.
     pr.push(grow_a_workspace);
-    let first = run_github(&workflow, &pr);
+    let first = run_github(&workflow, &pr, &BTreeMap::new());
     let log: Vec<String> = first
         .ran
         .iter()
@@ -639,7 +664,7 @@ fn the_github_recipe_comments_the_plan_and_annotates_problems() {
     // Second push: a storage shrink. Annotated at its line; the same comment is updated
     // (same first line), and the job fails after it.
     pr.push(shrink_etl_dev);
-    let second = run_github(&workflow, &pr);
+    let second = run_github(&workflow, &pr, &BTreeMap::new());
     assert!(!second.succeeded);
     let plan = second.stdout_of("Plan");
     let line = line_of(
@@ -665,7 +690,7 @@ fn the_github_recipe_comments_the_plan_and_annotates_problems() {
     // Third push: the head does not validate. Validate fails with the annotation; the
     // comment still replaces the stale plan.
     pr.push(misspell_a_project);
-    let third = run_github(&workflow, &pr);
+    let third = run_github(&workflow, &pr, &BTreeMap::new());
     assert!(!third.succeeded);
     assert!(
         third
@@ -729,4 +754,130 @@ fn the_gitlab_recipe_writes_the_note_and_fails_only_on_errors() {
     let comment = pr.file("comment.md");
     assert_eq!(comment.lines().next(), Some(marker.as_str()));
     assert!(comment.contains("does not validate"), "{comment}");
+}
+
+/// The comments of pull request `number` on the test Gitea, oldest first, as (id, body).
+fn gitea_comments(repo: &support::gitea::GiteaRepo, number: u64) -> Vec<(u64, String)> {
+    let (code, answer) = repo
+        .gitea
+        .request(
+            "GET",
+            &format!(
+                "/api/v1/repos/{}/{}/issues/{number}/comments",
+                support::gitea::USER,
+                repo.name
+            ),
+            None,
+        )
+        .expect("reading the comments");
+    assert_eq!(code, 200, "reading the comments: {answer}");
+    answer
+        .as_array()
+        .expect("a list of comments")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().expect("a comment id"),
+                c["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The GitHub workflow with docs/ci.md's Gitea comment step in place of `gh`'s, run twice
+/// against a real pull request on Gitea (tests/support/gitea.rs): the first run creates
+/// the plan comment, the second (another commit) edits it; the pull request has one
+/// comment, the latest plan, read back through Gitea's API.
+#[test]
+fn the_gitea_recipe_keeps_one_plan_comment_on_a_real_pull_request() {
+    let Some(gitea) = support::gitea::gitea() else {
+        return;
+    };
+    let repo = gitea.repository(&support::unique_name("ci-comment"));
+    let owner_repo = format!("{}/{}", support::gitea::USER, repo.name);
+    let mut workflow = recipe(".github/workflows/berth.yml");
+    let gitea_step = recipe("Gitea and Forgejo: the comment step")[0].clone();
+    assert_eq!(
+        yaml_str(&gitea_step, "name"),
+        Some("Post or update the plan comment")
+    );
+    let steps = workflow["jobs"]["plan"]["steps"]
+        .as_sequence_mut()
+        .expect("steps");
+    let post = steps
+        .iter()
+        .position(|s| yaml_str(s, "id") == Some("post-comment"))
+        .expect("the workflow posts the comment");
+    steps[post] = gitea_step;
+
+    let pr = PullRequest::with_origin(Some(&repo.push_url()));
+    pr.push(grow_a_workspace);
+    let (code, answer) = gitea
+        .request(
+            "POST",
+            &format!("/api/v1/repos/{owner_repo}/pulls"),
+            Some(&serde_json::json!({"head": "feature", "base": "main", "title": "grow"})),
+        )
+        .expect("opening the pull request");
+    assert_eq!(code, 201, "opening the pull request: {answer}");
+    let number = answer["number"].as_u64().expect("a pull request number");
+    // What Gitea Actions sets (GITHUB_* as GitHub does), and the step's secret and number.
+    let context: BTreeMap<String, String> = [
+        ("GITHUB_SERVER_URL", gitea.url.clone()),
+        ("GITHUB_REPOSITORY", owner_repo.clone()),
+        ("TOKEN", gitea.token.clone()),
+        ("PR", number.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let posted = |run: &JobRun| {
+        let (_, out) = run
+            .ran
+            .iter()
+            .find(|(name, _)| name == "Post or update the plan comment")
+            .expect("the comment step ran");
+        assert!(
+            out.status.success(),
+            "the comment step: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stdout).contains(&gitea.token) && !text(&out.stderr).contains(&gitea.token),
+            "the token is not printed"
+        );
+    };
+
+    let first = run_github(&workflow, &pr, &context);
+    assert!(first.succeeded, "exit 2 (changes) passes");
+    posted(&first);
+    let comments = gitea_comments(&repo, number);
+    assert_eq!(comments.len(), 1, "one comment: {comments:#?}");
+    let first_comment = pr.file("comment.md");
+    assert_eq!(comments[0].1.trim_end(), first_comment.trim_end());
+    assert!(first_comment.contains("+1 workspace"), "{first_comment}");
+    let id = comments[0].0;
+
+    // A second commit on the pull request: the same comment is edited, none is added.
+    pr.push(shrink_etl_dev);
+    let second = run_github(&workflow, &pr, &context);
+    assert!(
+        !second.succeeded,
+        "a shrink cannot be applied: the job fails"
+    );
+    posted(&second);
+    let comments = gitea_comments(&repo, number);
+    assert_eq!(comments.len(), 1, "still one comment: {comments:#?}");
+    assert_eq!(comments[0].0, id, "the first comment, edited");
+    let second_comment = pr.file("comment.md");
+    assert_ne!(first_comment, second_comment);
+    assert_eq!(comments[0].1.trim_end(), second_comment.trim_end());
+    assert!(
+        comments[0]
+            .1
+            .contains("**cannot apply:** storage.size cannot shrink"),
+        "the latest plan: {}",
+        comments[0].1
+    );
 }
