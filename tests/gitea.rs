@@ -11,9 +11,10 @@ use berth::cluster::applyset::ApplySet;
 use berth::notify::StatusTarget;
 use berth::notify::providers::Host;
 use berth::reconcile::{Config, Running};
-use berth::source::{GitAuth, GitRef, GitRemote, SourceSpec, TokenSource};
+use berth::source::{GitAuth, GitRef, GitRemote, SecretKey, SourceSpec, TokenSource};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -421,6 +422,187 @@ async fn a_wrong_token_is_one_line_and_changes_nothing() {
     assert!(
         api.get_opt("ws-0").await.unwrap().is_none(),
         "nothing was applied"
+    );
+    berth.stop().await;
+}
+
+/// The fetch error berth shows once its message contains `want`.
+async fn fetch_error(berth: &InProcess, want: &str) -> String {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("a fetch error saying `{want}`"),
+        || async {
+            berth
+                .running()
+                .shared
+                .status()
+                .error
+                .filter(|e| e.kind == "fetch" && e.message.contains(want))
+                .map(|e| e.message)
+                .ok_or_else(|| format!("{:?}", berth.running().shared.status().error))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_a_secret_is_read_at_every_fetch_and_a_missing_one_changes_nothing() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let Some(case) = Case::new("gitea-secret") else {
+        return;
+    };
+    let gitea = case.repo.gitea;
+    let first = case.push(&repository(&case.ns, "hello", 1), "first");
+    let namespace = cp.namespace("gitea-secret").await;
+    let secret = SecretKey {
+        namespace: namespace.clone(),
+        name: "berth-git".into(),
+        key: "token".into(),
+    };
+    // The git token and the statuses' (which fall back to it, as on the command line).
+    let mut config = case.config("berth-0", &gitea.token_file);
+    let SourceSpec::Git { remote, .. } = &mut config.source else {
+        unreachable!("a git source")
+    };
+    remote.auth.token = Some(TokenSource::Secret(Box::new(secret.clone())));
+    if let Some(status) = config.notify.status.as_mut() {
+        status.token = TokenSource::Secret(Box::new(secret.clone()));
+    }
+    let berth = InProcess::start(cp.kubeconfig_path(), config).await;
+    let api: Api<Secret> = Api::namespaced(cp.client().await, &namespace);
+    let workspaces: Api<StatefulSet> = Api::namespaced(cp.client().await, &case.ns);
+    let wrong = "0123456789abcdef0123456789abcdef01234567";
+    let check = |message: &str| {
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(
+            !message.contains(wrong) && !message.contains(&gitea.token),
+            "no token: {message}"
+        );
+    };
+
+    // No Secret yet, then one without the key: one line each, naming it; nothing applied.
+    let message = fetch_error(&berth, "does not exist").await;
+    check(&message);
+    assert!(
+        message.contains(&format!("the Secret {namespace}/berth-git")),
+        "{message}"
+    );
+    let without_key: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "berth-git"},
+        "stringData": {"username": "berth"},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &without_key)
+        .await
+        .unwrap();
+    let message = fetch_error(&berth, "has no key `token`").await;
+    check(&message);
+
+    // A wrong token: Gitea refuses it, and that is all the line says of it.
+    let set_token = |token: &str| {
+        let patch = serde_json::json!({"stringData": {"token": format!("{token}\n")}});
+        let api = api.clone();
+        async move {
+            api.patch("berth-git", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    set_token(wrong).await;
+    let message = fetch_error(&berth, "refused the token").await;
+    check(&message);
+    assert!(
+        workspaces.get_opt("ws-0").await.unwrap().is_none(),
+        "nothing was applied"
+    );
+    assert!(
+        case.repo.states(&first, &case.context()).is_empty(),
+        "no status"
+    );
+
+    // The Secret rotated to the right token: the next fetch reads it, no restart needed.
+    set_token(&gitea.token).await;
+    case.states_become(&first, &["pending", "success"], Duration::from_secs(60))
+        .await;
+    assert!(workspaces.get_opt("ws-0").await.unwrap().is_some());
+    assert_eq!(berth.running().shared.status().error.map(|e| e.kind), None);
+    berth.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_follows_gitea_over_ssh_with_a_key_and_checks_the_host_key() {
+    let Some(cp) = support::full_control_plane().await else {
+        return;
+    };
+    let Some(case) = Case::new("gitea-ssh") else {
+        return;
+    };
+    let gitea = case.repo.gitea;
+    let Some(ssh) = gitea.ssh() else {
+        return;
+    };
+    let first = case.push(&repository(&case.ns, "hello", 1), "first");
+    // berth's key, registered for the user through Gitea's API.
+    let key = case.dir.path().join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f"])
+        .arg(&key)
+        .output()
+        .expect("running ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gitea.add_ssh_key(
+        &case.repo.name,
+        &std::fs::read_to_string(key.with_extension("pub")).unwrap(),
+    );
+    // First a known_hosts file with another key for the server: refused, nothing applied.
+    let known_hosts = case.dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+            ssh.port
+        ),
+    )
+    .unwrap();
+    let mut config = case.config("berth-0", &gitea.token_file);
+    let SourceSpec::Git { remote, .. } = &mut config.source else {
+        unreachable!("a git source")
+    };
+    remote.url = case.repo.ssh_url(ssh);
+    remote.auth = GitAuth {
+        ssh_key: Some(key.clone()),
+        known_hosts: Some(known_hosts.clone()),
+        ..Default::default()
+    };
+    let berth = InProcess::start(cp.kubeconfig_path(), config).await;
+    let message = fetch_error(&berth, "does not match").await;
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(message.contains("man-in-the-middle"), "{message}");
+    let workspaces: Api<StatefulSet> = Api::namespaced(cp.client().await, &case.ns);
+    assert!(workspaces.get_opt("ws-0").await.unwrap().is_none());
+    // The server's real key (known_hosts is read at every connection): followed over ssh.
+    std::fs::copy(&ssh.known_hosts, &known_hosts).unwrap();
+    case.states_become(&first, &["pending", "success"], Duration::from_secs(60))
+        .await;
+    let second = case.push(&repository(&case.ns, "over ssh", 1), "second");
+    case.states_become(&second, &["pending", "success"], Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        berth
+            .running()
+            .shared
+            .status()
+            .last_applied
+            .map(|a| a.revision),
+        Some(second.clone())
     );
     berth.stop().await;
 }

@@ -245,13 +245,15 @@ struct Awaiting {
 impl Notifier {
     /// Start the sending task; it ends when `shutdown` is cancelled (after a bounded try
     /// at what is still queued).
+    /// `kube` reads a token kept in a Kubernetes Secret.
     pub fn start(
         config: Config,
+        kube: Option<kube::Client>,
         shutdown: CancellationToken,
     ) -> Result<(Notifier, tokio::task::JoinHandle<()>)> {
         let client = http::Client::new()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(sender(config.clone(), client, rx, shutdown));
+        let task = tokio::spawn(sender(config.clone(), client, kube, rx, shutdown));
         Ok((
             Notifier {
                 tx,
@@ -385,6 +387,7 @@ impl Notifier {
 async fn sender(
     config: Config,
     client: http::Client,
+    kube: Option<kube::Client>,
     mut rx: mpsc::UnboundedReceiver<Event>,
     shutdown: CancellationToken,
 ) {
@@ -407,7 +410,7 @@ async fn sender(
         let Some((event, tries)) = queue.pop_front() else {
             continue;
         };
-        match deliver(&config, &client, &mut known, &event).await {
+        match deliver(&config, &client, kube.as_ref(), &mut known, &event).await {
             Ok(()) => {}
             Err(message) if tries < 10 => {
                 let delay = Duration::from_secs((1u64 << tries.min(5)).min(30));
@@ -435,12 +438,13 @@ async fn sender(
 async fn deliver(
     config: &Config,
     client: &http::Client,
+    kube: Option<&kube::Client>,
     known: &mut BTreeMap<String, Option<State>>,
     event: &Event,
 ) -> Result<(), String> {
     let mut posted = true;
     if let Some(target) = &config.status {
-        let token = match target.token.value() {
+        let token = match target.token.read(kube).await {
             Ok(Some(token)) => token,
             Ok(None) => return Err("no token for the commit statuses".into()),
             Err(why) => return Err(why),

@@ -5,8 +5,8 @@ use super::Config;
 use super::leader::LeaderConfig;
 use crate::cluster::applyset::ApplySet;
 use crate::source::{
-    GitAuth, GitRef, GitRemote, SignaturePolicy, SourceSpec, TokenSource, default_applyset_name,
-    is_git_repository, looks_like_scp,
+    GitAuth, GitRef, GitRemote, SecretKey, SignaturePolicy, SourceSpec, TokenSource,
+    default_applyset_name, is_git_repository, looks_like_scp,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -48,11 +48,16 @@ pub struct WatchArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub drift_interval: Duration,
     /// https: a file holding the access token (re-read at every fetch).
-    #[arg(long, value_name = "FILE", conflicts_with = "git_token_env")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["git_token_env", "git_token_secret"])]
     pub git_token_file: Option<PathBuf>,
     /// https: the environment variable holding the access token.
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", conflicts_with = "git_token_secret")]
     pub git_token_env: Option<String>,
+    /// https: the Kubernetes Secret holding the access token, as NAMESPACE/NAME[:KEY] (the
+    /// key `token` by default), read through the API server before every fetch (berth
+    /// needs `get` on it).
+    #[arg(long, value_name = "NAMESPACE/NAME[:KEY]")]
+    pub git_token_secret: Option<SecretKey>,
     /// https: the user name sent with the token [default: x-access-token].
     #[arg(long)]
     pub git_username: Option<String>,
@@ -262,9 +267,14 @@ impl WatchArgs {
             (Some(branch), _, _) => GitRef::Branch(branch.clone()),
             _ => GitRef::Branch("main".into()),
         };
-        let token = match (&self.git_token_file, &self.git_token_env) {
-            (Some(file), _) => Some(TokenSource::File(file.clone())),
-            (_, Some(var)) => Some(TokenSource::Env(var.clone())),
+        let token = match (
+            &self.git_token_file,
+            &self.git_token_env,
+            &self.git_token_secret,
+        ) {
+            (Some(file), _, _) => Some(TokenSource::File(file.clone())),
+            (_, Some(var), _) => Some(TokenSource::Env(var.clone())),
+            (_, _, Some(secret)) => Some(TokenSource::Secret(Box::new(secret.clone()))),
             _ => None,
         };
         let known_hosts = self.known_hosts.clone().or_else(|| {
@@ -398,7 +408,8 @@ impl WatchArgs {
                         .unwrap_or(TokenSource::Env(String::new())),
                     _ => bail!(
                         "--commit-status needs a token: --commit-status-token-file, \
-                         --commit-status-token-env or the git token (--git-token-file)"
+                         --commit-status-token-env or the git token (--git-token-file, \
+                         --git-token-env or --git-token-secret)"
                     ),
                 },
             };
@@ -532,6 +543,35 @@ mod tests {
         let status = config.notify.status.unwrap();
         assert_eq!(status.provider.name(), "gitea");
         assert_eq!(status.token, TokenSource::Env("T".into()));
+        // A Secret's token is the git token, and the statuses' when they have none.
+        let args = Cli::parse_from([
+            "x",
+            url,
+            "--commit-status",
+            "gitea",
+            "--git-token-secret",
+            "berth/berth-git",
+        ])
+        .watch;
+        let config = args.config(None, "b".into()).unwrap();
+        let secret = TokenSource::Secret(Box::new("berth/berth-git:token".parse().unwrap()));
+        assert_eq!(config.notify.status.unwrap().token, secret);
+        let SourceSpec::Git { remote, .. } = config.source else {
+            panic!("a git source")
+        };
+        assert_eq!(remote.auth.token, Some(secret));
+        assert!(Cli::try_parse_from(["x", url, "--git-token-secret", "no-namespace"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                url,
+                "--git-token-secret",
+                "a/b",
+                "--git-token-file",
+                "/t"
+            ])
+            .is_err()
+        );
         assert!(Cli::try_parse_from(["x", url, "--commit-status", "bitbucket"]).is_err());
         assert!(
             Cli::try_parse_from(["x", url, "--notify-webhook", "http://h/"]).is_err(),

@@ -15,9 +15,10 @@ const FOLLOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The notifier of `config`, its task pushed on `tasks`; `None` when nothing is to be
 /// notified. The statuses link to `config.notify.target_url`, else to the status page on
-/// the address served.
+/// the address served. `kube` reads a token kept in a Secret.
 pub(super) fn start(
     config: &Config,
+    kube: kube::Client,
     served: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
@@ -34,7 +35,7 @@ pub(super) fn start(
     {
         notify.target_url = Some(format!("http://{addr}/"));
     }
-    let (notifier, task) = Notifier::start(notify, shutdown)?;
+    let (notifier, task) = Notifier::start(notify, Some(kube), shutdown)?;
     tasks.push(task);
     Ok(Some(notifier))
 }

@@ -224,7 +224,9 @@ pub async fn start(
     // With election, every write of the reconcile client goes through the Lease's fence.
     let fence = config.leader.as_ref().map(|_| Fence::new());
     let cluster = Cluster::from_config_fenced(kube_config.clone(), fence.clone())?;
-    let tracker = Tracker::open(config.source.clone())?.verifying(config.verify_commits.clone())?;
+    let tracker = Tracker::open(config.source.clone())?
+        .verifying(config.verify_commits.clone())?
+        .reading_secrets_with(cluster.client.clone());
     let fetch = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     let (election, handover) = match (&config.leader, fence) {
@@ -283,7 +285,13 @@ pub async fn start(
         )));
         tracing::info!(%listen, "serving the status page, /api/status, /healthz, /readyz, /metrics and /hooks/git");
     }
-    let notifier = commit_status::start(&config, addr, shutdown.clone(), &mut tasks)?;
+    let notifier = commit_status::start(
+        &config,
+        cluster.client.clone(),
+        addr,
+        shutdown.clone(),
+        &mut tasks,
+    )?;
     let reconciler = Reconciler {
         backoff: Backoff::new(config.backoff_base, config.backoff_max),
         next_drift: Instant::now() + config.drift_interval,

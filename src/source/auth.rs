@@ -1,7 +1,7 @@
-//! Credentials for git remotes: an https token (read from a file or an environment
-//! variable at every fetch, so a rotated token is picked up) and ssh keys with the server's
-//! host key checked against a known_hosts file. Secrets never reach a log or an error:
-//! [`GitAuth::redact`] takes them out of any text about a remote.
+//! Credentials for git remotes: an https token (read from a file, an environment variable
+//! or a key of a Kubernetes Secret at every use, so a rotated token is picked up) and ssh
+//! keys with the server's host key checked against a known_hosts file. Secrets never reach
+//! a log or an error: [`GitAuth::redact`] takes them out of any text about a remote.
 
 use base64::Engine;
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
@@ -12,6 +12,81 @@ use std::path::PathBuf;
 pub enum TokenSource {
     File(PathBuf),
     Env(String),
+    /// A key of a Kubernetes Secret, read through the API server at every use.
+    Secret(Box<SecretKey>),
+}
+
+/// A key of a Kubernetes Secret: `NAMESPACE/NAME[:KEY]`, the key `token` by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKey {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.key)
+    }
+}
+
+impl std::str::FromStr for SecretKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SecretKey, String> {
+        let (path, key) = text.split_once(':').unwrap_or((text, "token"));
+        match path.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty()
+                    && !name.is_empty()
+                    && !name.contains('/')
+                    && !key.is_empty() =>
+            {
+                Ok(SecretKey {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    key: key.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "`{text}`: expected NAMESPACE/NAME[:KEY] (a Secret and its key, `token` by default)"
+            )),
+        }
+    }
+}
+
+impl SecretKey {
+    /// The key's value, trimmed, read now through `client`. The error is one line that
+    /// names the Secret and the key, never a value.
+    pub async fn read(&self, client: &kube::Client) -> Result<String, String> {
+        use k8s_openapi::api::core::v1::Secret;
+        let (namespace, name, key) = (&self.namespace, &self.name, &self.key);
+        let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                let why = e.to_string().replace('\n', " ");
+                format!("reading the Secret {namespace}/{name} (git token): {why}")
+            })?
+            .ok_or_else(|| format!("the Secret {namespace}/{name} (git token) does not exist"))?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .ok_or_else(|| {
+                format!("the Secret {namespace}/{name} (git token) has no key `{key}`")
+            })?;
+        let text = std::str::from_utf8(&value.0).map_err(|_| {
+            format!("the key `{key}` of the Secret {namespace}/{name} (git token) is not text")
+        })?;
+        match text.trim() {
+            "" => Err(format!(
+                "the key `{key}` of the Secret {namespace}/{name} (git token) is empty"
+            )),
+            token => Ok(token.to_string()),
+        }
+    }
 }
 
 /// How to authenticate to a remote. The default is anonymous.
@@ -30,8 +105,9 @@ pub struct GitAuth {
 }
 
 impl TokenSource {
-    /// The token's current value (read now: a rotated token is picked up). The error
-    /// names where it was looked for, never a value.
+    /// The token's current value (read now: a rotated token is picked up) from a file or
+    /// the environment; a Secret's is read by [`TokenSource::read`]. The error names where
+    /// it was looked for, never a value.
     pub fn value(&self) -> Result<Option<String>, String> {
         match self {
             TokenSource::Env(var) => std::env::var(var)
@@ -40,6 +116,18 @@ impl TokenSource {
             TokenSource::File(path) => std::fs::read_to_string(path)
                 .map(|t| Some(t.trim().to_string()))
                 .map_err(|e| format!("reading the git token file {}: {e}", path.display())),
+            TokenSource::Secret(secret) => Err(format!(
+                "the Secret {}/{} (git token) is read through the API server, not here",
+                secret.namespace, secret.name
+            )),
+        }
+    }
+
+    /// The token's current value, wherever it is: a Secret through `client`.
+    pub async fn read(&self, client: Option<&kube::Client>) -> Result<Option<String>, String> {
+        match (self, client) {
+            (TokenSource::Secret(secret), Some(client)) => secret.read(client).await.map(Some),
+            _ => self.value(),
         }
     }
 }
@@ -54,8 +142,17 @@ impl GitAuth {
     }
 
     /// libgit2 callbacks: credentials on request (once; libgit2 asks again after a
-    /// rejection, which would loop), and the ssh host key check.
-    pub fn callbacks(&self) -> RemoteCallbacks<'static> {
+    /// rejection, which would loop), and the ssh host key check. `read` is the token as
+    /// read before the fetch (a Secret's); without it, a file or variable is read when the
+    /// server asks.
+    ///
+    /// `refused` gets why berth refused the server's host key: libgit2 puts its own words
+    /// ("invalid or unknown remote ssh hostkey") in the fetch's error instead.
+    pub fn callbacks(
+        &self,
+        read: Option<String>,
+        refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    ) -> RemoteCallbacks<'static> {
         let mut callbacks = RemoteCallbacks::new();
         let auth = self.clone();
         let mut attempts = 0;
@@ -76,7 +173,11 @@ impl GitAuth {
                 };
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                return match auth.token() {
+                let token = match &read {
+                    Some(token) => Ok(Some(token.clone())),
+                    None => auth.token(),
+                };
+                return match token {
                     Ok(Some(token)) => {
                         let user = auth
                             .username
@@ -86,7 +187,8 @@ impl GitAuth {
                         Cred::userpass_plaintext(user, &token)
                     }
                     Ok(None) => Err(git2::Error::from_str(
-                        "the remote wants a token: pass --git-token-file or --git-token-env",
+                        "the remote wants a token: pass --git-token-file, --git-token-env or \
+                         --git-token-secret",
                     )),
                     Err(why) => Err(git2::Error::from_str(&why)),
                 };
@@ -99,7 +201,7 @@ impl GitAuth {
             ))
         });
         let known_hosts = self.known_hosts.clone();
-        callbacks.certificate_check(move |cert, host| {
+        let check = move |cert: &git2::cert::Cert<'_>, host: &str| {
             let Some(hostkey) = cert.as_hostkey() else {
                 // TLS: libgit2 verifies the certificate chain and name itself.
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -126,17 +228,31 @@ impl GitAuth {
                     path.display()
                 ))),
             }
+        };
+        callbacks.certificate_check(move |cert, host| {
+            let result = check(cert, host);
+            if let (Err(e), Ok(mut slot)) = (&result, refused.lock()) {
+                *slot = Some(e.message().to_string());
+            }
+            result
         });
         callbacks
     }
 
-    /// `text` without credentials: URL user-info passwords and the token's value.
+    /// `text` without credentials: URL user-info passwords and the token's value (a
+    /// file's or variable's, read now).
     pub fn redact(&self, text: &str) -> String {
+        self.redact_also(text, None)
+    }
+
+    /// [`GitAuth::redact`], and `read` (a token read before) taken out too.
+    pub fn redact_also(&self, text: &str, read: Option<&str>) -> String {
         let mut out = redact_userinfo(text);
-        if let Ok(Some(token)) = self.token()
-            && !token.is_empty()
-        {
-            out = out.replace(&token, "***");
+        let current = self.token().ok().flatten();
+        for token in [current.as_deref(), read].into_iter().flatten() {
+            if !token.is_empty() {
+                out = out.replace(token, "***");
+            }
         }
         out
     }
@@ -239,6 +355,25 @@ mod tests {
             check_known_host(&file, "nowhere.example", key),
             HostCheck::Unknown
         );
+    }
+
+    #[test]
+    fn secret_keys_parse_with_a_default_key() {
+        let key: SecretKey = "berth/berth-git".parse().unwrap();
+        assert_eq!(
+            key,
+            SecretKey {
+                namespace: "berth".into(),
+                name: "berth-git".into(),
+                key: "token".into()
+            }
+        );
+        let key: SecretKey = "ns/git:password".parse().unwrap();
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("git", "password"));
+        assert_eq!(key.to_string(), "ns/git:password");
+        for bad in ["berth-git", "/x", "ns/", "ns/a/b", "ns/x:"] {
+            assert!(bad.parse::<SecretKey>().is_err(), "{bad}");
+        }
     }
 
     #[test]

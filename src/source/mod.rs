@@ -15,7 +15,7 @@ pub mod signature;
 mod tracker;
 mod watch;
 
-pub use auth::{GitAuth, HostCheck, TokenSource, check_known_host};
+pub use auth::{GitAuth, HostCheck, SecretKey, TokenSource, check_known_host};
 pub use fs::read_dir;
 pub use git::{Revision, read_commit, read_revision};
 pub use remote::{

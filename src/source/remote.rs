@@ -83,7 +83,8 @@ impl GitTracker {
     }
 
     /// Fetch the followed ref and return the commit it points at. Blocking (network).
-    pub fn fetch(&mut self) -> Result<String> {
+    /// `token` is the token as read before (a Secret's), if it was.
+    pub fn fetch(&mut self, token: Option<String>) -> Result<String> {
         if let Some(oid) = self.pinned {
             return Ok(oid.to_string());
         }
@@ -97,12 +98,18 @@ impl GitTracker {
             ],
         };
         let url = local_url(&self.remote.url);
+        let redact = |text: &str| self.remote.auth.redact_also(text, token.as_deref());
         let mut remote = self
             .repo
             .remote_anonymous(&url)
-            .with_context(|| format!("using remote {}", self.remote.auth.redact(&url)))?;
+            .with_context(|| format!("using remote {}", redact(&url)))?;
         let mut options = FetchOptions::new();
-        options.remote_callbacks(self.remote.auth.callbacks());
+        let refused_host_key = std::sync::Arc::new(std::sync::Mutex::new(None));
+        options.remote_callbacks(
+            self.remote
+                .auth
+                .callbacks(token.clone(), refused_host_key.clone()),
+        );
         options.download_tags(AutotagOption::None);
         remote
             .fetch(&refspecs, Some(&mut options), None)
@@ -112,17 +119,20 @@ impl GitTracker {
                 let refused = e.code() == git2::ErrorCode::Auth
                     || (e.class() == git2::ErrorClass::Http
                         && e.message().contains("authentication"));
-                if refused && self.remote.auth.token.is_some() {
+                let host_key = refused_host_key.lock().ok().and_then(|r| r.clone());
+                if let Some(why) = host_key {
+                    anyhow!("{why}")
+                } else if refused && self.remote.auth.token.is_some() {
                     anyhow!("the server refused the token (a wrong or expired token, or one without read access?)")
                 } else {
-                    anyhow!("{}", self.remote.auth.redact(e.message()))
+                    anyhow!("{}", redact(e.message()))
                 }
             })
             .with_context(|| {
                 format!(
                     "fetching {} of {}",
                     self.remote.reference,
-                    self.remote.auth.redact(&self.remote.url)
+                    redact(&self.remote.url)
                 )
             })?;
         let oid = match &self.remote.reference {

@@ -4,6 +4,7 @@
 //! signed by an allowed key; the check runs at every fetch, not once per commit, so a
 //! changed allowed-signers file is heeded for the head as it is.
 
+use super::auth::TokenSource;
 use super::git::Revision;
 use super::remote::{GitRemote, GitTracker};
 use super::signature::{AllowedSigners, SignaturePolicy};
@@ -58,6 +59,8 @@ pub struct Tracker {
     spec: SourceSpec,
     inner: Arc<Mutex<Inner>>,
     verify: Option<Arc<SignaturePolicy>>,
+    /// Reads a token kept in a Kubernetes Secret.
+    kube: Option<kube::Client>,
 }
 
 impl Tracker {
@@ -76,7 +79,14 @@ impl Tracker {
             spec,
             inner: Arc::new(Mutex::new(inner)),
             verify: None,
+            kube: None,
         })
+    }
+
+    /// Read a git token kept in a Kubernetes Secret through `client`, before every fetch.
+    pub fn reading_secrets_with(mut self, client: kube::Client) -> Tracker {
+        self.kube = Some(client);
+        self
     }
 
     /// Check every revision's signature against `policy` (`None`: no check). The
@@ -127,6 +137,25 @@ impl Tracker {
     /// Fetch (git) or re-read (folder) and return the latest revision. A folder's revision
     /// id is a hash of its files, so an unchanged folder has an unchanged revision.
     pub async fn latest(&self) -> Result<Revision> {
+        // A Secret's token is read here, off the git thread; a file's or variable's when
+        // the server asks for it.
+        let token = match &self.spec {
+            SourceSpec::Git { remote, .. } => match &remote.auth.token {
+                Some(source @ TokenSource::Secret(_)) => source
+                    .read(self.kube.as_ref())
+                    .await
+                    .map_err(|why| anyhow!(why))
+                    .with_context(|| {
+                        format!(
+                            "fetching {} of {}",
+                            remote.reference,
+                            remote.auth.redact(&remote.url)
+                        )
+                    })?,
+                _ => None,
+            },
+            SourceSpec::Folder(_) => None,
+        };
         let inner = self.inner.clone();
         let verify = self.verify.clone();
         tokio::task::spawn_blocking(move || {
@@ -135,7 +164,7 @@ impl Tracker {
                 .map_err(|_| anyhow!("the source's lock was poisoned"))?;
             match &mut *inner {
                 Inner::Git { tracker, last } => {
-                    let commit = tracker.fetch()?;
+                    let commit = tracker.fetch(token)?;
                     let mut revision = match last.as_ref().filter(|r| r.commit == commit) {
                         Some(revision) => revision.clone(),
                         None => {

@@ -1,6 +1,7 @@
 //! A real git host for tests: Gitea (built by `scripts/gitea`), one server per test binary,
 //! started on first use with SQLite in a temporary folder, an admin user `berth`, an
-//! access token, and its HTTP server on a free loopback port (no SSH: see docs/envtest.md).
+//! access token, its HTTP server on a free loopback port and, when `ssh-keygen` can make
+//! its host key, its built-in SSH server on another ([`Gitea::ssh`]).
 //! Each test makes its own repository ([`Gitea::repository`]) and, once berth listens, a
 //! push webhook pointing at it ([`GiteaRepo::add_push_hook`]).
 //!
@@ -31,6 +32,16 @@ pub struct Gitea {
     pub token_file: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
+    /// Gitea's built-in SSH server, or why it does not run.
+    ssh: Result<GiteaSsh, String>,
+}
+
+/// Gitea's built-in SSH server: `ssh://git@127.0.0.1:<port>/<owner>/<repo>.git`.
+#[derive(Debug)]
+pub struct GiteaSsh {
+    pub port: u16,
+    /// A known_hosts file with the server's host key (for `--known-hosts`).
+    pub known_hosts: PathBuf,
 }
 
 static GITEA: OnceLock<Result<Gitea, String>> = OnceLock::new();
@@ -92,13 +103,24 @@ fn start() -> anyhow::Result<Gitea> {
     let url = format!("http://127.0.0.1:{port}");
     let ini = root.join("app.ini");
     let r = root.display();
+    let ssh = ssh_host_key(&root);
+    let ssh_ini = match &ssh {
+        Ok(ssh) => format!(
+            "DISABLE_SSH = false\nSTART_SSH_SERVER = true\nSSH_DOMAIN = 127.0.0.1\n\
+             SSH_LISTEN_HOST = 127.0.0.1\nSSH_PORT = {port}\nSSH_LISTEN_PORT = {port}\n\
+             SSH_SERVER_HOST_KEYS = {key}\nBUILTIN_SSH_SERVER_USER = git\n",
+            port = ssh.port,
+            key = root.join("ssh-host-key").display(),
+        ),
+        Err(_) => "DISABLE_SSH = true\n".to_string(),
+    };
     std::fs::write(
         &ini,
         format!(
             "APP_NAME = berth test\nRUN_MODE = prod\nWORK_PATH = {r}\n\
              I_AM_BEING_UNSAFE_RUNNING_AS_ROOT = true\n\
              [server]\nHTTP_ADDR = 127.0.0.1\nHTTP_PORT = {port}\nROOT_URL = {url}/\n\
-             STATIC_ROOT_PATH = {static_root}\nDISABLE_SSH = true\nOFFLINE_MODE = true\n\
+             STATIC_ROOT_PATH = {static_root}\n{ssh_ini}OFFLINE_MODE = true\n\
              LFS_START_SERVER = false\n\
              [database]\nDB_TYPE = sqlite3\nPATH = {r}/gitea.db\n\
              [repository]\nROOT = {r}/repos\nDEFAULT_BRANCH = main\n\
@@ -205,6 +227,7 @@ fn start() -> anyhow::Result<Gitea> {
         token_file,
         root,
         log,
+        ssh,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -229,7 +252,62 @@ fn start() -> anyhow::Result<Gitea> {
     Ok(gitea)
 }
 
+/// An ed25519 host key for Gitea's SSH server (made by `ssh-keygen`, so Gitea need not
+/// make an RSA one), a free port for it, and a known_hosts file that holds the key.
+fn ssh_host_key(root: &Path) -> Result<GiteaSsh, String> {
+    let key = root.join("ssh-host-key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "gitea-host", "-f"])
+        .arg(&key)
+        .output()
+        .map_err(|e| format!("running ssh-keygen (openssh-client) for its host key: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ssh-keygen: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .map_err(|e| format!("reading the host key: {e}"))?;
+    let port = super::free_port().map_err(|e| format!("{e:#}"))?;
+    let known_hosts = root.join("known_hosts");
+    let mut fields = public.split_whitespace();
+    let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
+        return Err(format!("an odd public key: {public}"));
+    };
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {blob}\n"))
+        .map_err(|e| format!("writing known_hosts: {e}"))?;
+    Ok(GiteaSsh { port, known_hosts })
+}
+
 impl Gitea {
+    /// Gitea's SSH server; `None` (after saying why) when it does not run here, unless
+    /// CI=true, where that panics.
+    pub fn ssh(&self) -> Option<&GiteaSsh> {
+        match &self.ssh {
+            Ok(ssh) => Some(ssh),
+            Err(why) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("no SSH server in Gitea, and CI=true makes that a failure: {why}");
+                }
+                super::say(&format!("SKIPPED: no SSH server in Gitea: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Register `public_key` (OpenSSH's one-line form) for [`USER`].
+    pub fn add_ssh_key(&self, title: &str, public_key: &str) {
+        let (code, answer) = self
+            .request(
+                "POST",
+                "/api/v1/user/keys",
+                Some(&json!({"title": title, "key": public_key.trim()})),
+            )
+            .expect("registering an ssh key");
+        assert_eq!(code, 201, "registering the ssh key: {answer}");
+    }
+
     /// One API request as the admin user (blocking; tiny: `Connection: close`, the whole
     /// answer read). The status code and the body as JSON (`null` when empty).
     pub fn request(
@@ -330,6 +408,11 @@ impl GiteaRepo {
     /// The clone URL (no credentials in it: berth reads the token from a file).
     pub fn clone_url(&self) -> String {
         format!("{}/{USER}/{}.git", self.gitea.url, self.name)
+    }
+
+    /// The clone URL over Gitea's SSH server.
+    pub fn ssh_url(&self, ssh: &GiteaSsh) -> String {
+        format!("ssh://git@127.0.0.1:{}/{USER}/{}.git", ssh.port, self.name)
     }
 
     /// A push URL with the token in it, for the tests' own `git push`.
