@@ -812,13 +812,22 @@ fn the_gitea_recipe_keeps_one_plan_comment_on_a_real_pull_request() {
 
     let pr = PullRequest::with_origin(Some(&repo.push_url()));
     pr.push(grow_a_workspace);
-    let (code, answer) = gitea
-        .request(
-            "POST",
-            &format!("/api/v1/repos/{owner_repo}/pulls"),
-            Some(&serde_json::json!({"head": "feature", "base": "main", "title": "grow"})),
-        )
-        .expect("opening the pull request");
+    // Gitea records a pushed branch a moment after the push (its queue): until then the
+    // pull request's head is "not found".
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (code, answer) = loop {
+        let (code, answer) = gitea
+            .request(
+                "POST",
+                &format!("/api/v1/repos/{owner_repo}/pulls"),
+                Some(&serde_json::json!({"head": "feature", "base": "main", "title": "grow"})),
+            )
+            .expect("opening the pull request");
+        if code != 404 || std::time::Instant::now() > deadline {
+            break (code, answer);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(code, 201, "opening the pull request: {answer}");
     let number = answer["number"].as_u64().expect("a pull request number");
     // What Gitea Actions sets (GITHUB_* as GitHub does), and the step's secret and number.
