@@ -1,5 +1,7 @@
 //! `berth watch` against a real git host: Gitea (tests/support/gitea.rs) and the full
-//! control plane. berth follows a repository on Gitea over HTTP with a token, Gitea's own
+//! control plane. berth follows a repository on Gitea over HTTP with a token (from a file
+//! or a Kubernetes Secret, read at every fetch) and over Gitea's SSH server with a key (the
+//! host key checked against known_hosts), Gitea's own
 //! push webhook (signed with `X-Gitea-Signature`) makes it fetch, and berth's commit
 //! statuses are read back through Gitea's API: pending then success for a valid push,
 //! failure with the diagnostic for an invalid one (the cluster unchanged), error when the
