@@ -229,7 +229,7 @@ async fn the_status_page_of_10000_workspaces_updates_in_place() {
         "(() => {{
             window.berthMark = 'kept';
             document.querySelector('input[name=q]').value = 'typed, not sent';
-            window.scrollTo(0, 600);
+            window.scrollTo(0, 300);
             window.berthRows = new Map(Array.from(
                 document.querySelectorAll('article.workspace'),
                 (row) => [row.dataset.workspace, [row, row.outerHTML]]));
@@ -242,7 +242,7 @@ async fn the_status_page_of_10000_workspaces_updates_in_place() {
         target = row(target),
     ));
     assert_eq!(
-        before["scroll"], 600,
+        before["scroll"], 300,
         "the page is long enough to scroll: {before}"
     );
     assert_ne!(before["state"], "suspended", "{before}");
@@ -318,7 +318,10 @@ async fn the_status_page_of_10000_workspaces_updates_in_place() {
     ));
     assert_eq!(after["mark"], "kept", "the page was not reloaded: {after}");
     assert_eq!(after["typed"], "typed, not sent", "{after}");
-    assert_eq!(after["scroll"], 600, "{after}");
+    // Not back at the top: where it was, give or take what Chromium's scroll anchoring
+    // takes off when a part above the rows shrinks (the revision's "seen, not applied").
+    let scroll = after["scroll"].as_f64().unwrap_or(0.0);
+    assert!((200.0..=300.0).contains(&scroll), "{after}");
     assert_eq!(
         after["search"],
         json!(format!("?project={}", target.project))
