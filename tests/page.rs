@@ -6,8 +6,9 @@
 //! width) are saved under `target/status-page/` for review.
 //!
 //! Chromium is found as `$BERTH_CHROMIUM`, or `chromium` / `chromium-browser` on PATH
-//! (.ci/run installs Debian's `chromium`). Without it the test is skipped loudly, except
-//! under `CI=true`, where that is a failure.
+//! (.ci/run installs Debian's `chromium`; `tests/support/browser.rs`). Without it the test
+//! is skipped loudly, except under `CI=true`, where that is a failure. `tests/page_scale.rs`
+//! opens the page of 10,000 workspaces and watches it update in place.
 
 mod support;
 
@@ -17,93 +18,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::browser::{browse, chromium};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// The browser, or `None` after saying loudly that the test is skipped (a failure under
-/// `CI=true`).
-fn chromium() -> Option<PathBuf> {
-    let on_path = |name: &str| {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(name))
-                .find(|candidate| candidate.is_file())
-        })
-    };
-    let found = std::env::var_os("BERTH_CHROMIUM")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| on_path("chromium"))
-        .or_else(|| on_path("chromium-browser"));
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "no Chromium (chromium on PATH or $BERTH_CHROMIUM), and CI=true makes that a \
-                 failure: .ci/run installs Debian's chromium package"
-            );
-        }
-        // Straight to stderr, as tests/support does: libtest would capture `eprintln!`.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n************************************************************\n\
-             SKIPPED: no Chromium: the status page test needs a browser\n\
-             (apt-get install chromium, or set BERTH_CHROMIUM;\n\
-             under CI=true this is a failure)\n\
-             ************************************************************"
-        );
-    }
-    found
-}
-
-/// Run headless Chromium with `args` on a fresh profile, within `limit`; its stdout.
-/// Chromium runs in its own process group, so a run past the limit is ended whole.
-fn browse(chromium: &Path, args: &[String], limit: Duration) -> String {
-    let profile = tempfile::tempdir().expect("a profile folder");
-    let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("starting Chromium");
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        text
-    });
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("waiting for Chromium").is_some() {
-            break;
-        }
-        if started.elapsed() > limit {
-            // SAFETY: signals the process group this test started, nothing else.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("Chromium did not finish within {limit:?}: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reader.join().expect("the reader thread")
-}
 
 /// `berth watch`, stopped with SIGTERM (then SIGKILL) when dropped.
 struct Watch {
@@ -417,8 +337,16 @@ async fn the_status_page_shows_every_workspace_and_why_in_a_real_browser() {
         dom.contains(r#"<dd id="leader">berth-page-test</dd>"#),
         "{dom}"
     );
-    assert!(dom.contains(r#"<meta http-equiv="refresh" content="10">"#));
-    assert!(!dom.contains("<script"), "the page runs no script");
+    // The page's one script is its own (`/page.js`); without scripts it reloads itself.
+    assert_eq!(dom.matches("<script").count(), 1, "{dom}");
+    assert!(
+        dom.contains(r#"<script src="page.js" defer=""></script>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<meta http-equiv="refresh" content="10">"#),
+        "{dom}"
+    );
     // No secret value, on the page or in its data.
     assert!(
         !dom.contains(&secret_value),

@@ -16,11 +16,26 @@ use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Dry-runs in flight at once.
 const CONCURRENCY: usize = 16;
+
+/// An object for a dry-run task: whole, or JSON text the task reads back.
+enum Object {
+    Value(Value),
+    Text(ObjectText),
+}
+
+impl Object {
+    fn value(self) -> Value {
+        match self {
+            Object::Value(object) => object,
+            Object::Text(text) => text.value(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -144,32 +159,31 @@ pub async fn plan_with_context(
         .map(|m| (&m.key, &m.live))
         .collect();
     // Updates get their diff from the server's dry-run below, not from the local compare.
+    // Planned namespace by namespace; an update that applies its desired object as
+    // rendered carries none (it is the text of its key in `desired`).
     let mut plan = crate::plan::live::compute(&desired, &members);
-    drop(members);
+    let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
+        desired.iter().map(|o| (&o.key, o)).collect();
 
-    // Confirm each update with a dry-run; drop those the server says change nothing.
-    // Live objects by key: one lookup per change, not a scan of every member.
-    let live_by_key: BTreeMap<ObjectKey, &Value> = inventory.whole();
-    let live_of =
-        |change: &crate::plan::Change| live_by_key.get(&change.object).map(|v| (*v).clone());
     // A suspension for idleness is applied only to the StatefulSet it was planned against:
     // if anything wrote to it since (`berth wake` scaling it up), the server refuses the
     // stale suspension and the next cycle plans again with fresh activity.
+    let idle_since = |o: &Value| {
+        o.pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::render::IDLE_SINCE))
+            .is_some()
+    };
     for change in &mut plan.changes {
         if change.object.kind != "StatefulSet" || change.action != Action::Update {
             continue;
         }
-        let (Some(desired), Some(live)) = (&mut change.desired, live_by_key.get(&change.object))
-        else {
+        let Some(desired) = change.desired.as_mut().filter(|d| idle_since(d)) else {
             continue;
         };
-        let idle_since = |o: &Value| {
-            o.pointer("/metadata/annotations")
-                .and_then(|a| a.get(crate::render::IDLE_SINCE))
-                .is_some()
+        let Some(live) = members.get(&change.object).and_then(|l| l.full()) else {
+            continue;
         };
-        if idle_since(desired)
-            && !idle_since(live)
+        if !idle_since(&live)
             && let Some(version) = live.pointer("/metadata/resourceVersion").cloned()
             && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut)
         {
@@ -180,29 +194,45 @@ pub async fn plan_with_context(
     // its diff is the local one.
     for change in &mut plan.changes {
         if change.action == Action::Recreate
-            && let (Some(desired), Some(live)) = (&change.desired, live_by_key.get(&change.object))
+            && let Some(desired) = &change.desired
+            && let Some(live) = members.get(&change.object).and_then(|l| l.full())
         {
-            change.diff = crate::plan::compare::diff(desired, live);
+            change.diff = crate::plan::compare::diff(desired, &live);
         }
     }
-    let checks = plan
+    // Each dry-run is a task of its own: the runtime's worker threads read the objects
+    // back, and parse and diff the answers, in parallel. Tasks are made as slots free up,
+    // so only the objects of the dry-runs in flight are read back at once.
+    let mut checks = plan
         .changes
         .iter()
         .enumerate()
         .filter(|(_, c)| c.action == Action::Update && c.problem.is_none())
-        .filter_map(|(i, c)| Some((i, c.desired.clone()?, live_of(c)?)))
+        .map(|(i, _)| i)
         .collect::<Vec<_>>()
-        .into_iter()
-        // Each dry-run is a task of its own: the runtime's worker threads parse and diff
-        // the answers in parallel.
-        .map(|(i, desired, live)| {
+        .into_iter();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut results = Vec::new();
+    loop {
+        while running.len() < CONCURRENCY
+            && let Some(i) = checks.next()
+        {
+            let Some((desired, live)) =
+                dry_run_objects(&plan.changes[i], &desired_by_key, &members)
+            else {
+                continue;
+            };
             let cluster = cluster.clone();
-            tokio::spawn(async move { (i, dry_run(&cluster, &desired, live).await) })
-        });
-    let results: Vec<_> = futures::stream::iter(checks)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+            running.push(tokio::spawn(async move {
+                let desired = desired.value();
+                (i, dry_run(&cluster, &desired, live.value()).await)
+            }));
+        }
+        match running.next().await {
+            Some(result) => results.push(result),
+            None => break,
+        }
+    }
     let mut settled = BTreeSet::new();
     let mut conflicts = Vec::new();
     for joined in results {
@@ -240,7 +270,23 @@ pub async fn plan_with_context(
         index += 1;
         !settled.contains(&(index - 1))
     });
-    super::destructive::enrich(cluster, &options.applyset, &mut plan, &live_by_key).await?;
+    // What completes removals and re-creations (their claims, a namespace's foreign
+    // objects) reads their live objects: those alone are read back.
+    let removed: BTreeMap<ObjectKey, Value> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Delete | Action::Recreate))
+        .filter_map(|c| {
+            Some((
+                c.object.clone(),
+                members.get(&c.object)?.full()?.into_owned(),
+            ))
+        })
+        .collect();
+    drop(members);
+    let removed: BTreeMap<ObjectKey, &Value> =
+        removed.iter().map(|(k, v)| (k.clone(), v)).collect();
+    super::destructive::enrich(cluster, &options.applyset, &mut plan, &removed).await?;
     plan.warnings = secret_warnings(cluster, resolved, &inventory, &plan).await?;
     conflicts.sort();
     Ok(LivePlan {
@@ -249,6 +295,25 @@ pub async fn plan_with_context(
         desired,
         conflicts,
     })
+}
+
+/// The desired and live objects of an update's dry-run, as the plan keeps them (`None`
+/// when there is no whole live object to compare with).
+fn dry_run_objects(
+    change: &crate::plan::Change,
+    desired: &HashMap<&ObjectKey, &ObjectText>,
+    members: &BTreeMap<&ObjectKey, &Live>,
+) -> Option<(Object, Object)> {
+    let object = match &change.desired {
+        Some(object) => Object::Value(object.clone()),
+        None => Object::Text((*desired.get(&change.object)?).clone()),
+    };
+    let live = match members.get(&change.object)? {
+        Live::Full(live) => Object::Value(live.clone()),
+        Live::Text(text) => Object::Text(text.clone()),
+        Live::Same(_) => return None,
+    };
+    Some((object, live))
 }
 
 /// Referenced Secrets that do not exist, and (for workspaces this plan starts or restarts)

@@ -35,7 +35,8 @@ const SECRET_NAMESPACES_PER_NAMESPACE: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Member {
     pub key: ObjectKey,
-    /// Whole (without managedFields), or [`Live::Same`] when it is what git wants.
+    /// Whole (without managedFields) as JSON text ([`Live::Text`]), or [`Live::Same`]
+    /// when it is what git wants.
     pub live: Live,
     /// For a StatefulSet: whether its controller has rolled it out.
     pub rolled_out: Option<bool>,
@@ -57,15 +58,6 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// The members kept whole (those that differ from git, or that git no longer holds),
-    /// by key.
-    pub fn whole(&self) -> BTreeMap<ObjectKey, &Value> {
-        self.members
-            .iter()
-            .filter_map(|m| Some((m.key.clone(), m.live.full()?)))
-            .collect()
-    }
-
     /// The group-kinds the parent says its members have.
     pub fn parent_group_kinds(&self) -> BTreeSet<String> {
         split_list(
@@ -334,6 +326,11 @@ fn member_of(
     let live = match desired.get(&key) {
         Some(text) => classify(&text.value(), value),
         None => Live::Full(value),
+    };
+    // Kept as text: a plan where everything changed holds every member whole.
+    let live = match live {
+        Live::Full(value) => Live::Text(ObjectText::new(key.clone(), &value)),
+        compact => compact,
     };
     Ok(Some(Member {
         key,

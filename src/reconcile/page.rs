@@ -1,14 +1,21 @@
-//! The status page of `berth watch --listen`: `GET /` is one server-rendered HTML page
-//! (no JavaScript; it reloads itself every [`REFRESH_SECONDS`]) and `GET /api/status` the
-//! same data as JSON — the [`Status`] that `berth status --format json` prints.
+//! The status page of `berth watch --listen`: `GET /` is one server-rendered HTML page,
+//! `GET /live` the parts of it that change with the status, and `GET /api/status` the same
+//! data as JSON — the [`Status`] that `berth status --format json` prints.
 //!
 //! It must stay readable and cheap at 10,000 workspaces (issue #28): problems come first
 //! ([`GROUPS`]: failed, missing Secret, restart pending, suspended, then the rest), with
 //! counts per group and per project; a GET form filters by group, project and name; and
 //! only one page of at most [`PAGE_SIZE`] workspaces is sent. `/api/status` takes the same
-//! parameters ([`Query`]) and says which page it is. Both answer with an ETag of what they
-//! show and `304 Not Modified` to a client that has it, so a reload of an unchanged status
-//! downloads nothing.
+//! parameters ([`Query`]) and says which page it is. Every answer carries an ETag of what
+//! it shows and is `304 Not Modified` to a client that has it.
+//!
+//! The page updates in place: its one script ([`SCRIPT`], served as `/page.js`, the only
+//! script the Content-Security-Policy allows) asks `/live` with the page's own query every
+//! [`REFRESH_SECONDS`], sending the ETag it has, so an unchanged status costs a 304 and no
+//! body; when the status changed it swaps in only the parts that differ (counts, groups,
+//! the revision, the error, the rows of the page that changed), so filters typed but not
+//! sent, the page and the scroll position stay. Without JavaScript the page reloads itself
+//! instead (`<noscript>` refresh). Everything inserted is the server's escaped HTML.
 //!
 //! Every workspace with its project, environment and state (with why: idle since when, a
 //! pending restart and what it waits to apply, a Secret that does not exist), the revision
@@ -30,7 +37,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the page reloads itself.
+/// How often the page asks for its live parts (or, without JavaScript, reloads itself).
 pub const REFRESH_SECONDS: u64 = 10;
 /// How long a standby keeps the leader's status it read.
 pub const STANDBY_CACHE: Duration = Duration::from_secs(5);
@@ -210,15 +217,16 @@ pub fn paged<'a>(status: &'a Status, query: &Query, per_page: usize) -> Paged<'a
     }
 }
 
-/// An ETag for what an answer shows: the status, the query, and (for the page's "3 min
-/// ago") the minute. Equal tags, equal answers, within this process.
-fn etag(status: &Status, query: &Query, minute: i64) -> String {
+/// An ETag for what an answer shows: which answer (`part`: the page, its live parts, the
+/// JSON), the status and whose it is, the query, and (for the page's "3 min ago") the
+/// minute. Equal tags, equal answers, within this process.
+fn etag(status: &Status, view: View, query: &Query, minute: i64, part: &str) -> String {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(status)
         .unwrap_or_default()
         .hash(&mut hasher);
-    format!("{query:?}").hash(&mut hasher);
+    format!("{view:?} {query:?} {part}").hash(&mut hasher);
     minute.hash(&mut hasher);
     format!("\"{:016x}\"", hasher.finish())
 }
@@ -244,6 +252,27 @@ fn not_modified(tag: &str) -> Response {
         .into_response()
 }
 
+/// What the page may load: its own script and its own live parts, nothing else.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+     style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+
+/// An HTML answer tagged `tag`.
+fn html_answer(tag: &str, html: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Kept, but asked again each time: an unchanged status is a 304.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::ETAG, tag),
+        ],
+        html,
+    )
+        .into_response()
+}
+
 /// `GET /`.
 pub async fn page(
     State(shared): State<Arc<Shared>>,
@@ -252,29 +281,127 @@ pub async fn page(
 ) -> Response {
     let (status, view) = current(&shared).await;
     let now = Timestamp::now();
-    let tag = etag(&status, &query, now.as_second() / 60);
+    let tag = etag(&status, view, &query, now.as_second() / 60, "page");
     if has_tag(&headers, &tag) {
         return not_modified(&tag);
     }
-    let html = render_page(&status, view, now, &query).into_string();
+    html_answer(&tag, render_page(&status, view, now, &query).into_string())
+}
+
+/// `GET /live`: the parts of the page `query` asks for that change with the status
+/// ([`render_live`]), for the page's script to swap in.
+pub async fn live(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<Query>,
+    headers: HeaderMap,
+) -> Response {
+    let (status, view) = current(&shared).await;
+    let now = Timestamp::now();
+    let tag = live_tag(&status, view, &query, now);
+    if has_tag(&headers, &tag) {
+        return not_modified(&tag);
+    }
+    html_answer(&tag, render_live(&status, view, now, &query).into_string())
+}
+
+/// The ETag of `/live` for `query` at `now`: the page carries it, so its first poll of an
+/// unchanged status is a 304.
+fn live_tag(status: &Status, view: View, query: &Query, now: Timestamp) -> String {
+    etag(status, view, query, now.as_second() / 60, "live")
+}
+
+/// `GET /page.js`: [`SCRIPT`].
+pub async fn script(headers: HeaderMap) -> Response {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    SCRIPT.hash(&mut hasher);
+    let tag = format!("\"{:016x}\"", hasher.finish());
+    if has_tag(&headers, &tag) {
+        return not_modified(&tag);
+    }
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // Kept, but asked again each time: an unchanged status is a 304.
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            // No script may run, whatever a message contains: the page has none.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-            ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
             (header::ETAG, &tag),
         ],
-        html,
+        SCRIPT,
     )
         .into_response()
 }
+
+/// The page's script: every [`REFRESH_SECONDS`] it asks `live` (with the page's query and
+/// the ETag it has; `no-store`, so the 304 reaches it) and swaps in each part whose HTML
+/// differs; rows are swapped one by one, so an unchanged row stays as it is. A `<select>`
+/// keeps the choice made in it and is left alone while in use. `window.berthLive` counts
+/// the polls, for tests and the curious.
+pub const SCRIPT: &str = r#"'use strict';
+(() => {
+  const root = document.documentElement;
+  const every = Number(root.dataset.refresh || 10) * 1000;
+  let tag = root.dataset.liveTag || null;
+  const counts = { polls: 0, unchanged: 0, updated: 0, swapped: 0, rows: 0, failed: 0 };
+  window.berthLive = counts;
+  const fresh = (node) => { counts.swapped++; return document.importNode(node, true); };
+  function rows(old, now) {
+    const have = new Map(Array.from(old.children, (row) => [row.dataset.workspace, row]));
+    const want = Array.from(now.children, (row) => {
+      const kept = have.get(row.dataset.workspace);
+      if (kept && kept.outerHTML === row.outerHTML) return kept;
+      counts.rows++;
+      return fresh(row);
+    });
+    want.forEach((row, i) => {
+      if (old.children[i] !== row) old.insertBefore(row, old.children[i] || null);
+    });
+    while (old.children.length > want.length) old.lastElementChild.remove();
+  }
+  function swap(text) {
+    const parts = new DOMParser().parseFromString(text, 'text/html').getElementById('live');
+    if (!parts) return;
+    if (parts.dataset.title) document.title = parts.dataset.title;
+    for (const part of Array.from(parts.children)) {
+      const old = part.id ? document.getElementById(part.id) : null;
+      if (!old || old.outerHTML === part.outerHTML) continue;
+      if (part.id === 'workspaces') {
+        rows(old, part);
+      } else if (old.tagName === 'SELECT') {
+        if (document.activeElement === old || old.innerHTML === part.innerHTML) continue;
+        const chosen = old.value;
+        old.innerHTML = part.innerHTML;
+        old.value = chosen;
+        counts.swapped++;
+      } else {
+        old.replaceWith(fresh(part));
+      }
+    }
+  }
+  async function poll() {
+    counts.polls++;
+    try {
+      const answer = await fetch('live' + location.search, {
+        headers: tag ? { 'If-None-Match': tag } : {},
+        cache: 'no-store',
+      });
+      if (answer.status === 304) {
+        counts.unchanged++;
+      } else if (answer.ok) {
+        const text = await answer.text();
+        tag = answer.headers.get('ETag');
+        swap(text);
+        counts.updated++;
+      } else {
+        counts.failed++;
+      }
+    } catch (_) {
+      counts.failed++;
+    }
+    setTimeout(poll, every);
+  }
+  setTimeout(poll, every);
+})();
+"#;
 
 /// `GET /api/status`: the page's data, paged the same way (500 workspaces a page unless
 /// `per_page` says otherwise): the [`Status`] with that page's workspaces, and `page` —
@@ -284,8 +411,8 @@ pub async fn api(
     axum::extract::Query(query): axum::extract::Query<Query>,
     headers: HeaderMap,
 ) -> Response {
-    let (status, _) = current(&shared).await;
-    let tag = etag(&status, &query, 0);
+    let (status, view) = current(&shared).await;
+    let tag = etag(&status, view, &query, 0, "api");
     if has_tag(&headers, &tag) {
         return not_modified(&tag);
     }
@@ -405,112 +532,50 @@ pub fn render(status: &Status, view: View, now: Timestamp) -> Markup {
 /// The page of `status` that `query` asks for, seen from `view`, at `now`.
 pub fn render_page(status: &Status, view: View, now: Timestamp, query: &Query) -> Markup {
     let paged = paged(status, query, PAGE_SIZE);
-    let workspaces = &paged.workspaces;
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for w in &status.workspaces {
-        match counts.iter_mut().find(|(state, _)| *state == w.state) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((&w.state, 1)),
-        }
-    }
-    counts.sort();
+    let parts = Parts::new(status, view, now, query, &paged);
     let total = status.workspaces.len();
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang="en" data-refresh=(REFRESH_SECONDS)
+            data-live-tag=(live_tag(status, view, query, now))
+        {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta http-equiv="refresh" content=(REFRESH_SECONDS);
-                title { "berth · " (total) " workspaces" }
+                noscript { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
+                title { (parts.title()) }
                 style { (PreEscaped(STYLE)) }
+                script src="page.js" defer {}
             }
             body {
                 main {
                     h1 { "berth" }
                     p.muted { "Following " code { (status.source) } }
-                    (whose(status, view))
-                    @if let Some(error) = &status.error {
-                        section.panel.error #error {
-                            strong { "Error: " (error.kind) }
-                            " " span.muted {
-                                @if let Some(revision) = &error.revision {
-                                    "at " code title=(revision) { (short(revision)) } " "
-                                }
-                                "since " (when(&error.since, now))
-                            }
-                            pre { (error.message) }
-                        }
-                    }
+                    (parts.view())
+                    (parts.error())
                     h2 { "Revision" }
-                    section.panel #revision {
-                        dl {
-                            dt { "Applied" }
-                            dd {
-                                @match &status.last_applied {
-                                    Some(r) => {
-                                        code title=(r.revision) { (short(&r.revision)) } " " (r.summary)
-                                        @if let Some(signer) = &r.signer {
-                                            br; span #signer { "signed by " (signer) }
-                                        }
-                                        br; span.muted { (when(&r.at, now)) }
-                                    }
-                                    None => { span.muted { "nothing yet" } }
-                                }
-                            }
-                            @if let Some(seen) = status.last_seen.as_ref().filter(|s| {
-                                status.last_applied.as_ref().is_none_or(|a| a.revision != s.revision)
-                            }) {
-                                dt { "Seen, not applied" }
-                                dd {
-                                    code title=(seen.revision) { (short(&seen.revision)) } " " (seen.summary)
-                                    br; span.muted { (when(&seen.at, now)) }
-                                }
-                            }
-                            dt { "Drift healed" }
-                            dd #drift {
-                                @match &status.last_drift {
-                                    Some(d) => {
-                                        (d.objects.join(", "))
-                                        br; span.muted { (when(&d.at, now)) }
-                                    }
-                                    None => { span.muted { "none since this instance started" } }
-                                }
-                            }
-                            dt { "Leader" }
-                            dd #leader { (status.writer) }
-                        }
-                    }
+                    (parts.revision())
                     h2 { "Workspaces" }
-                    ul.counts {
-                        @for (state, n) in &counts {
-                            li { span class={"badge s-" (state)} { (n) " " (state) } }
-                        }
-                    }
+                    (parts.counts())
                     @if total == 0 {
                         p.muted { "No workspaces yet." }
                     } @else {
-                        (filters(&paged, query))
-                    }
-                    div.grid #workspaces {
-                        @for w in workspaces {
-                            (card(w, now))
+                        (parts.groups())
+                        form.panel #filter method="get" action="" {
+                            label { "State " (parts.states()) }
+                            " "
+                            label { "Project " (parts.projects()) }
+                            " "
+                            label { "Name " input type="search" name="q" value=(query.q) placeholder="part of a name"; }
+                            " " button type="submit" { "Filter" }
+                            " " (parts.shown())
                         }
                     }
-                    @if paged.pages > 1 {
-                        nav.pages #pages {
-                            @if paged.page > 1 {
-                                a rel="prev" href=(link(query, paged.page - 1)) { "← previous" } " "
-                            }
-                            "page " (paged.page) " of " (paged.pages)
-                            @if paged.page < paged.pages {
-                                " " a rel="next" href=(link(query, paged.page + 1)) { "next →" }
-                            }
-                        }
-                    }
+                    (parts.workspaces())
+                    (parts.pages())
                     footer.muted {
-                        "Reloads every " (REFRESH_SECONDS) " s (an unchanged status is not sent \
-                         again). The same data as JSON: "
+                        "Updates in place every " (REFRESH_SECONDS) " s (only what changed is \
+                         sent; an unchanged status is a 304). The same data as JSON: "
                         a href={"api/status" (link(query, paged.page))} { "/api/status" } "."
                     }
                 }
@@ -519,45 +584,221 @@ pub fn render_page(status: &Status, view: View, now: Timestamp, query: &Query) -
     }
 }
 
-/// Counts by group (problems first) and the filter form: group, project, name.
-fn filters(paged: &Paged, query: &Query) -> Markup {
-    let shown = if paged.matching == paged.workspaces.len() {
-        format!("{} shown", paged.matching)
-    } else {
-        let first = (paged.page - 1) * paged.per_page + 1;
-        let last = first + paged.workspaces.len().saturating_sub(1);
-        format!("{first}–{last} of {} shown", paged.matching)
-    };
+/// `/live`: [`render_page`]'s parts that change with the status, each with the id of its
+/// place in the page, in one `<div id="live">` (whose `data-title` is the page's title).
+pub fn render_live(status: &Status, view: View, now: Timestamp, query: &Query) -> Markup {
+    let paged = paged(status, query, PAGE_SIZE);
+    let parts = Parts::new(status, view, now, query, &paged);
     html! {
-        ul.counts #groups {
-            @for (group, n) in &paged.groups {
-                @if *n > 0 {
-                    li {
-                        a class={"badge g-" (group)} data-group=(group)
-                            href=(link(&Query { state: group.to_string(), ..query.clone() }, 1))
-                        { (n) " " (group) }
+        div #live data-title=(parts.title()) {
+            (parts.view())
+            (parts.error())
+            (parts.revision())
+            (parts.counts())
+            (parts.groups())
+            (parts.states())
+            (parts.projects())
+            (parts.shown())
+            (parts.workspaces())
+            (parts.pages())
+        }
+    }
+}
+
+/// The parts of a page that change with the status: the page and `/live` render them
+/// alike. Each one is always there (empty and `hidden` when it has nothing to show), so
+/// the script always finds its place.
+struct Parts<'a> {
+    status: &'a Status,
+    view: View,
+    now: Timestamp,
+    query: &'a Query,
+    paged: &'a Paged<'a>,
+}
+
+impl<'a> Parts<'a> {
+    fn new(
+        status: &'a Status,
+        view: View,
+        now: Timestamp,
+        query: &'a Query,
+        paged: &'a Paged<'a>,
+    ) -> Parts<'a> {
+        Parts {
+            status,
+            view,
+            now,
+            query,
+            paged,
+        }
+    }
+
+    fn title(&self) -> String {
+        format!("berth · {} workspaces", self.status.workspaces.len())
+    }
+
+    fn view(&self) -> Markup {
+        whose(self.status, self.view)
+    }
+
+    fn error(&self) -> Markup {
+        let now = self.now;
+        html! {
+            @if let Some(error) = &self.status.error {
+                section.panel.error #error {
+                    strong { "Error: " (error.kind) }
+                    " " span.muted {
+                        @if let Some(revision) = &error.revision {
+                            "at " code title=(revision) { (short(revision)) } " "
+                        }
+                        "since " (when(&error.since, now))
+                    }
+                    pre { (error.message) }
+                }
+            } @else {
+                section #error hidden {}
+            }
+        }
+    }
+
+    fn revision(&self) -> Markup {
+        let (status, now) = (self.status, self.now);
+        html! {
+            section.panel #revision {
+                dl {
+                    dt { "Applied" }
+                    dd {
+                        @match &status.last_applied {
+                            Some(r) => {
+                                code title=(r.revision) { (short(&r.revision)) } " " (r.summary)
+                                @if let Some(signer) = &r.signer {
+                                    br; span #signer { "signed by " (signer) }
+                                }
+                                br; span.muted { (when(&r.at, now)) }
+                            }
+                            None => { span.muted { "nothing yet" } }
+                        }
+                    }
+                    @if let Some(seen) = status.last_seen.as_ref().filter(|s| {
+                        status.last_applied.as_ref().is_none_or(|a| a.revision != s.revision)
+                    }) {
+                        dt { "Seen, not applied" }
+                        dd {
+                            code title=(seen.revision) { (short(&seen.revision)) } " " (seen.summary)
+                            br; span.muted { (when(&seen.at, now)) }
+                        }
+                    }
+                    dt { "Drift healed" }
+                    dd #drift {
+                        @match &status.last_drift {
+                            Some(d) => {
+                                (d.objects.join(", "))
+                                br; span.muted { (when(&d.at, now)) }
+                            }
+                            None => { span.muted { "none since this instance started" } }
+                        }
+                    }
+                    dt { "Leader" }
+                    dd #leader { (status.writer) }
+                }
+            }
+        }
+    }
+
+    /// Workspaces by state, as the status says it.
+    fn counts(&self) -> Markup {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for w in &self.status.workspaces {
+            *counts.entry(w.state.as_str()).or_default() += 1;
+        }
+        html! {
+            ul.counts #counts {
+                @for (state, n) in &counts {
+                    li { span class={"badge s-" (state)} { (n) " " (state) } }
+                }
+            }
+        }
+    }
+
+    /// Counts by group (problems first), each a link to its filter.
+    fn groups(&self) -> Markup {
+        html! {
+            ul.counts #groups {
+                @for (group, n) in &self.paged.groups {
+                    @if *n > 0 {
+                        li {
+                            a class={"badge g-" (group)} data-group=(group)
+                                href=(link(&Query { state: group.to_string(), ..self.query.clone() }, 1))
+                            { (n) " " (group) }
+                        }
                     }
                 }
             }
         }
-        form.panel #filter method="get" action="" {
-            label { "State " select name="state" {
-                option value="" selected[query.state.is_empty()] { "all" }
-                @for (group, n) in &paged.groups {
-                    option value=(group) selected[query.state == *group] { (group) " (" (n) ")" }
+    }
+
+    /// The filter's choice of group.
+    fn states(&self) -> Markup {
+        let groups = self.paged.groups.iter().map(|(g, n)| (*g, *n));
+        choice("state", &self.query.state, groups)
+    }
+
+    /// The filter's choice of project.
+    fn projects(&self) -> Markup {
+        let projects = self.paged.projects.iter().map(|(p, n)| (*p, *n));
+        choice("project", &self.query.project, projects)
+    }
+
+    /// Which workspaces the page shows of those that match.
+    fn shown(&self) -> Markup {
+        let paged = self.paged;
+        let shown = if paged.matching == paged.workspaces.len() {
+            format!("{} shown", paged.matching)
+        } else {
+            let first = (paged.page - 1) * paged.per_page + 1;
+            let last = first + paged.workspaces.len().saturating_sub(1);
+            format!("{first}–{last} of {} shown", paged.matching)
+        };
+        html! { span.muted #shown { (shown) } }
+    }
+
+    fn workspaces(&self) -> Markup {
+        html! {
+            div.grid #workspaces {
+                @for w in &self.paged.workspaces {
+                    (card(w, self.now))
                 }
-            } }
-            " "
-            label { "Project " select name="project" {
-                option value="" selected[query.project.is_empty()] { "all" }
-                @for (project, n) in &paged.projects {
-                    option value=(project) selected[query.project == *project] { (project) " (" (n) ")" }
+            }
+        }
+    }
+
+    fn pages(&self) -> Markup {
+        let (paged, query) = (self.paged, self.query);
+        html! {
+            nav.pages #pages hidden[paged.pages < 2] {
+                @if paged.pages > 1 {
+                    @if paged.page > 1 {
+                        a rel="prev" href=(link(query, paged.page - 1)) { "← previous" } " "
+                    }
+                    "page " (paged.page) " of " (paged.pages)
+                    @if paged.page < paged.pages {
+                        " " a rel="next" href=(link(query, paged.page + 1)) { "next →" }
+                    }
                 }
-            } }
-            " "
-            label { "Name " input type="search" name="q" value=(query.q) placeholder="part of a name"; }
-            " " button type="submit" { "Filter" }
-            " " span.muted #shown { (shown) }
+            }
+        }
+    }
+}
+
+/// A `<select name=NAME id=f-NAME>` of "all" and each of `options` with its count,
+/// `chosen` selected.
+fn choice<'o>(name: &str, chosen: &str, options: impl Iterator<Item = (&'o str, usize)>) -> Markup {
+    html! {
+        select name=(name) id={"f-" (name)} {
+            option value="" selected[chosen.is_empty()] { "all" }
+            @for (value, n) in options {
+                option value=(value) selected[chosen == value] { (value) " (" (n) ")" }
+            }
         }
     }
 }
@@ -739,7 +980,11 @@ mod tests {
         assert!(page.contains("StatefulSet/a/etl"), "{page}");
         assert!(page.contains(r#"<dd id="leader">berth-0</dd>"#), "{page}");
         assert!(
-            page.contains(r#"<meta http-equiv="refresh" content="10">"#),
+            page.contains(r#"<noscript><meta http-equiv="refresh" content="10"></noscript>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<script src="page.js" defer></script>"#),
             "{page}"
         );
         assert!(page.contains(r#"<meta name="viewport""#), "{page}");
@@ -748,7 +993,7 @@ mod tests {
     #[test]
     fn nothing_from_the_status_is_markup() {
         let page = render(&sample(), View::Leader, Timestamp::UNIX_EPOCH).into_string();
-        assert!(!page.contains("<script"), "{page}");
+        assert_eq!(page.matches("<script").count(), 1, "{page}");
         assert!(
             page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{page}"
@@ -965,30 +1210,98 @@ mod tests {
         assert_eq!(all["workspaces"][0]["name"], "ws-200");
 
         let q = Query::default();
-        let tag = etag(&status, &q, 0);
-        assert_eq!(tag, etag(&status.clone(), &q, 0));
-        assert_ne!(
-            tag,
-            etag(
-                &status,
-                &Query {
-                    page: 2,
-                    ..Query::default()
-                },
-                0
-            )
-        );
-        assert_ne!(tag, etag(&status, &q, 1));
+        let tag = etag(&status, View::Leader, &q, 0, "api");
+        assert_eq!(tag, etag(&status.clone(), View::Leader, &q, 0, "api"));
+        let page_two = Query {
+            page: 2,
+            ..Query::default()
+        };
+        assert_ne!(tag, etag(&status, View::Leader, &page_two, 0, "api"));
+        assert_ne!(tag, etag(&status, View::Leader, &q, 1, "api"));
+        assert_ne!(tag, etag(&status, View::FromLeader, &q, 0, "api"));
+        assert_ne!(tag, etag(&status, View::Leader, &q, 0, "live"));
         let mut changed = status.clone();
         changed.workspaces[5].state = "failed".into();
-        assert_ne!(tag, etag(&changed, &q, 0));
+        let changed_tag = etag(&changed, View::Leader, &q, 0, "api");
+        assert_ne!(tag, changed_tag);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::IF_NONE_MATCH,
             format!("\"x\", {tag}").parse().unwrap(),
         );
         assert!(has_tag(&headers, &tag));
-        assert!(!has_tag(&headers, &etag(&changed, &q, 0)));
+        assert!(!has_tag(&headers, &changed_tag));
+    }
+
+    /// Every part `/live` sends has its place, of the same id, in the page, and is what
+    /// the page holds there for the same status; a changed status changes the parts it
+    /// shows and no other.
+    #[test]
+    fn the_live_parts_are_the_pages_own() {
+        let status = many();
+        let now = Timestamp::UNIX_EPOCH;
+        let query = Query {
+            project: "project-1".into(),
+            page: 1,
+            ..Query::default()
+        };
+        let page = render_page(&status, View::Leader, now, &query).into_string();
+        let live = render_live(&status, View::Leader, now, &query).into_string();
+        assert!(
+            live.starts_with(r#"<div id="live" data-title="berth · 252 workspaces">"#),
+            "{live}"
+        );
+        let ids = [
+            "view",
+            "error",
+            "revision",
+            "counts",
+            "groups",
+            "f-state",
+            "f-project",
+            "shown",
+            "workspaces",
+            "pages",
+        ];
+        let parts = |html: &str| -> Vec<String> {
+            ids.iter()
+                .map(|id| {
+                    let at = html
+                        .find(&format!(r#" id="{id}""#))
+                        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+                    let start = html[..at].rfind('<').unwrap();
+                    let tag = html[start + 1..at].split(' ').next().unwrap();
+                    let end = html[start..].find(&format!("</{tag}>")).unwrap();
+                    html[start..start + end].to_string()
+                })
+                .collect()
+        };
+        assert_eq!(parts(&live), parts(&page));
+        assert!(
+            !live.contains("<form"),
+            "the form stays as the user left it: {live}"
+        );
+        assert!(page.contains(&format!(
+            r#"data-live-tag="{}""#,
+            live_tag(&status, View::Leader, &query, now).replace('"', "&quot;")
+        )));
+
+        let mut changed = status.clone();
+        // ws-001, of project-1: it moves to the top of the page.
+        changed.workspaces[3].state = "failed".into();
+        let after = parts(&render_live(&changed, View::Leader, now, &query).into_string());
+        let before = parts(&live);
+        let differ: Vec<&str> = ids
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| b != a)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(
+            differ,
+            ["counts", "groups", "f-state", "workspaces"],
+            "{after:?}"
+        );
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     );
     Router::new()
         .route("/", get(super::page::page))
+        .route("/live", get(super::page::live))
+        .route("/page.js", get(super::page::script))
         .route("/api/status", get(super::page::api))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

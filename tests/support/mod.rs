@@ -64,6 +64,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod browser;
 pub mod generated;
 pub mod gitea;
 pub mod identity;
