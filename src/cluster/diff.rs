@@ -6,6 +6,7 @@
 use super::applyset::{APPLIED_HASH, ApplySet};
 use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
+use super::rollout;
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::live::Live;
 use crate::plan::{Action, Plan};
@@ -20,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Dry-runs in flight at once.
-const CONCURRENCY: usize = 16;
+pub(super) const CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -150,6 +151,14 @@ pub async fn plan_with_context(
     // Confirm each update with a dry-run; drop those the server says change nothing.
     // Live objects by key: one lookup per change, not a scan of every member.
     let live_by_key: BTreeMap<ObjectKey, &Value> = inventory.whole();
+    // Pod restarts roll in health-gated batches: what the budgets do not admit now is held
+    // at its live template, before any dry-run.
+    let fleet = rollout::fleet(
+        resolved,
+        &inventory,
+        rollout::paused(cluster, &options.applyset).await?,
+    );
+    crate::plan::rollout::gate(&mut plan, &fleet, |key| live_by_key.get(key).copied());
     let live_of =
         |change: &crate::plan::Change| live_by_key.get(&change.object).map(|v| (*v).clone());
     // A suspension for idleness is applied only to the StatefulSet it was planned against:
