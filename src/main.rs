@@ -84,6 +84,34 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RolloutVerb {
+    /// Each project's rollout: how many restart, at most how many at once, what waits,
+    /// and where a halted one stopped (a plan against the cluster; nothing is written).
+    Status {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Start no more restarts in this project until `berth rollout resume`.
+    Pause {
+        project: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Let a paused project's rollout continue.
+    Resume {
+        project: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Check a repository: every error with file:line:column, all at once. Exit 0 or 1.
     Validate {
@@ -165,7 +193,8 @@ enum Command {
         /// then created again.
         #[arg(long)]
         allow_replace: bool,
-        /// Wait until changed StatefulSets have rolled out (within --timeout).
+        /// Wait until changed StatefulSets have rolled out (within --timeout), and run a
+        /// rollout's later batches, each once the one before is Ready.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -180,6 +209,12 @@ enum Command {
         path: PathBuf,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Show, pause or resume the rollouts of restarts (as `kubectl rollout`): a paused
+    /// project's waiting workspaces keep their running pods until it is resumed.
+    Rollout {
+        #[command(subcommand)]
+        verb: RolloutVerb,
     },
     /// Compare two git revisions, no cluster needed: what a pull request would create,
     /// update, delete, and which workspaces it would restart and why.
@@ -573,7 +608,8 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
                 print_invalid(&desired, format, "berth plan", &prefix);
                 return Ok(ExitCode::from(1));
             }
-            let plan = berth::plan::compute(&desired.objects, &live);
+            let mut plan = berth::plan::compute(&desired.objects, &live);
+            berth::plan::rollout::summarize(&mut plan, &offline_fleet(&desired.resolved));
             print_plan(
                 &plan,
                 &desired,
@@ -666,6 +702,45 @@ fn run(command: Command, color: bool) -> Result<ExitCode> {
             cluster.print_stats(&connection);
             Ok(ExitCode::SUCCESS)
         })),
+        Command::Rollout { verb } => match verb {
+            RolloutVerb::Status { path, cluster } => {
+                runtime()?.block_on(within(cluster.deadline(Duration::from_secs(120)), async {
+                    let Some((repo, connection, applyset)) =
+                        connected(&path, &cluster, color).await?
+                    else {
+                        return Ok(ExitCode::from(1));
+                    };
+                    let live = berth::cluster::plan(
+                        &connection,
+                        &repo.resolved,
+                        &PlanOptions { applyset },
+                    )
+                    .await?;
+                    if live.plan.rollouts.is_empty() {
+                        outln!("no rollout in progress: every workspace runs git's pod template");
+                    }
+                    for rollout in &live.plan.rollouts {
+                        outln!("{}", rollout.describe());
+                    }
+                    let halted = live.plan.rollouts.iter().any(|r| r.halted.is_some());
+                    Ok(if halted {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }))
+            }
+            RolloutVerb::Pause {
+                project,
+                path,
+                cluster,
+            } => pause(&project, &path, &cluster, true),
+            RolloutVerb::Resume {
+                project,
+                path,
+                cluster,
+            } => pause(&project, &path, &cluster, false),
+        },
         Command::Watch { watch, cluster } => runtime()?.block_on(async {
             let kube_config = cluster.connect_options().kube_config().await?;
             berth::reconcile::cli::watch(
@@ -994,90 +1069,154 @@ async fn apply(
     let plan_options = PlanOptions {
         applyset: options.applyset.clone(),
     };
-    let live = tokio::select! {
-        live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => match live {
-            Ok(live) => live,
+    // One batch of restarts per turn (most applies need one).
+    let mut batch = 0;
+    loop {
+        let live = tokio::select! {
+            live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => match live {
+                Ok(live) => live,
+                Err(_) if connection.outage.message().is_some() => {
+                    let cause = connection.outage.message().unwrap_or_default();
+                    errln!("error: {cause}; stopped while planning; nothing was applied");
+                    cluster.print_stats(&connection);
+                    return Ok(ExitCode::from(1));
+                }
+                Err(err) => return Err(err),
+            },
+            _ = stop.cancelled() => {
+                let why = stopped().map(Stopped::describe).unwrap_or_default();
+                errln!("error: {why} while planning (API server {}); nothing was applied", connection.server);
+                return Ok(stopped().map_or(ExitCode::from(1), Stopped::code));
+            }
+        };
+        if batch == 0 {
+            out!(
+                "{}",
+                berth::plan::output::render(&live.plan, Format::Text, "berth apply", color)
+            );
+        } else {
+            for rollout in &live.plan.rollouts {
+                outln!("rollout batch {}: {}", batch + 1, rollout.describe());
+            }
+        }
+        if live.plan.problems().next().is_some() {
+            read_documents_again(&mut repo);
+            report_problems(&live.plan, &repo, color);
+        }
+        let report = match berth::cluster::apply(&connection, &live, &options).await {
+            Ok(report) => report,
+            // Gone before the first object (the ApplySet parent): nothing was applied.
             Err(_) if connection.outage.message().is_some() => {
                 let cause = connection.outage.message().unwrap_or_default();
-                errln!("error: {cause}; stopped while planning; nothing was applied");
+                errln!("error: {cause}; nothing was applied");
                 cluster.print_stats(&connection);
                 return Ok(ExitCode::from(1));
             }
             Err(err) => return Err(err),
-        },
-        _ = stop.cancelled() => {
-            let why = stopped().map(Stopped::describe).unwrap_or_default();
-            errln!("error: {why} while planning (API server {}); nothing was applied", connection.server);
+        };
+        outln!("{}", report.summary());
+        if report.stopped {
+            // A signal or the deadline, else the control plane found gone (said once).
+            let why = stopped()
+                .map(Stopped::describe)
+                .or_else(|| connection.outage.message())
+                .unwrap_or_default();
+            errln!("error: {why}; the objects above were applied");
+            for object in &report.abandoned {
+                errln!(
+                    "  in flight: {object} (applied whole, or not at all: the next apply tells)"
+                );
+            }
+            for object in &report.not_sent {
+                errln!("  not applied: {object}");
+            }
+            errln!("nothing was pruned; re-run `berth apply` to finish");
+            cluster.print_stats(&connection);
             return Ok(stopped().map_or(ExitCode::from(1), Stopped::code));
         }
-    };
-    out!(
-        "{}",
-        berth::plan::output::render(&live.plan, Format::Text, "berth apply", color)
-    );
-    if live.plan.problems().next().is_some() {
-        read_documents_again(&mut repo);
-        report_problems(&live.plan, &repo, color);
-    }
-    let report = match berth::cluster::apply(&connection, &live, &options).await {
-        Ok(report) => report,
-        // Gone before the first object (the ApplySet parent): nothing was applied.
-        Err(_) if connection.outage.message().is_some() => {
-            let cause = connection.outage.message().unwrap_or_default();
-            errln!("error: {cause}; nothing was applied");
-            cluster.print_stats(&connection);
-            return Ok(ExitCode::from(1));
-        }
-        Err(err) => return Err(err),
-    };
-    outln!("{}", report.summary());
-    if report.stopped {
-        // A signal or the deadline, else the control plane found gone (said once).
-        let why = stopped()
-            .map(Stopped::describe)
-            .or_else(|| connection.outage.message())
-            .unwrap_or_default();
-        errln!("error: {why}; the objects above were applied");
-        for object in &report.abandoned {
-            errln!("  in flight: {object} (applied whole, or not at all: the next apply tells)");
-        }
-        for object in &report.not_sent {
-            errln!("  not applied: {object}");
-        }
-        errln!("nothing was pruned; re-run `berth apply` to finish");
-        cluster.print_stats(&connection);
-        return Ok(stopped().map_or(ExitCode::from(1), Stopped::code));
-    }
-    if !report.failed.is_empty() {
-        // Each failure was named as it happened (`failed  Kind/ns/name: reason`).
-        if let Some(why) = &report.prune_skipped {
-            errln!("error: prune skipped: {why}");
-        }
-        errln!(
-            "error: {} object(s) failed (named above); the others were applied",
-            report.failed.len()
-        );
-        cluster.print_stats(&connection);
-        return Ok(ExitCode::from(1));
-    }
-    if wait {
-        let late = tokio::select! {
-            late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, cluster.deadline(Duration::from_secs(600))) => late,
-            _ = stop.cancelled() => report.stateful_sets.clone(),
-        };
-        if !late.is_empty() {
-            let why = stopped().map(Stopped::describe).unwrap_or_default();
-            for (ns, name) in &late {
-                errln!("error: StatefulSet {ns}/{name} did not roll out ({why})");
+        if !report.failed.is_empty() {
+            // Each failure was named as it happened (`failed  Kind/ns/name: reason`).
+            if let Some(why) = &report.prune_skipped {
+                errln!("error: prune skipped: {why}");
             }
+            errln!(
+                "error: {} object(s) failed (named above); the others were applied",
+                report.failed.len()
+            );
             cluster.print_stats(&connection);
             return Ok(ExitCode::from(1));
         }
-        outln!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
+        if wait {
+            let late = tokio::select! {
+                late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, cluster.deadline(Duration::from_secs(600))) => late,
+                _ = stop.cancelled() => report.stateful_sets.clone(),
+            };
+            if !late.is_empty() {
+                let why = stopped().map(Stopped::describe).unwrap_or_default();
+                for (ns, name) in &late {
+                    errln!("error: StatefulSet {ns}/{name} did not roll out ({why})");
+                }
+                cluster.print_stats(&connection);
+                return Ok(ExitCode::from(1));
+            }
+            outln!("rolled out: {} StatefulSet(s)", report.stateful_sets.len());
+        }
+        // The rollout gate held restarts back for later batches ([`berth::plan::rollout`]):
+        // with --wait this apply runs every batch, each once the one before is Ready;
+        // without, it says who continues.
+        let rollouts = &live.plan.rollouts;
+        if let Some(halt) = rollouts.iter().find_map(|r| r.halted.as_ref()) {
+            errln!(
+                "error: rollout halted at {}: {}",
+                halt.workspace,
+                halt.reason
+            );
+            cluster.print_stats(&connection);
+            return Ok(ExitCode::from(1));
+        }
+        let waiting: usize = rollouts
+            .iter()
+            .filter(|r| !r.paused)
+            .map(|r| r.waiting)
+            .sum();
+        if waiting == 0 {
+            break;
+        }
+        if !wait {
+            outln!(
+                "rollout: {waiting} workspace(s) wait for later batches; `berth apply --wait` \
+                 runs them batch by batch, or `berth watch` continues the rollout"
+            );
+            break;
+        }
+        if report.stateful_sets.is_empty() {
+            // Held back only by their restart interval: look again shortly.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        batch += 1;
     }
     stop.cancel();
     cluster.print_stats(&connection);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth rollout pause|resume`: the project's rollout stops starting restarts, or goes on.
+fn pause(project: &str, path: &Path, cluster: &ClusterArgs, pause: bool) -> Result<ExitCode> {
+    runtime()?.block_on(within(cluster.deadline(Duration::from_secs(120)), async {
+        let connection = cluster.connect().await?;
+        let set = cluster.applyset(path);
+        berth::cluster::rollout::set_paused(&connection, &set, project, pause).await?;
+        let what = if pause {
+            "paused: no more restarts start"
+        } else {
+            "resumed"
+        };
+        outln!("rollout of project {project} {what}");
+        Ok(ExitCode::SUCCESS)
+    }))
 }
 
 /// Run a cluster command within its deadline; past it, one line says so.
@@ -1103,6 +1242,12 @@ fn humantime_now() -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs as i64)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| secs.to_string())
+}
+
+/// The fleet of a plan without a cluster: how its restarts would roll, every workspace
+/// counted as Ready.
+fn offline_fleet(resolved: &berth::resolve::Resolved) -> berth::plan::rollout::Fleet {
+    berth::plan::rollout::Fleet::of(resolved, Default::default(), 0, |_, _| None)
 }
 
 /// `berth plan --offline`: the repository's render against an empty cluster.
@@ -1138,7 +1283,8 @@ fn plan_between(
     }
     set_documents_aside(&mut repo);
     let desired = rendered_texts(&repo.resolved);
-    let plan = berth::plan::live::between_renders(&desired, live);
+    let mut plan = berth::plan::live::between_renders(&desired, live);
+    berth::plan::rollout::summarize(&mut plan, &offline_fleet(&repo.resolved));
     // The process ends soon: freeing every object one by one only costs time.
     std::mem::forget(desired);
     if format.findings().is_some() || plan.problems().next().is_some() {

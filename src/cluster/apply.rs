@@ -242,6 +242,7 @@ pub async fn apply(
             break;
         }
     }
+    mark_rollout_restarts(cluster, plan, &report).await;
     if report.stopped {
         let sent: BTreeSet<String> = report
             .done
@@ -322,6 +323,43 @@ pub async fn apply(
         write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
     }
     Ok(report)
+}
+
+/// Mark the restarts the rollout gate admitted and the API server took, so the next plan
+/// knows when each began (its progress deadline, its debounce). A mark that cannot be
+/// written is logged: the restart happened, and its deadline is not enforced.
+async fn mark_rollout_restarts(cluster: &Cluster, plan: &LivePlan, report: &ApplyReport) {
+    let applied: BTreeSet<&str> = report.done.iter().map(|(o, _)| o.as_str()).collect();
+    let started: Vec<String> = plan
+        .plan
+        .changes
+        .iter()
+        .filter(|c| crate::plan::rollout::rolls_pods(c))
+        .filter(|c| applied.contains(c.object.to_string().as_str()))
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c.object.namespace.as_deref().unwrap_or(""),
+                c.object.name
+            )
+        })
+        .collect();
+    if started.is_empty() {
+        return;
+    }
+    if let Err(err) = super::rollout::mark_restarted(cluster, &started).await {
+        tracing::warn!(error = %super::error::chain(&err), "marking restarts for the rollout failed");
+    }
+    let stuck: Vec<&String> = plan
+        .plan
+        .rollouts
+        .iter()
+        .flat_map(|r| &r.stuck)
+        .filter(|w| started.contains(w))
+        .collect();
+    if let Err(err) = super::rollout::replace_stuck_pods(cluster, &stuck).await {
+        tracing::warn!(error = %super::error::chain(&err), "replacing pods stuck on the old template failed");
+    }
 }
 
 /// Note what a wave did: each success, and each failure with its reason.

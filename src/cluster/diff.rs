@@ -6,6 +6,7 @@
 use super::applyset::{APPLIED_HASH, ApplySet};
 use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
+use super::rollout;
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::live::Live;
 use crate::plan::{Action, Plan};
@@ -20,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Dry-runs in flight at once.
-const CONCURRENCY: usize = 16;
+pub(super) const CONCURRENCY: usize = 16;
 
 /// An object for a dry-run task: whole, or JSON text the task reads back.
 enum Object {
@@ -165,6 +166,24 @@ pub async fn plan_with_context(
     let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
         desired.iter().map(|o| (&o.key, o)).collect();
 
+    // Pod restarts roll in health-gated batches: what the budgets do not admit now is held
+    // at its live template, before any dry-run.
+    let fleet = rollout::fleet(
+        resolved,
+        &inventory,
+        rollout::paused(cluster, &options.applyset).await?,
+    );
+    crate::plan::rollout::gate(
+        &mut plan,
+        &fleet,
+        |key| {
+            members
+                .get(key)
+                .and_then(|l| l.full())
+                .map(|v| v.into_owned())
+        },
+        |key| desired_by_key.get(key).map(|t| t.value()),
+    );
     // A suspension for idleness is applied only to the StatefulSet it was planned against:
     // if anything wrote to it since (`berth wake` scaling it up), the server refuses the
     // stale suspension and the next cycle plans again with fresh activity.

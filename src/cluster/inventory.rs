@@ -40,6 +40,10 @@ pub struct Member {
     pub live: Live,
     /// For a StatefulSet: whether its controller has rolled it out.
     pub rolled_out: Option<bool>,
+    /// For a StatefulSet: scaled to zero, and when berth last restarted it (seconds since
+    /// the epoch), for the rollout gate ([`crate::plan::rollout`]).
+    pub suspended: bool,
+    pub restarted_at: Option<u64>,
 }
 
 /// The live side of a plan.
@@ -323,6 +327,14 @@ fn member_of(
         return Ok(None);
     };
     let rolled_out = (key.kind == "StatefulSet").then(|| super::wait::rolled_out_value(&value));
+    let suspended =
+        rolled_out.is_some() && value.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0);
+    let restarted_at = value
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::plan::rollout::RESTARTED_AT))
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|t| t.as_second().max(0) as u64);
     let live = match desired.get(&key) {
         Some(text) => classify(&text.value(), value),
         None => Live::Full(value),
@@ -336,6 +348,8 @@ fn member_of(
         key,
         live,
         rolled_out,
+        suspended,
+        restarted_at,
     }))
 }
 

@@ -15,6 +15,7 @@ mod inventory;
 mod kinds;
 pub mod outage;
 mod retry;
+pub mod rollout;
 pub mod tenancy;
 mod wait;
 

@@ -152,10 +152,30 @@ pub fn rollout_of(restarted: &[String], workspaces: &[WorkspaceStatus], since: I
         .iter()
         .map(|w| (format!("{}/{}", w.namespace, w.name), w.state.as_str()))
         .collect();
+    // A rollout that stopped fails the revision; one still holding restarts back for later
+    // batches is not done, however Ready the restarted ones are.
+    if let Some(w) = workspaces.iter().find(|w| w.state == "halted") {
+        return Rollout::Failed(format!(
+            "{}/{}: {}",
+            w.namespace,
+            w.name,
+            w.reason.as_deref().unwrap_or("rollout halted")
+        ));
+    }
     let waiting: Vec<String> = restarted
         .iter()
         .filter(|w| !matches!(states.get(*w), Some(&"ready") | Some(&"suspended") | None))
         .cloned()
+        .chain(
+            workspaces
+                .iter()
+                .filter(|w| {
+                    w.pending_restart
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("rollout"))
+                })
+                .map(|w| format!("{}/{}", w.namespace, w.name)),
+        )
         .collect();
     if waiting.is_empty() {
         Rollout::Done

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod destructive;
 pub mod live;
 pub mod output;
+pub mod rollout;
 
 use crate::render::{ENV_HASH, ENV_RECORD, ENV_SOURCES, MANAGED_BY, ObjectKey, key_of, kind_rank};
 use serde::Serialize;
@@ -136,6 +137,9 @@ pub struct Plan {
     /// What the change adds to or removes from the workspaces' CPU, memory, GPUs, storage
     /// and count, in total and per project ([`delta`]).
     pub resources: delta::Delta,
+    /// How the pod restarts roll, per project ([`rollout`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<rollout::Rollout>,
 }
 
 impl Plan {

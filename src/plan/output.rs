@@ -236,6 +236,9 @@ fn text(plan: &Plan, title: &str, color: bool) -> String {
             paint("warning:".into(), |s| s.yellow().bold().to_string())
         );
     }
+    for rollout in &plan.rollouts {
+        let _ = writeln!(out, "rollout: {}", rollout.describe());
+    }
     if !plan.has_changes() && plan.restarts.is_empty() {
         out.push_str("No changes. The cluster matches git.\n");
         return out;
@@ -308,6 +311,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
     }
     for warning in &plan.warnings {
         let _ = writeln!(out, "> ⚠️ {warning}\n");
+    }
+    for rollout in &plan.rollouts {
+        let _ = writeln!(out, "> 🔁 **Rollout:** {}\n", rollout.describe());
     }
     if !plan.has_changes() && plan.restarts.is_empty() {
         out.push_str("No changes. The cluster matches git.\n");
@@ -441,6 +447,9 @@ fn json(plan: &Plan) -> String {
     });
     if !plan.warnings.is_empty() {
         value["warnings"] = serde_json::json!(plan.warnings);
+    }
+    if !plan.rollouts.is_empty() {
+        value["rollouts"] = serde_json::json!(plan.rollouts);
     }
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }

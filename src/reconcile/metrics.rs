@@ -46,6 +46,18 @@ pub struct ErrorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectLabel {
+    pub project: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HaltLabel {
+    pub project: String,
+    /// `namespace/name` of the workspace that was not Ready in time.
+    pub workspace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -70,6 +82,8 @@ pub struct Metrics {
     fetch_errors: Counter,
     leader: Gauge,
     suspended: Gauge,
+    rollout_waiting: Family<ProjectLabel, Gauge>,
+    rollout_halted: Family<HaltLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -150,8 +164,22 @@ impl Metrics {
             "Workspaces suspended because they are idle",
             suspended.clone(),
         );
+        let rollout_waiting = Family::<ProjectLabel, Gauge>::default();
+        registry.register(
+            "berth_rollout_waiting_workspaces",
+            "Workspaces whose restart waits for a later batch of their project's rollout",
+            rollout_waiting.clone(),
+        );
+        let rollout_halted = Family::<HaltLabel, Gauge>::default();
+        registry.register(
+            "berth_rollout_halted",
+            "Rollouts halted (value 1) because a restarted workspace was not Ready in time",
+            rollout_halted.clone(),
+        );
         Metrics {
             registry,
+            rollout_waiting,
+            rollout_halted,
             reconciles,
             duration,
             revision,
@@ -213,6 +241,28 @@ impl Metrics {
 
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// The rollouts of the last plan: what waits, and what halted where.
+    pub fn rollouts(&self, rollouts: &[crate::plan::rollout::Rollout]) {
+        self.rollout_waiting.clear();
+        self.rollout_halted.clear();
+        for r in rollouts {
+            let project = ProjectLabel {
+                project: r.project.clone(),
+            };
+            self.rollout_waiting
+                .get_or_create(&project)
+                .inc_by(r.waiting as i64);
+            if let Some(halt) = &r.halted {
+                self.rollout_halted
+                    .get_or_create(&HaltLabel {
+                        project: r.project.clone(),
+                        workspace: halt.workspace.clone(),
+                    })
+                    .set(1);
+            }
+        }
     }
 
     pub fn idle(&self, count: usize) {

@@ -37,7 +37,7 @@ use leader::{Election, Handover, LeaderConfig};
 use metrics::Metrics;
 use serde_json::Value;
 use status::{ErrorInfo, RevisionInfo, Status, WorkspaceStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -310,6 +310,7 @@ pub async fn start(
         handover,
         in_flight: false,
         notifier,
+        halts: BTreeSet::new(),
     };
     let task = tokio::spawn(async move {
         let result = reconciler.run(fetch, election).await;
@@ -416,6 +417,8 @@ struct Reconciler {
     in_flight: bool,
     /// Commit statuses (`--commit-status`), chat notifications (`--notify-webhook`).
     notifier: Option<crate::notify::Notifier>,
+    /// Halts already reported (`project workspace`), so each gets one Event.
+    halts: BTreeSet<String>,
 }
 
 enum Outcome {
@@ -435,6 +438,9 @@ enum Stop {
     /// The leader Lease was lost (not renewed in time, or taken over).
     Lost,
 }
+
+/// How soon the next cycle follows one whose rollout has more to do.
+const ROLLOUT_TICK: Duration = Duration::from_secs(2);
 
 /// How long a stopped apply may take to return its report (it sends nothing new; this
 /// only bounds a request of the ApplySet parent that was on its way).
@@ -643,6 +649,36 @@ impl Reconciler {
         self.write_status().await;
     }
 
+    /// The rollouts of this cycle's plan: in the status and the metrics, an Event for each
+    /// new halt, and the next cycle soon while a batch is under way (a rollout advances as
+    /// its restarted workspaces become Ready, not at the next poll).
+    async fn follow_rollouts(&mut self, rollouts: &[crate::plan::rollout::Rollout]) {
+        self.shared.metrics.rollouts(rollouts);
+        self.shared.set_status(|s| s.rollouts = rollouts.to_vec());
+        let mut halts = BTreeSet::new();
+        for r in rollouts {
+            let Some(halt) = &r.halted else { continue };
+            let key = format!("{} {}", r.project, halt.workspace);
+            if !self.halts.contains(&key) {
+                let message = format!(
+                    "rollout of project {} halted at {}: {}; {} workspace(s) keep their running \
+                     pods until a new commit changes or reverts it",
+                    r.project, halt.workspace, halt.reason, r.waiting
+                );
+                tracing::error!("{message}");
+                self.event(true, "RolloutHalted", &message).await;
+            }
+            halts.insert(key);
+        }
+        self.halts = halts;
+        if rollouts
+            .iter()
+            .any(crate::plan::rollout::Rollout::in_progress)
+        {
+            self.next_drift = self.next_drift.min(Instant::now() + ROLLOUT_TICK);
+        }
+    }
+
     /// Check and validate a new revision: signed as required and valid → pending (applied
     /// next), else refused. The signature comes first: an unsigned revision is not even
     /// loaded. It is validated against the cluster's tenancy rule; when that cannot be
@@ -801,6 +837,7 @@ impl Reconciler {
                 );
             }
         };
+        self.follow_rollouts(&live.plan.rollouts).await;
         if !live.plan.has_changes() {
             self.workspaces(&live, None, idle);
             return Outcome::Unchanged;
@@ -1014,11 +1051,38 @@ impl Reconciler {
             tracing::info!(revision = %target.commit, "{message}");
             self.event(false, "Applied", &message).await;
         } else if let Some((live, _)) = &applied {
+            // A rollout's next batch is git's change going on, not drift.
+            let batch: Vec<&str> = live
+                .plan
+                .rollouts
+                .iter()
+                .flat_map(|r| r.started.iter().map(String::as_str))
+                .collect();
+            if !batch.is_empty() {
+                let message = format!(
+                    "rollout of {}: restarting {}",
+                    short(&target.commit),
+                    batch.join(", ")
+                );
+                tracing::info!("{message}");
+                self.event(false, "RolloutBatch", &message).await;
+            }
             let objects: Vec<String> = live
                 .plan
                 .changes
                 .iter()
                 .filter(|c| !is_idle_change(c, idle, &self.idle))
+                .filter(|c| {
+                    !(crate::plan::rollout::rolls_pods(c)
+                        && batch.contains(
+                            &format!(
+                                "{}/{}",
+                                c.object.namespace.as_deref().unwrap_or(""),
+                                c.object.name
+                            )
+                            .as_str(),
+                        ))
+                })
                 .map(|c| c.object.to_string())
                 .collect();
             if !objects.is_empty() {
@@ -1137,6 +1201,13 @@ impl Reconciler {
             .rev()
             .map(|r| ((r.namespace.as_str(), r.workspace.as_str()), r))
             .collect();
+        let halts: BTreeMap<&str, &crate::plan::rollout::Halt> = live
+            .plan
+            .rollouts
+            .iter()
+            .filter_map(|r| r.halted.as_ref())
+            .map(|h| (h.workspace.as_str(), h))
+            .collect();
         let mut failures: BTreeMap<(&str, &str), &String> = BTreeMap::new();
         for (object, message) in report.into_iter().flat_map(|r| &r.failed) {
             // `Kind/namespace/name`: the workspace's own object, or its `<name>-env`.
@@ -1178,6 +1249,11 @@ impl Reconciler {
                 .unwrap_or(1);
             let (state, reason) = if let Some(message) = failed {
                 ("failed", Some(message.to_string()))
+            } else if let Some(halt) = halts.get(key.as_str()) {
+                (
+                    "halted",
+                    Some(format!("rollout halted here: {}", halt.reason)),
+                )
             } else if let Some(since) = idle.get(&key) {
                 ("suspended", Some(format!("idle since {since}")))
             } else if replicas == 0 {

@@ -124,6 +124,7 @@ type Group = (&'static str, fn(&WorkspaceStatus) -> bool);
 
 pub const GROUPS: &[Group] = &[
     ("failed", |w| w.state == "failed"),
+    ("rollout-halted", |w| w.state == "halted"),
     ("missing-secret", |w| {
         w.warnings.iter().any(|t| missing_secret(t).is_some())
     }),
@@ -919,6 +920,7 @@ mod tests {
             source: "file:///repo (branch main)".into(),
             writer: "berth-0".into(),
             omitted_workspaces: 0,
+            rollouts: Vec::new(),
             last_applied: Some(RevisionInfo {
                 revision: "0123456789abcdef0123".into(),
                 summary: "add <etl>".into(),

@@ -64,7 +64,8 @@ pub struct WorkspaceStatus {
     pub project: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub environment: String,
-    /// `ready`, `starting`, `restarting`, `suspended` or `failed`.
+    /// `ready`, `starting`, `restarting`, `halted` (a rollout stopped at it), `suspended`
+    /// or `failed`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -103,6 +104,9 @@ pub struct Status {
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift: Option<DriftInfo>,
+    /// Rollouts of restarts in progress, paused or halted, per project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<crate::plan::rollout::Rollout>,
     #[serde(default)]
     pub workspaces: Vec<WorkspaceStatus>,
     /// Ready workspaces left out of the status ConfigMap so that it fits (see
@@ -287,6 +291,9 @@ impl Status {
                 d.at,
                 short(&d.revision)
             );
+        }
+        for r in &self.rollouts {
+            let _ = writeln!(out, "rollout:      {}", r.describe());
         }
         if let Some(e) = &self.error {
             let _ = writeln!(
@@ -549,6 +556,7 @@ mod tests {
             source: "file:///repo (branch main)".into(),
             writer: "pod-a".into(),
             omitted_workspaces: 0,
+            rollouts: Vec::new(),
             last_applied: Some(RevisionInfo {
                 revision: "0123456789abcdef".into(),
                 summary: "add etl".into(),

@@ -25,7 +25,7 @@ pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
     out
 }
 
-fn selects(policy: &PolicyDocument, ws: &ResolvedWorkspace) -> bool {
+pub(super) fn selects(policy: &PolicyDocument, ws: &ResolvedWorkspace) -> bool {
     let selector = &policy.spec.selector;
     (selector.projects.is_empty() || selector.projects.contains(&ws.project))
         && (selector.environments.is_empty()

@@ -5,6 +5,7 @@
 mod env;
 pub mod executor;
 mod guardrails;
+pub mod rollout;
 pub use berth_load::pattern;
 
 pub use env::{
@@ -49,6 +50,8 @@ pub struct ResolvedWorkspace {
     pub scripts: BTreeMap<String, String>,
     /// Image of the activity agent sidecar (workspaces with an idle timeout).
     pub agent_image: String,
+    /// How its restarts roll with the rest of its project.
+    pub rollout: rollout::RolloutPolicy,
 }
 
 /// One project as the cluster sees it.
@@ -125,6 +128,7 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     resolved.executor_policies = policies;
     diagnostics.extend(findings);
     diagnostics.extend(guardrails::check(repo, &resolved));
+    diagnostics.extend(rollout::resolve(repo, &mut resolved));
     (resolved, diagnostics)
 }
 
@@ -172,6 +176,7 @@ fn resolve_workspace(
         annotations,
         spec: wspec.clone(),
         file: w.file.clone(),
+        rollout: rollout::RolloutPolicy::default(),
     }
 }
 

@@ -991,15 +991,17 @@ fn start_controllers(
     fs::create_dir_all(&home)?;
     let log = root.join("kwok.log");
     logs.push(("kwok", log.clone()));
+    let stages = root.join("kwok-stages.yaml");
+    fs::write(
+        &stages,
+        never_ready_stages(&fs::read_to_string(assets.join("kwok-stages.yaml"))?)?,
+    )?;
     children.controllers.push(
         spawn_child(
             Command::new(assets.join("kwok"))
                 .env("HOME", &home)
                 .arg(&kubeconfig_arg)
-                .arg(format!(
-                    "--config={}",
-                    assets.join("kwok-stages.yaml").display()
-                ))
+                .arg(format!("--config={}", stages.display()))
                 .args(KWOK_ARGS),
             &log,
         )
@@ -1394,4 +1396,28 @@ fn tail(path: &Path, lines: usize) -> String {
 fn say(msg: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// A pod whose first container runs this image is never made Ready by kwok: a broken
+/// release, for the rollout tests (tests/rollout.rs).
+pub const NEVER_READY_IMAGE: &str = "mageai/mageai:never-ready";
+
+/// kwok's stages with one more condition on the stage that makes pods Ready: not for
+/// pods of [`NEVER_READY_IMAGE`].
+fn never_ready_stages(stages: &str) -> anyhow::Result<String> {
+    let anchor = "  name: pod-ready\n";
+    let at = stages
+        .find(anchor)
+        .context("kwok's stages have no pod-ready stage")?;
+    let rest = &stages[at..];
+    let expressions = rest
+        .find("    matchExpressions:\n")
+        .context("kwok's pod-ready stage has no matchExpressions")?
+        + "    matchExpressions:\n".len();
+    let insert = at + expressions;
+    Ok(format!(
+        "{}    - key: '.spec.containers.[0].image'\n      operator: 'NotIn'\n      values:\n      - '{NEVER_READY_IMAGE}'\n{}",
+        &stages[..insert],
+        &stages[insert..]
+    ))
 }

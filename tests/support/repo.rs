@@ -83,6 +83,9 @@ impl Repo {
         cmd.arg(command);
         if command == "restart" || command == "wake" {
             cmd.arg(args[0]).arg(self.path()).args(&args[1..]);
+        } else if command == "rollout" {
+            // `rollout <verb> [project]`, then the repository.
+            cmd.args(args).arg(self.path());
         } else {
             cmd.arg(self.path()).args(args);
         }

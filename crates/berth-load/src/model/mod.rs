@@ -6,11 +6,13 @@
 mod executor;
 mod policy;
 mod project;
+mod rollout;
 mod workspace;
 
 pub use executor::*;
 pub use policy::*;
 pub use project::*;
+pub use rollout::*;
 pub use workspace::*;
 
 use schemars::JsonSchema;

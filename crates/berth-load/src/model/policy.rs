@@ -1,4 +1,4 @@
-use super::{Document, ExecutorDefaults, Resources};
+use super::{Budget, Document, ExecutorDefaults, Resources};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -59,4 +59,8 @@ pub struct Guardrails {
     /// Mage builds it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_executor_limits: Vec<String>,
+    /// The largest `maxUnavailable` a selected workspace's rollout may use (a count or a
+    /// percentage). It also lowers the default (10%) where that is larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rollout_unavailable: Option<Budget>,
 }

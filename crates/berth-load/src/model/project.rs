@@ -1,4 +1,4 @@
-use super::{Document, EnvVar, MageExecutorConfig, RoleBinding, WorkloadManager};
+use super::{Document, EnvVar, MageExecutorConfig, RoleBinding, Rollout, WorkloadManager};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +55,10 @@ pub struct ProjectSpec {
     /// `0` leaves it off.
     #[serde(default)]
     pub share_secrets_across_workspaces: bool,
+    /// How restarts roll through the project's workspaces: at most `maxUnavailable`
+    /// restarting at once, each batch Ready before the next (default 10%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Global roles: apply to every workspace of the project.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleBinding>,

@@ -1,4 +1,4 @@
-use super::{Document, EnvVar, Quantity, Resources, RoleBinding, Toleration};
+use super::{Document, EnvVar, Quantity, Resources, RoleBinding, Rollout, Toleration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -153,6 +153,9 @@ pub struct Lifecycle {
     /// `berth restart`.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Overrides of the project's rollout policy for this workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
