@@ -409,7 +409,8 @@ async fn shared_secret_data_change_restarts_the_workspaces_using_it() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    repo.apply(&cp, &[]);
+    // The Secret's first version restarts all four, in batches of one (10% of four).
+    repo.apply(&cp, &["--wait", "--timeout", "180"]);
     let (code, _) = repo.plan_json(&cp);
     assert_eq!(code, 0);
 

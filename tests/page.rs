@@ -153,6 +153,13 @@ async fn the_status_page_shows_every_workspace_and_why_in_a_real_browser() {
     let client = cp.client().await;
     let repo = support::repo::Repo::new("page");
     let (analytics, ml) = (repo.analytics(), repo.ml());
+    // Every restart in one batch: the page is compared with /api/status read just before,
+    // which batches every 2 s would make a race (rollouts are tests/rollout.rs's).
+    repo.edit(
+        "projects/analytics.yaml",
+        "spec:\n",
+        "spec:\n  rollout: {maxUnavailable: 100%}\n",
+    );
     // serving-prod references a Secret that nobody creates.
     repo.edit(
         "workspaces/ml/serving-prod.yaml",

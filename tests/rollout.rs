@@ -286,6 +286,22 @@ async fn a_broken_image_halts_the_rollout_after_its_first_batch() {
     )
     .unwrap();
 
+    // Paused, the project starts no restart; resumed, it does.
+    let out = repo.berth(&cp, "rollout", &["pause", "analytics"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = repo.berth(&cp, "apply", &[]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(said.contains("paused (`berth rollout resume`)"), "{said}");
+    let paused = pods(&client, &ns).await;
+    assert!(
+        before
+            .iter()
+            .all(|(k, b)| paused.get(k).is_some_and(|p| p[0].0 == b[0].0)),
+        "a paused rollout restarted nothing: {paused:?}"
+    );
+    let out = repo.berth(&cp, "rollout", &["resume", "analytics"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
     // One batch of one, never Ready: apply --wait gives up on it.
     let out = repo.berth(&cp, "apply", &["--wait", "--timeout", "15"]);
     let said = text(&out.stdout) + &text(&out.stderr);

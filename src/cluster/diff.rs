@@ -168,11 +168,19 @@ pub async fn plan_with_context(
 
     // Pod restarts roll in health-gated batches: what the budgets do not admit now is held
     // at its live template, before any dry-run.
-    let fleet = rollout::fleet(
-        resolved,
-        &inventory,
-        rollout::paused(cluster, &options.applyset).await?,
-    );
+    // The paused projects are read only when a rollout can be under way: a plan with
+    // nothing to roll makes no request for them.
+    let rolling = plan.changes.iter().any(crate::plan::rollout::rolls_pods)
+        || inventory
+            .members
+            .iter()
+            .any(|m| m.restarted_at.is_some() && m.rolled_out == Some(false));
+    let paused = if rolling {
+        rollout::paused(cluster, &options.applyset).await?
+    } else {
+        BTreeSet::new()
+    };
+    let fleet = rollout::fleet(resolved, &inventory, paused);
     crate::plan::rollout::gate(
         &mut plan,
         &fleet,

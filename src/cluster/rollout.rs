@@ -53,11 +53,17 @@ pub fn fleet(resolved: &Resolved, inventory: &Inventory, paused: BTreeSet<String
 /// Projects whose rollouts are paused.
 pub async fn paused(cluster: &Cluster, set: &ApplySet) -> Result<BTreeSet<String>> {
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &set.namespace);
-    let cm = api
-        .get_opt(&paused_name(set))
+    // A LIST by name: none is an empty list, not an error answer.
+    let params =
+        kube::api::ListParams::default().fields(&format!("metadata.name={}", paused_name(set)));
+    let list = api
+        .list(&params)
         .await
         .with_context(|| format!("reading {}/{}", set.namespace, paused_name(set)))?;
-    Ok(cm
+    Ok(list
+        .items
+        .into_iter()
+        .next()
         .and_then(|cm| cm.data)
         .unwrap_or_default()
         .into_iter()
