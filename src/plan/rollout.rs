@@ -169,15 +169,19 @@ pub fn rolls_pods(change: &Change) -> bool {
         && change.fields.iter().any(|f| f.starts_with("spec.template"))
 }
 
-/// Groups of a plan's pod-restarting updates, without a live cluster (an offline plan, a
-/// diff between revisions): how the change would roll, every restart counted.
-pub fn summarize(plan: &mut Plan, fleet: &Fleet) {
-    let rolling: BTreeSet<(String, String)> = plan
-        .changes
+/// The workspaces (`namespace`, `name`) whose pods a plan's updates restart.
+fn rolling(plan: &Plan) -> BTreeSet<(String, String)> {
+    plan.changes
         .iter()
         .filter(|c| rolls_pods(c))
         .map(|c| workspace_of(&c.object))
-        .collect();
+        .collect()
+}
+
+/// Groups of a plan's pod-restarting updates, without a live cluster (an offline plan, a
+/// diff between revisions): how the change would roll, every restart counted.
+pub fn summarize(plan: &mut Plan, fleet: &Fleet) {
+    let rolling = rolling(plan);
     plan.rollouts = groups(fleet)
         .into_iter()
         .filter_map(|(group, members)| {
@@ -195,12 +199,7 @@ pub fn gate(
     live: impl Fn(&ObjectKey) -> Option<Value>,
     desired: impl Fn(&ObjectKey) -> Option<Value>,
 ) {
-    let rolling: BTreeSet<(String, String)> = plan
-        .changes
-        .iter()
-        .filter(|c| rolls_pods(c))
-        .map(|c| workspace_of(&c.object))
-        .collect();
+    let rolling = rolling(plan);
     let mut held: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut rollouts = Vec::new();
     for (group, members) in groups(fleet) {
