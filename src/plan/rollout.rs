@@ -430,6 +430,22 @@ mod tests {
         }
     }
 
+    /// The plan from `live` to `desired`, through the gate.
+    fn gated(desired: &[Value], live: &[Value], fleet: &Fleet) -> Plan {
+        let mut plan = super::super::compute(desired, live);
+        let by_key: BTreeMap<ObjectKey, &Value> = live
+            .iter()
+            .map(|o| (crate::render::key_of(o).unwrap(), o))
+            .collect();
+        gate(
+            &mut plan,
+            fleet,
+            |k| by_key.get(k).map(|v| (*v).clone()),
+            |_| None,
+        );
+        plan
+    }
+
     fn image(o: &Value) -> &str {
         o.pointer("/spec/template/spec/containers/0/image")
             .and_then(Value::as_str)
@@ -477,12 +493,7 @@ mod tests {
             };
             let unavailable = (0..n).filter(|i| ready_at[*i] > cycle).count();
             worst = worst.max(unavailable);
-            let mut plan = super::super::compute(&desired, &live);
-            let by_key: BTreeMap<ObjectKey, Value> = live
-                .iter()
-                .map(|o| (crate::render::key_of(o).unwrap(), o.clone()))
-                .collect();
-            gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+            let plan = gated(&desired, &live, &fleet);
             if plan.changes.is_empty() && unavailable == 0 && change_at.is_none_or(|c| c < cycle) {
                 break;
             }
@@ -547,12 +558,7 @@ mod tests {
             paused: BTreeSet::new(),
             now: 601,
         };
-        let mut plan = super::super::compute(&desired, &live);
-        let by_key: BTreeMap<ObjectKey, Value> = live
-            .iter()
-            .map(|o| (crate::render::key_of(o).unwrap(), o.clone()))
-            .collect();
-        gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+        let plan = gated(&desired, &live, &fleet);
         assert!(plan.changes.is_empty(), "{:?}", plan.changes);
         let rollout = &plan.rollouts[0];
         assert_eq!(
@@ -570,16 +576,14 @@ mod tests {
         );
         // Within the deadline, the same fleet starts one more (budget 2, one restarting).
         let fleet = Fleet { now: 300, ..fleet };
-        let mut plan = super::super::compute(&desired, &live);
-        gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+        let plan = gated(&desired, &live, &fleet);
         assert_eq!(plan.rollouts[0].started, vec!["ns/w1".to_string()]);
         // Paused: nothing starts.
         let fleet = Fleet {
             paused: ["p".to_string()].into(),
             ..fleet
         };
-        let mut plan = super::super::compute(&desired, &live);
-        gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+        let plan = gated(&desired, &live, &fleet);
         assert!(plan.rollouts[0].started.is_empty() && plan.rollouts[0].paused);
     }
 
@@ -592,18 +596,13 @@ mod tests {
             member(5, true, Some(1_000)),
         )]
         .into();
-        let by_key: BTreeMap<ObjectKey, Value> = live
-            .iter()
-            .map(|o| (crate::render::key_of(o).unwrap(), o.clone()))
-            .collect();
         for (now, started) in [(1_030, 0), (1_061, 1)] {
             let fleet = Fleet {
                 members: members.clone(),
                 paused: BTreeSet::new(),
                 now,
             };
-            let mut plan = super::super::compute(&desired, &live);
-            gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+            let plan = gated(&desired, &live, &fleet);
             assert_eq!(plan.rollouts[0].started.len(), started, "at {now}");
             assert_eq!(plan.changes.len(), started);
         }
@@ -634,12 +633,7 @@ mod tests {
                 paused: BTreeSet::new(),
                 now,
             };
-            let mut plan = super::super::compute(&desired, &live);
-            let by_key: BTreeMap<ObjectKey, Value> = live
-                .iter()
-                .map(|o| (crate::render::key_of(o).unwrap(), o.clone()))
-                .collect();
-            gate(&mut plan, &fleet, |k| by_key.get(k).cloned(), |_| None);
+            let plan = gated(&desired, &live, &fleet);
             for change in &plan.changes {
                 let i = names.iter().position(|w| *w == change.object.name).unwrap();
                 live[i] = change.desired.clone().unwrap();
