@@ -162,29 +162,32 @@ pub fn rollout_of(restarted: &[String], workspaces: &[WorkspaceStatus], since: I
             w.reason.as_deref().unwrap_or("rollout halted")
         ));
     }
-    let waiting: Vec<String> = restarted
+    let not_ready: Vec<String> = restarted
         .iter()
         .filter(|w| !matches!(states.get(*w), Some(&"ready") | Some(&"suspended") | None))
         .cloned()
-        .chain(
-            workspaces
-                .iter()
-                .filter(|w| {
-                    w.pending_restart
-                        .as_deref()
-                        .is_some_and(|p| p.starts_with("rollout"))
-                })
-                .map(|w| format!("{}/{}", w.namespace, w.name)),
-        )
         .collect();
-    if waiting.is_empty() {
-        Rollout::Done
-    } else if since.elapsed() > ROLLOUT_LIMIT {
-        Rollout::Failed(format!(
+    // Held restarts (a later batch, a paused project) have no time limit here: the gate
+    // halts the rollout when a restarted workspace misses its deadline, and a pause lasts
+    // until someone resumes it, with the revision `pending` all along.
+    let held = workspaces
+        .iter()
+        .filter(|w| {
+            w.pending_restart
+                .as_deref()
+                .is_some_and(|p| p.starts_with("rollout"))
+        })
+        .map(|w| format!("{}/{}", w.namespace, w.name));
+    if !not_ready.is_empty() && since.elapsed() > ROLLOUT_LIMIT {
+        return Rollout::Failed(format!(
             "not Ready after {}s: {}",
             ROLLOUT_LIMIT.as_secs(),
-            waiting.join(", ")
-        ))
+            not_ready.join(", ")
+        ));
+    }
+    let waiting: Vec<String> = not_ready.into_iter().chain(held).collect();
+    if waiting.is_empty() {
+        Rollout::Done
     } else {
         Rollout::Waiting(waiting)
     }
@@ -614,6 +617,18 @@ mod tests {
                 rollout_of(&restarted, &[ws("a", "restarting")], long_ago),
                 Rollout::Failed(_)
             ));
+            // A paused project (or a later batch) keeps the revision pending, however long.
+            let mut paused = ws("c", "ready");
+            paused.pending_restart =
+                Some("rollout paused: `berth rollout resume` to continue".into());
+            assert_eq!(
+                rollout_of(
+                    &restarted,
+                    &[ws("a", "ready"), ws("b", "ready"), paused],
+                    long_ago
+                ),
+                Rollout::Waiting(vec!["ns/c".into()])
+            );
         }
         assert_eq!(truncate(&"x".repeat(200)).chars().count(), MAX_DESCRIPTION);
         assert_eq!(truncate("first line\nsecond"), "first line");
