@@ -1071,6 +1071,7 @@ async fn apply(
     };
     // One batch of restarts per turn (most applies need one).
     let mut batch = 0;
+    let mut bar = None;
     loop {
         let live = tokio::select! {
             live = berth::cluster::plan(&connection, &repo.resolved, &plan_options) => match live {
@@ -1098,6 +1099,9 @@ async fn apply(
             for rollout in &live.plan.rollouts {
                 outln!("rollout batch {}: {}", batch + 1, rollout.describe());
             }
+        }
+        if wait && options.progress_bar && batch == 0 {
+            bar = RolloutBar::new(&live.plan.rollouts);
         }
         if live.plan.problems().next().is_some() {
             read_documents_again(&mut repo);
@@ -1147,10 +1151,16 @@ async fn apply(
             return Ok(ExitCode::from(1));
         }
         if wait {
+            let shown = bar
+                .as_ref()
+                .map(|bar| bar.batch(batch, &live.plan.rollouts));
             let late = tokio::select! {
                 late = berth::cluster::wait_for_rollouts(&connection, &report.stateful_sets, cluster.deadline(Duration::from_secs(600))) => late,
                 _ = stop.cancelled() => report.stateful_sets.clone(),
             };
+            if let Some(shown) = shown {
+                shown.finish_and_clear();
+            }
             if !late.is_empty() {
                 let why = stopped().map(Stopped::describe).unwrap_or_default();
                 for (ns, name) in &late {
@@ -1201,6 +1211,46 @@ async fn apply(
     stop.cancel();
     cluster.print_stats(&connection);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth apply --wait` on a terminal: a bar for the whole rollout (the workspaces
+/// restarted of those the first plan restarts), drawn only while a batch rolls out, so
+/// that it never draws over the apply's own bar.
+struct RolloutBar {
+    total: usize,
+}
+
+impl RolloutBar {
+    /// None when the apply restarts nobody in batches (nothing to show).
+    fn new(rollouts: &[berth::plan::rollout::Rollout]) -> Option<RolloutBar> {
+        let total = rollouts.iter().map(|r| r.restarts).sum();
+        (rollouts.iter().any(|r| r.waiting > 0)).then_some(RolloutBar { total })
+    }
+
+    /// The bar while the batch of this plan rolls out; what the plan still restarts is
+    /// what is left. The caller clears it once the batch is Ready.
+    fn batch(
+        &self,
+        batch: usize,
+        rollouts: &[berth::plan::rollout::Rollout],
+    ) -> indicatif::ProgressBar {
+        let left: usize = rollouts.iter().map(|r| r.restarts).sum();
+        let starting: usize = rollouts.iter().map(|r| r.started.len()).sum();
+        let waiting: usize = rollouts.iter().map(|r| r.waiting).sum();
+        let bar = indicatif::ProgressBar::new(self.total as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "rollout {bar:30} {pos}/{len} workspaces restarted ({elapsed}) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_position(self.total.saturating_sub(left) as u64);
+        bar.set_message(format!(
+            "batch {}: {starting} starting, {waiting} waiting",
+            batch + 1
+        ));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
 }
 
 /// `berth rollout pause|resume`: the project's rollout stops starting restarts, or goes on.
