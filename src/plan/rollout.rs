@@ -186,7 +186,7 @@ pub fn summarize(plan: &mut Plan, fleet: &Fleet) {
         .into_iter()
         .filter_map(|(group, members)| {
             let restarts = members.iter().filter(|m| rolling.contains(m)).count();
-            (restarts > 0).then(|| summary(fleet, &group, members.len(), restarts))
+            (restarts > 0).then(|| summary(fleet, &group, &members, restarts))
         })
         .collect();
 }
@@ -222,12 +222,7 @@ pub fn gate(
         if candidates.is_empty() && restarted.is_empty() {
             continue;
         }
-        let mut rollout = summary(
-            fleet,
-            &group,
-            members.len(),
-            candidates.len() + restarted.len(),
-        );
+        let mut rollout = summary(fleet, &group, &members, candidates.len() + restarted.len());
         rollout.in_progress = restarted.len();
         let policy = &fleet.members[members[0]].policy;
         // A workspace restarted longer ago than the deadline and still not Ready, whose
@@ -379,12 +374,19 @@ fn groups(fleet: &Fleet) -> BTreeMap<Group, Vec<&(String, String)>> {
     out
 }
 
-fn summary(fleet: &Fleet, group: &Group, workspaces: usize, restarts: usize) -> Rollout {
-    let budget = fleet
-        .members
-        .values()
-        .find(|w| w.project == group.0 && w.policy.max_unavailable.to_string() == group.1)
-        .map(|w| w.policy.max_unavailable.clone());
+/// A group's rollout before the gate: `members` is the group (never empty), all of one
+/// budget.
+fn summary(
+    fleet: &Fleet,
+    group: &Group,
+    members: &[&(String, String)],
+    restarts: usize,
+) -> Rollout {
+    let workspaces = members.len();
+    let budget = members
+        .first()
+        .and_then(|m| fleet.members.get(*m))
+        .map(|w| &w.policy.max_unavailable);
     Rollout {
         project: group.0.clone(),
         max_unavailable: group.1.clone(),

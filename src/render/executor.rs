@@ -10,7 +10,7 @@ use crate::resolve::executor::{BlockExecutor, ProjectPolicy, Run};
 use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject, ResolvedWorkspace};
 use berth_load::k8s::round_trip;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// ConfigMap holding the executor policy file in a project's namespace.
 pub const DEFAULTS_CONFIG_MAP: &str = "mage-k8s-executor-defaults";
@@ -24,12 +24,16 @@ fn labels(project: &ResolvedProject) -> Value {
 /// The executor ConfigMaps of every project.
 pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
     let mut out = Vec::new();
+    let groups = Groups::of(resolved);
+    // The first policy of a project wins, as a search from the front would find.
+    let policies: HashMap<&str, &ProjectPolicy> = resolved
+        .executor_policies
+        .iter()
+        .rev()
+        .map(|p| (p.project.as_str(), p))
+        .collect();
     for project in &resolved.projects {
-        if let Some(policy) = resolved
-            .executor_policies
-            .iter()
-            .find(|p| p.project == project.name)
-        {
+        if let Some(policy) = policies.get(project.name.as_str()) {
             out.push(json!({
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -42,7 +46,8 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
                 "data": {EXECUTOR_DEFAULTS_FILE: defaults_file(policy)},
             }));
         }
-        let jobs: BTreeMap<String, Value> = jobs_of(resolved, &project.name)
+        let jobs: BTreeMap<String, Value> = groups
+            .jobs(&project.name)
             .map(|(block, run, job)| {
                 let key = format!("{}.{}.{}.yaml", run.workspace, block.pipeline, block.block)
                     .chars()
@@ -73,35 +78,60 @@ pub fn config_maps(resolved: &Resolved) -> Vec<Value> {
 
 /// The Job of every k8s block in every workspace, for `berth render --executor`.
 pub fn jobs(resolved: &Resolved) -> Vec<Value> {
+    let groups = Groups::of(resolved);
     resolved
         .projects
         .iter()
-        .flat_map(|p| jobs_of(resolved, &p.name).map(|(_, _, job)| job))
+        .flat_map(|p| groups.jobs(&p.name).map(|(_, _, job)| job))
         .collect()
 }
 
-/// Each block's Job in each workspace of a project.
-fn jobs_of<'a>(
-    resolved: &'a Resolved,
-    project: &'a str,
-) -> impl Iterator<Item = (&'a BlockExecutor, &'a Run, Value)> + 'a {
-    // Each workspace's pod once, for all the blocks it runs.
-    let runs_blocks = resolved.executors.iter().any(|b| b.project == project);
-    let workspaces: BTreeMap<&str, (&ResolvedWorkspace, Value)> = resolved
-        .workspaces
-        .iter()
-        .filter(|w| runs_blocks && w.project == project)
-        .map(|w| (w.name.as_str(), (w, super::server_pod(w))))
-        .collect();
-    resolved
-        .executors
-        .iter()
-        .filter(move |b| b.project == project)
-        .flat_map(|block| block.runs.iter().map(move |run| (block, run)))
-        .filter_map(move |(block, run)| {
-            let (ws, pod) = workspaces.get(run.workspace.as_str())?;
-            Some((block, run, job(block, run, ws, pod).ok()?))
-        })
+/// Each project's blocks and the workspaces that run them, grouped once: a scan of every
+/// workspace for each project would be quadratic in a fleet of thousands of projects.
+struct Groups<'a> {
+    blocks: HashMap<&'a str, Vec<&'a BlockExecutor>>,
+    workspaces: HashMap<&'a str, Vec<&'a ResolvedWorkspace>>,
+}
+
+impl<'a> Groups<'a> {
+    fn of(resolved: &'a Resolved) -> Groups<'a> {
+        let mut blocks: HashMap<&str, Vec<&BlockExecutor>> = HashMap::new();
+        for block in &resolved.executors {
+            blocks
+                .entry(block.project.as_str())
+                .or_default()
+                .push(block);
+        }
+        let mut workspaces: HashMap<&str, Vec<&ResolvedWorkspace>> = HashMap::new();
+        for w in &resolved.workspaces {
+            if blocks.contains_key(w.project.as_str()) {
+                workspaces.entry(w.project.as_str()).or_default().push(w);
+            }
+        }
+        Groups { blocks, workspaces }
+    }
+
+    /// Each block's Job in each workspace of a project.
+    fn jobs(&self, project: &str) -> impl Iterator<Item = (&'a BlockExecutor, &'a Run, Value)> {
+        // Each workspace's pod once, for all the blocks it runs.
+        let pods: BTreeMap<&str, (&ResolvedWorkspace, Value)> = self
+            .workspaces
+            .get(project)
+            .into_iter()
+            .flatten()
+            .map(|w| (w.name.as_str(), (*w, super::server_pod(w))))
+            .collect();
+        self.blocks
+            .get(project)
+            .into_iter()
+            .flatten()
+            .copied()
+            .flat_map(|block| block.runs.iter().map(move |run| (block, run)))
+            .filter_map(move |(block, run)| {
+                let (ws, pod) = pods.get(run.workspace.as_str())?;
+                Some((block, run, job(block, run, ws, pod).ok()?))
+            })
+    }
 }
 
 /// What Mage's executor does as the workspace's account in the workspace's namespace
@@ -205,8 +235,9 @@ pub fn job(
 pub fn findings(resolved: &Resolved) -> Vec<crate::load::Diagnostic> {
     use crate::load::Diagnostic;
     let mut out = Vec::new();
+    let groups = Groups::of(resolved);
     for project in &resolved.projects {
-        for (block, run, job) in jobs_of(resolved, &project.name) {
+        for (block, run, job) in groups.jobs(&project.name) {
             out.extend(unreadable(block, run, &job));
             let spec = &job["spec"]["template"]["spec"];
             let volumes: Vec<&str> = spec["volumes"]

@@ -22,11 +22,11 @@ use crate::load::mage::{Block, ConfigSource, ExecutorSources, Pipeline};
 use crate::load::yaml::{Pos, escape_segment};
 use crate::load::{Diagnostic, Located, Repository};
 use crate::mage::executor::{self as mage, Crash, Dict, Loaded, Namespace, ServerEnv};
-use crate::model::{ExecutorDefaults, PolicyDocument};
+use crate::model::{ExecutorDefaults, PolicyDocument, ProjectDocument};
 use crate::resolve::{ResolvedWorkspace, VarValue};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// The layers of executor configuration.
@@ -391,23 +391,38 @@ pub fn resolve(
 ) -> (Vec<BlockExecutor>, Vec<Diagnostic>) {
     let mut out = Vec::new();
     let mut diagnostics = Vec::new();
+    // Looked up by name, the first of duplicates winning: a scan per project would be
+    // quadratic in a fleet of thousands of projects.
+    let projects: HashMap<&str, &Located<ProjectDocument>> = repo
+        .projects
+        .iter()
+        .rev()
+        .map(|p| (p.doc.metadata.name.as_str(), p))
+        .collect();
+    let by_project: HashMap<&str, &ProjectPolicy> = policies
+        .iter()
+        .rev()
+        .map(|p| (p.project.as_str(), p))
+        .collect();
+    let mut members_of: HashMap<&str, Vec<&ResolvedWorkspace>> = HashMap::new();
+    for w in workspaces {
+        members_of.entry(w.project.as_str()).or_default().push(w);
+    }
     for sources in &repo.executor {
-        if repo.project(&sources.project).is_none() {
+        let Some(project) = projects.get(sources.project.as_str()).copied() else {
             continue;
-        }
-        let policy = policies.iter().find(|p| p.project == sources.project);
+        };
+        let policy = by_project.get(sources.project.as_str()).copied();
         let policy_doc = policy.and_then(|p| {
             repo.policies
                 .iter()
                 .find(|d| d.doc.metadata.name == p.policy)
         });
-        let members: Vec<&ResolvedWorkspace> = workspaces
-            .iter()
-            .filter(|w| w.project == sources.project)
-            .collect();
-        if let Some(project) = repo.project(&sources.project)
-            && !sources.pipelines.iter().all(|p| p.blocks.is_empty())
-        {
+        let members = members_of
+            .get(sources.project.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if !sources.pipelines.iter().all(|p| p.blocks.is_empty()) {
             diagnostics.extend(unread_settings(repo, project, &members));
         }
         // The (file, pointer) of every layer section some run takes: its problems are

@@ -80,6 +80,14 @@ pub fn check(loaded: &mut Loaded) {
         }
     }
 
+    // By name, the first of duplicates winning as in `Repository::project`: one lookup per
+    // workspace, not a scan of every project.
+    let projects: HashMap<&str, &Located<ProjectDocument>> = repo
+        .projects
+        .iter()
+        .rev()
+        .map(|p| (p.doc.metadata.name.as_str(), p))
+        .collect();
     let mut pre_start: HashMap<&str, Vec<super::python::Problem>> = HashMap::new();
     for w in &repo.workspaces {
         let spec = &w.doc.spec;
@@ -105,7 +113,7 @@ pub fn check(loaded: &mut Loaded) {
                 "workspace names must start with a letter (they name a Service)",
             ));
         }
-        let project = repo.project(&spec.project);
+        let project = projects.get(spec.project.as_str()).copied();
         if project.is_none() {
             let known: Vec<&str> = repo
                 .projects

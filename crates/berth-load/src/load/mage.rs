@@ -208,14 +208,17 @@ pub fn folder(path: &str) -> String {
 /// Read the executor configuration of every project.
 pub fn load(loaded: &mut Loaded) {
     let mut all = Vec::new();
+    // Grouped once: a scan of every workspace per project is quadratic at fleet size.
+    let mut by_project: std::collections::HashMap<&str, Vec<&Located<WorkspaceDocument>>> =
+        std::collections::HashMap::new();
+    for w in &loaded.repo.workspaces {
+        by_project.entry(&w.doc.spec.project).or_default().push(w);
+    }
     for project in &loaded.repo.projects {
-        let name = &project.doc.metadata.name;
-        let workspaces: Vec<_> = loaded
-            .repo
-            .workspaces
-            .iter()
-            .filter(|w| &w.doc.spec.project == name)
-            .collect();
+        let workspaces = by_project
+            .get(project.doc.metadata.name.as_str())
+            .cloned()
+            .unwrap_or_default();
         let sources = load_project(
             project,
             &workspaces,
