@@ -131,7 +131,11 @@ impl GeneratedRepo {
         let dir = self.scratch(name);
         let log = dir.join("stderr.jsonl");
         let addr = format!("127.0.0.1:{}", super::free_port().expect("a free port"));
-        let mut command = Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        // Benchmarks may run a release build of berth (`BERTH_BENCH_BIN`) from this debug test.
+        let berth = std::env::var_os("BERTH_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| assert_cmd::cargo::cargo_bin("berth"));
+        let mut command = Command::new(berth);
         command
             .arg("watch")
             .arg(self.url())
