@@ -384,11 +384,25 @@ async fn a_broken_image_halts_the_rollout_after_its_first_batch() {
     let said = text(&out.stdout) + &text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("at most 1 at a time"), "{said}");
-    // Past the deadline, nothing more starts, and the halt is named.
+    // Past the deadline, nothing more starts, and the halt is named. The halt holds back
+    // only its project's restarts: a new workspace elsewhere is created by the same apply.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let training = std::fs::read_to_string(repo.path().join("workspaces/ml/training-dev.yaml"))
+        .unwrap()
+        .replace("name: training-dev", "name: training-extra");
+    std::fs::write(
+        repo.path().join("workspaces/ml/training-extra.yaml"),
+        training,
+    )
+    .unwrap();
     let out = repo.berth(&cp, "apply", &[]);
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(said.contains("HALTED at"), "{said}");
+    let ml: Api<StatefulSet> = Api::namespaced(client.clone(), &repo.ml());
+    assert!(
+        ml.get_opt("training-extra").await.unwrap().is_some(),
+        "a halted rollout blocked another project's new workspace: {said}"
+    );
     let out = repo.berth(&cp, "rollout", &["status"]);
     let status = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{status}{}", text(&out.stderr));
