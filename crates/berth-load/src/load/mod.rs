@@ -9,6 +9,7 @@ mod names;
 pub use names::dns_label as check_dns_label;
 pub mod diagnostic;
 pub mod files;
+pub mod lifecycle;
 mod lines;
 pub mod mage;
 pub mod python;
