@@ -8,7 +8,7 @@
 //! dict's keys become environment variables of the workspace (non-string values as JSON).
 
 use super::IDLE_SINCE;
-use super::workspace::{labels_of, meta_of};
+use super::meta::{labels_of, meta_of, pod_account};
 use crate::resolve::ResolvedWorkspace;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -88,17 +88,6 @@ pub fn activity_lease(ws: &ResolvedWorkspace, idle_since: Option<&str>) -> Optio
 /// The activity Lease of a workspace.
 pub fn lease_name(workspace: &str) -> String {
     format!("{workspace}-activity")
-}
-
-/// The service account the workspace pod runs as when it has an activity agent or runs
-/// k8s blocks and names none itself: it holds no rights but renewing the activity Lease
-/// and what Mage's executor needs.
-pub fn pod_account(ws: &ResolvedWorkspace) -> String {
-    ws.spec
-        .kubernetes
-        .service_account_name
-        .clone()
-        .unwrap_or_else(|| ws.name.clone())
 }
 
 /// The service account berth renders for a workspace pod that needs one and names none:
