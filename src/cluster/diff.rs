@@ -532,21 +532,6 @@ fn request_for(object: &Value) -> Result<kube::core::Request> {
     )))
 }
 
-pub(super) fn api_for(cluster: &Cluster, object: &Value) -> Result<Api<DynamicObject>> {
-    let key = key_of(object).ok_or_else(|| anyhow!("object without apiVersion, kind or name"))?;
-    api_for_key(cluster, &key)
-}
-
-/// The API of the object `key` names.
-pub(super) fn api_for_key(cluster: &Cluster, key: &ObjectKey) -> Result<Api<DynamicObject>> {
-    let kind = kind_of(&key.api_version, &key.kind)
-        .ok_or_else(|| anyhow!("berth does not manage {}/{}", key.api_version, key.kind))?;
-    Ok(match (&key.namespace, kind.namespaced) {
-        (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &kind.resource),
-        _ => Api::all_with(cluster.client.clone(), &kind.resource),
-    })
-}
-
 /// An object without what the server maintains on its own: metadata bookkeeping, status,
 /// and berth's applied-hash stamp.
 pub(super) fn strip(mut object: Value) -> Value {
