@@ -4,7 +4,7 @@
 //! the apply itself and the workspaces' state in the status.
 
 use super::state::{Outcome, Reconciler, STOPPING, Stop, Target, short};
-use crate::cluster::{ApplyOptions, ApplyReport, PlanOptions};
+use crate::cluster::{ApplyOptions, ApplyReport, LivePlan, PlanOptions};
 use crate::render::RenderContext;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -19,75 +19,20 @@ impl Reconciler {
             .map_err(|err| crate::cluster::error::chain(&err))
     }
 
+    /// Apply `target`: within the tenancy rule of now, planned against the cluster, then
+    /// sent, stopping in good order on shutdown, a lost Lease or the deadline.
     pub(super) async fn apply(
         &mut self,
         target: &Target,
         idle: &BTreeMap<String, String>,
         deadline: tokio::time::Instant,
     ) -> Outcome {
-        // The rule may have changed since the revision was accepted: nothing outside the
-        // rule of now is applied.
-        let tenancy = tokio::select! {
-            tenancy = self.tenancy() => tenancy,
-            _ = tokio::time::sleep_until(deadline) => {
-                Err("reading the tenancy rule took longer than the cycle timeout".to_string())
-            }
-        };
-        let refused: Vec<String> = match tenancy {
-            Ok(tenancy) => crate::cluster::tenancy::refusals(&tenancy, &target.resolved)
-                .into_iter()
-                .map(|why| format!("{why} ({})", tenancy.describe()))
-                .collect(),
-            Err(message) => return Outcome::Failed("tenancy".into(), message),
-        };
-        if !refused.is_empty() {
-            return Outcome::Failed(
-                "tenancy".into(),
-                format!(
-                    "revision {} is outside the tenancy rule; nothing was applied: {}",
-                    short(&target.commit),
-                    refused.join("; ")
-                ),
-            );
+        if let Err(outcome) = self.within_tenancy(target, deadline).await {
+            return outcome;
         }
-        let options = PlanOptions {
-            applyset: self.config.applyset.clone(),
-        };
-        let ctx = RenderContext {
-            idle: idle.clone(),
-            ..Default::default()
-        };
-        // A plan writes nothing: on shutdown, a lost Lease or the cycle's deadline it is
-        // simply dropped.
-        let plan =
-            crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx);
-        let live = tokio::select! {
-            live = plan => match live {
-                Ok(live) => live,
-                Err(err) => {
-                    if let Some(cause) = self.cluster.outage.message() {
-                        return Outcome::Failed(
-                            "unavailable".into(),
-                            format!("{cause}: stopped planning; nothing was written"),
-                        );
-                    }
-                    return Outcome::Failed("plan".into(), crate::cluster::error::chain(&err));
-                }
-            },
-            _ = self.shutdown.cancelled() => {
-                tracing::info!("shutting down: dropped the plan in progress; nothing was written");
-                return Outcome::Abandoned;
-            }
-            _ = self.lost() => return Outcome::Abandoned,
-            _ = tokio::time::sleep_until(deadline) => {
-                return Outcome::Failed(
-                    "timeout".into(),
-                    format!(
-                        "planning took longer than the cycle timeout ({}); nothing was written",
-                        humantime(self.config.cycle_timeout)
-                    ),
-                );
-            }
+        let live = match self.plan(target, idle, deadline).await {
+            Ok(live) => live,
+            Err(outcome) => return outcome,
         };
         self.follow_rollouts(&live.plan.rollouts).await;
         if !live.plan.has_changes() {
@@ -99,57 +44,8 @@ impl Reconciler {
             return Outcome::Abandoned;
         }
         self.notify_applying(target);
-        let stop = CancellationToken::new();
-        let apply_options = ApplyOptions {
-            applyset: self.config.applyset.clone(),
-            force_conflicts: true,
-            prune: self.config.prune,
-            allow_mass_prune: self.config.allow_mass_prune,
-            // Re-creating a StatefulSet for anything but claim growth is for a person to
-            // decide (`berth apply --allow-replace`), never for the reconciler. (A Service
-            // holds no data: its re-creation needs no flag.)
-            allow_replace: false,
-            progress_bar: false,
-            quiet: true,
-            stop: stop.clone(),
-        };
         self.in_flight = false;
-        let mut why = None;
-        let result = {
-            let apply = crate::cluster::apply(&self.cluster, &live, &apply_options);
-            tokio::pin!(apply);
-            let lost = self.lost();
-            tokio::pin!(lost);
-            let grace = async {
-                self.shutdown.cancelled().await;
-                tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: letting the apply in flight finish");
-                tokio::time::sleep(self.config.shutdown_grace).await;
-            };
-            tokio::pin!(grace);
-            let finished = tokio::select! {
-                result = &mut apply => Some(result),
-                _ = &mut grace => {
-                    why = Some(Stop::Shutdown);
-                    None
-                }
-                _ = &mut lost => {
-                    why = Some(Stop::Lost);
-                    None
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    why = Some(Stop::Timeout);
-                    None
-                }
-            };
-            match finished {
-                Some(result) => Some(result),
-                // Stop sending; the requests in flight are abandoned at once.
-                None => {
-                    stop.cancel();
-                    tokio::time::timeout(STOPPING, &mut apply).await.ok()
-                }
-            }
-        };
+        let (result, why) = self.send(&live, deadline).await;
         let Some(result) = result else {
             // Not even a report: whatever was on its way is abandoned.
             self.in_flight = true;
@@ -194,6 +90,151 @@ impl Reconciler {
                 Outcome::Applied(Box::new(live), report)
             }
         }
+    }
+
+    /// Whether `target` is within the tenancy rule of now (`Err`: the failure to report).
+    async fn within_tenancy(
+        &self,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Outcome> {
+        // The rule may have changed since the revision was accepted: nothing outside the
+        // rule of now is applied.
+        let tenancy = tokio::select! {
+            tenancy = self.tenancy() => tenancy,
+            _ = tokio::time::sleep_until(deadline) => {
+                Err("reading the tenancy rule took longer than the cycle timeout".to_string())
+            }
+        };
+        let refused: Vec<String> = match tenancy {
+            Ok(tenancy) => crate::cluster::tenancy::refusals(&tenancy, &target.resolved)
+                .into_iter()
+                .map(|why| format!("{why} ({})", tenancy.describe()))
+                .collect(),
+            Err(message) => return Err(Outcome::Failed("tenancy".into(), message)),
+        };
+        if !refused.is_empty() {
+            return Err(Outcome::Failed(
+                "tenancy".into(),
+                format!(
+                    "revision {} is outside the tenancy rule; nothing was applied: {}",
+                    short(&target.commit),
+                    refused.join("; ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The live plan of `target` (`Err`: the outcome of a plan that failed or was
+    /// dropped).
+    async fn plan(
+        &self,
+        target: &Target,
+        idle: &BTreeMap<String, String>,
+        deadline: tokio::time::Instant,
+    ) -> Result<LivePlan, Outcome> {
+        let options = PlanOptions {
+            applyset: self.config.applyset.clone(),
+        };
+        let ctx = RenderContext {
+            idle: idle.clone(),
+            ..Default::default()
+        };
+        // A plan writes nothing: on shutdown, a lost Lease or the cycle's deadline it is
+        // simply dropped.
+        let plan =
+            crate::cluster::plan_with_context(&self.cluster, &target.resolved, &options, ctx);
+        let live = tokio::select! {
+            live = plan => match live {
+                Ok(live) => live,
+                Err(err) => {
+                    if let Some(cause) = self.cluster.outage.message() {
+                        return Err(Outcome::Failed(
+                            "unavailable".into(),
+                            format!("{cause}: stopped planning; nothing was written"),
+                        ));
+                    }
+                    return Err(Outcome::Failed("plan".into(), crate::cluster::error::chain(&err)));
+                }
+            },
+            _ = self.shutdown.cancelled() => {
+                tracing::info!("shutting down: dropped the plan in progress; nothing was written");
+                return Err(Outcome::Abandoned);
+            }
+            _ = self.lost() => return Err(Outcome::Abandoned),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Outcome::Failed(
+                    "timeout".into(),
+                    format!(
+                        "planning took longer than the cycle timeout ({}); nothing was written",
+                        humantime(self.config.cycle_timeout)
+                    ),
+                ));
+            }
+        };
+        Ok(live)
+    }
+
+    /// Send the plan's changes until they are done, or shutdown's grace, a lost Lease or
+    /// the deadline stops them; then the report (`None`: not even one came back in time)
+    /// and what stopped it.
+    async fn send(
+        &self,
+        live: &LivePlan,
+        deadline: tokio::time::Instant,
+    ) -> (Option<Result<ApplyReport>>, Option<Stop>) {
+        let stop = CancellationToken::new();
+        let apply_options = ApplyOptions {
+            applyset: self.config.applyset.clone(),
+            force_conflicts: true,
+            prune: self.config.prune,
+            allow_mass_prune: self.config.allow_mass_prune,
+            // Re-creating a StatefulSet for anything but claim growth is for a person to
+            // decide (`berth apply --allow-replace`), never for the reconciler. (A Service
+            // holds no data: its re-creation needs no flag.)
+            allow_replace: false,
+            progress_bar: false,
+            quiet: true,
+            stop: stop.clone(),
+        };
+        let mut why = None;
+        let result = {
+            let apply = crate::cluster::apply(&self.cluster, live, &apply_options);
+            tokio::pin!(apply);
+            let lost = self.lost();
+            tokio::pin!(lost);
+            let grace = async {
+                self.shutdown.cancelled().await;
+                tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: letting the apply in flight finish");
+                tokio::time::sleep(self.config.shutdown_grace).await;
+            };
+            tokio::pin!(grace);
+            let finished = tokio::select! {
+                result = &mut apply => Some(result),
+                _ = &mut grace => {
+                    why = Some(Stop::Shutdown);
+                    None
+                }
+                _ = &mut lost => {
+                    why = Some(Stop::Lost);
+                    None
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    why = Some(Stop::Timeout);
+                    None
+                }
+            };
+            match finished {
+                Some(result) => Some(result),
+                // Stop sending; the requests in flight are abandoned at once.
+                None => {
+                    stop.cancel();
+                    tokio::time::timeout(STOPPING, &mut apply).await.ok()
+                }
+            }
+        };
+        (result, why)
     }
 
     /// The outcome of an apply stopped early, said once in the log.

@@ -4,7 +4,7 @@
 //! loop ([`super::run`]) calls [`Reconciler::cycle`] once per trigger; the apply itself is
 //! in [`super::apply`], what is reported in [`super::report`].
 
-use super::idle::{self, is_idle_change};
+use super::idle;
 use super::state::Reconciler;
 use super::state::{Outcome, Refusal, Refused, Target, Trigger, short};
 use super::status::{self, ErrorInfo, RevisionInfo};
@@ -32,6 +32,7 @@ impl Reconciler {
         }
     }
 
+    /// The steps of one cycle, each in its own method below.
     pub(super) async fn cycle_within(&mut self, trigger: Trigger, deadline: tokio::time::Instant) {
         let leader = self.is_leader();
         self.shared.metrics.leader(leader);
@@ -39,36 +40,9 @@ impl Reconciler {
             self.retry_at = None;
         }
         // 1. The source's latest revision.
-        let revision = match self.tracker.latest().await {
-            Ok(revision) => revision,
-            Err(err) => {
-                let message = crate::cluster::error::chain(&err);
-                tracing::warn!(error = %message, "reading the source failed");
-                self.shared.metrics.fetch_error();
-                if leader {
-                    self.fail("fetch", None, message).await;
-                }
-                return;
-            }
+        let Some(revision) = self.read_source(leader).await else {
+            return;
         };
-        self.shared.ready.store(true, Ordering::Relaxed);
-        let signed_by = signer(&revision);
-        self.shared.set_status(|s| {
-            // A new commit, or the same one judged anew (the allowed signers changed).
-            if s.last_seen.as_ref().map(|r| (&r.revision, &r.signer))
-                != Some((&revision.commit, &signed_by))
-            {
-                s.last_seen = Some(RevisionInfo {
-                    revision: revision.commit.clone(),
-                    summary: revision.summary.clone(),
-                    at: status::now(),
-                    signer: signed_by,
-                });
-            }
-            if s.error.as_ref().is_some_and(|e| e.kind == "fetch") {
-                s.error = None;
-            }
-        });
         if !leader {
             return;
         }
@@ -91,22 +65,7 @@ impl Reconciler {
         };
 
         // 3. Idle workspaces: one LIST of Leases.
-        let idle = match tokio::time::timeout_at(
-            deadline,
-            idle::idle_workspaces(&self.cluster, &self.config.applyset, &target.idle_timeouts),
-        )
-        .await
-        {
-            Ok(Ok(idle)) => idle,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %crate::cluster::error::chain(&err), "reading activity Leases failed");
-                self.idle.clone()
-            }
-            Err(_) => {
-                tracing::warn!(cycle_timeout = ?self.config.cycle_timeout, "reading activity Leases took the whole cycle");
-                self.idle.clone()
-            }
-        };
+        let idle = self.read_idle(&target, deadline).await;
         let full = self.pending.is_some()
             || idle != self.idle
             || self.first
@@ -124,10 +83,85 @@ impl Reconciler {
         self.next_drift = Instant::now() + self.config.drift_interval;
 
         // 4. Plan and apply.
+        self.apply_and_record(&target, trigger, &idle, deadline)
+            .await;
+        self.write_status().await;
+    }
+
+    /// Step 1: the source's latest revision, recorded as the last seen (`None`: it could
+    /// not be read; the leader records the failure).
+    async fn read_source(&mut self, leader: bool) -> Option<Revision> {
+        let revision = match self.tracker.latest().await {
+            Ok(revision) => revision,
+            Err(err) => {
+                let message = crate::cluster::error::chain(&err);
+                tracing::warn!(error = %message, "reading the source failed");
+                self.shared.metrics.fetch_error();
+                if leader {
+                    self.fail("fetch", None, message).await;
+                }
+                return None;
+            }
+        };
+        self.shared.ready.store(true, Ordering::Relaxed);
+        let signed_by = signer(&revision);
+        self.shared.set_status(|s| {
+            // A new commit, or the same one judged anew (the allowed signers changed).
+            if s.last_seen.as_ref().map(|r| (&r.revision, &r.signer))
+                != Some((&revision.commit, &signed_by))
+            {
+                s.last_seen = Some(RevisionInfo {
+                    revision: revision.commit.clone(),
+                    summary: revision.summary.clone(),
+                    at: status::now(),
+                    signer: signed_by,
+                });
+            }
+            if s.error.as_ref().is_some_and(|e| e.kind == "fetch") {
+                s.error = None;
+            }
+        });
+        Some(revision)
+    }
+
+    /// Step 3: the idle workspaces, by one LIST of Leases; when that fails or takes the
+    /// whole cycle, those of the last cycle.
+    async fn read_idle(
+        &self,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> BTreeMap<String, String> {
+        match tokio::time::timeout_at(
+            deadline,
+            idle::idle_workspaces(&self.cluster, &self.config.applyset, &target.idle_timeouts),
+        )
+        .await
+        {
+            Ok(Ok(idle)) => idle,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %crate::cluster::error::chain(&err), "reading activity Leases failed");
+                self.idle.clone()
+            }
+            Err(_) => {
+                tracing::warn!(cycle_timeout = ?self.config.cycle_timeout, "reading activity Leases took the whole cycle");
+                self.idle.clone()
+            }
+        }
+    }
+
+    /// Step 4: plan and apply the revision in force, and record the outcome (metrics,
+    /// success or failure).
+    async fn apply_and_record(
+        &mut self,
+        target: &Target,
+        trigger: Trigger,
+        idle: &BTreeMap<String, String>,
+        deadline: tokio::time::Instant,
+    ) {
         let started = Instant::now();
-        let outcome = self.apply(&target, &idle, deadline).await;
+        let outcome = self.apply(target, idle, deadline).await;
         let took = started.elapsed();
-        self.notify_outcome(&target, &outcome);
+        self.notify_outcome(target, &outcome);
         match outcome {
             Outcome::Abandoned => {
                 self.shared.metrics.reconciled("abandoned", took);
@@ -138,15 +172,14 @@ impl Reconciler {
             }
             Outcome::Unchanged => {
                 self.shared.metrics.reconciled("unchanged", took);
-                self.succeeded(&target, trigger, &idle, None).await;
+                self.succeeded(target, trigger, idle, None).await;
             }
             Outcome::Applied(live, report) => {
                 self.shared.metrics.reconciled("applied", took);
-                self.succeeded(&target, trigger, &idle, Some((*live, report)))
+                self.succeeded(target, trigger, idle, Some((*live, report)))
                     .await;
             }
         }
-        self.write_status().await;
     }
 
     /// Check and validate a new revision: signed as required and valid → pending (applied
@@ -230,6 +263,8 @@ impl Reconciler {
         });
     }
 
+    /// A cycle's apply succeeded (or had nothing to do): backoff reset, the revision in
+    /// force, and what changed reported ([`super::report`]).
     pub(super) async fn succeeded(
         &mut self,
         target: &Target,
@@ -240,119 +275,18 @@ impl Reconciler {
         self.backoff.reset();
         self.retry_at = None;
         let new_revision = self.pending.take().is_some();
-        let mut summary = String::new();
-        if let Some((live, report)) = &applied {
-            let (created, updated, deleted) = (
-                count(report, "created"),
-                count(report, "updated"),
-                count(report, "deleted"),
-            );
-            self.shared.metrics.objects("created", created);
-            self.shared.metrics.objects("updated", updated);
-            self.shared.metrics.objects("pruned", deleted);
-            let restarted: Vec<&str> = live
-                .plan
-                .restarts
-                .iter()
-                .filter(|r| r.pending.is_none())
-                .map(|r| r.workspace.as_str())
-                .collect();
-            self.shared.metrics.restarts(restarted.len());
-            summary = format!("{created} created, {updated} updated, {deleted} deleted");
-            if !restarted.is_empty() {
-                summary.push_str(&format!("; restarted {}", restarted.join(", ")));
-            }
-        }
+        let summary = applied
+            .as_ref()
+            .map(|(live, report)| self.count_applied(live, report))
+            .unwrap_or_default();
         if new_revision {
             self.applied = Some(target.clone());
             self.shared.metrics.applied_revision(&target.commit);
-            self.shared.set_status(|s| {
-                s.last_applied = Some(RevisionInfo {
-                    revision: target.commit.clone(),
-                    summary: target.summary.clone(),
-                    at: status::now(),
-                    signer: target.signer.clone(),
-                });
-            });
-            let message = format!(
-                "applied {} {}{}",
-                short(&target.commit),
-                target.summary,
-                if summary.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {summary}")
-                }
-            );
-            tracing::info!(revision = %target.commit, "{message}");
-            self.event(false, "Applied", &message).await;
+            self.report_applied(target, &summary).await;
         } else if let Some((live, _)) = &applied {
-            // A rollout's next batch is git's change going on, not drift.
-            let batch: Vec<&str> = live
-                .plan
-                .rollouts
-                .iter()
-                .flat_map(|r| r.started.iter().map(String::as_str))
-                .collect();
-            if !batch.is_empty() {
-                let message = format!(
-                    "rollout of {}: restarting {}",
-                    short(&target.commit),
-                    batch.join(", ")
-                );
-                tracing::info!("{message}");
-                self.event(false, "RolloutBatch", &message).await;
-            }
-            let objects: Vec<String> = live
-                .plan
-                .changes
-                .iter()
-                .filter(|c| !is_idle_change(c, idle, &self.idle))
-                .filter(|c| {
-                    !(crate::plan::rollout::rolls_pods(c)
-                        && batch.contains(
-                            &format!(
-                                "{}/{}",
-                                c.object.namespace.as_deref().unwrap_or(""),
-                                c.object.name
-                            )
-                            .as_str(),
-                        ))
-                })
-                .map(|c| c.object.to_string())
-                .collect();
-            if !objects.is_empty() {
-                let message = format!(
-                    "healed drift from {} ({trigger:?}): {}",
-                    short(&target.commit),
-                    objects.join(", ")
-                );
-                tracing::warn!("{message}");
-                self.event(true, "DriftHealed", &message).await;
-                self.shared.set_status(|s| {
-                    s.last_drift = Some(status::DriftInfo {
-                        at: status::now(),
-                        revision: target.commit.clone(),
-                        objects,
-                    });
-                });
-            }
+            self.report_drift(target, trigger, live, idle).await;
         }
-        // Idle transitions.
-        for (key, since) in idle {
-            if !self.idle.contains_key(key) {
-                let message = format!("{key} is idle since {since}: suspended (replicas 0)");
-                tracing::info!("{message}");
-                self.event(false, "Suspended", &message).await;
-            }
-        }
-        for key in self.idle.keys() {
-            if !idle.contains_key(key) {
-                let message = format!("{key} is active again: resumed");
-                tracing::info!("{message}");
-                self.event(false, "Resumed", &message).await;
-            }
-        }
+        self.report_idle(idle).await;
         self.idle = idle.clone();
         self.shared.metrics.idle(idle.len());
         // The error of a refused head stays until a good revision replaces it.
@@ -364,6 +298,32 @@ impl Reconciler {
                 s.error = None;
             }
         });
+    }
+
+    /// The metrics of what an apply did, and its one-line summary for the log and the
+    /// Event (`3 created, 1 updated, 0 deleted; restarted a, b`).
+    fn count_applied(&self, live: &LivePlan, report: &ApplyReport) -> String {
+        let (created, updated, deleted) = (
+            count(report, "created"),
+            count(report, "updated"),
+            count(report, "deleted"),
+        );
+        self.shared.metrics.objects("created", created);
+        self.shared.metrics.objects("updated", updated);
+        self.shared.metrics.objects("pruned", deleted);
+        let restarted: Vec<&str> = live
+            .plan
+            .restarts
+            .iter()
+            .filter(|r| r.pending.is_none())
+            .map(|r| r.workspace.as_str())
+            .collect();
+        self.shared.metrics.restarts(restarted.len());
+        let mut summary = format!("{created} created, {updated} updated, {deleted} deleted");
+        if !restarted.is_empty() {
+            summary.push_str(&format!("; restarted {}", restarted.join(", ")));
+        }
+        summary
     }
 
     pub(super) async fn fail(&mut self, kind: &str, revision: Option<String>, message: String) {

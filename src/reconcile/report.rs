@@ -3,8 +3,9 @@
 //! and writing the status ConfigMap when it changed. The formats live in
 //! [`super::status`]; this file decides what to say after each cycle.
 
-use super::state::{ROLLOUT_TICK, Reconciler};
-use super::status::{self, WorkspaceStatus};
+use super::idle::is_idle_change;
+use super::state::{ROLLOUT_TICK, Reconciler, Target, Trigger, short};
+use super::status::{self, RevisionInfo, WorkspaceStatus};
 use crate::cluster::{ApplyReport, LivePlan};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -223,6 +224,111 @@ impl Reconciler {
             Ok(()) => self.written = Some(current),
             Err(err) => {
                 tracing::warn!(error = %crate::cluster::error::chain(&err), "writing the status failed")
+            }
+        }
+    }
+
+    /// A new revision is in force: the status's last applied revision, the log and an
+    /// `Applied` Event.
+    pub(super) async fn report_applied(&self, target: &Target, summary: &str) {
+        self.shared.set_status(|s| {
+            s.last_applied = Some(RevisionInfo {
+                revision: target.commit.clone(),
+                summary: target.summary.clone(),
+                at: status::now(),
+                signer: target.signer.clone(),
+            });
+        });
+        let message = format!(
+            "applied {} {}{}",
+            short(&target.commit),
+            target.summary,
+            if summary.is_empty() {
+                String::new()
+            } else {
+                format!(": {summary}")
+            }
+        );
+        tracing::info!(revision = %target.commit, "{message}");
+        self.event(false, "Applied", &message).await;
+    }
+
+    /// The same revision applied again: a rollout's next batch (a `RolloutBatch` Event),
+    /// or drift healed (a `DriftHealed` Event and the status's last drift). A change that
+    /// only suspends or resumes an idle workspace is neither.
+    pub(super) async fn report_drift(
+        &self,
+        target: &Target,
+        trigger: Trigger,
+        live: &LivePlan,
+        idle: &BTreeMap<String, String>,
+    ) {
+        // A rollout's next batch is git's change going on, not drift.
+        let batch: Vec<&str> = live
+            .plan
+            .rollouts
+            .iter()
+            .flat_map(|r| r.started.iter().map(String::as_str))
+            .collect();
+        if !batch.is_empty() {
+            let message = format!(
+                "rollout of {}: restarting {}",
+                short(&target.commit),
+                batch.join(", ")
+            );
+            tracing::info!("{message}");
+            self.event(false, "RolloutBatch", &message).await;
+        }
+        let objects: Vec<String> = live
+            .plan
+            .changes
+            .iter()
+            .filter(|c| !is_idle_change(c, idle, &self.idle))
+            .filter(|c| {
+                !(crate::plan::rollout::rolls_pods(c)
+                    && batch.contains(
+                        &format!(
+                            "{}/{}",
+                            c.object.namespace.as_deref().unwrap_or(""),
+                            c.object.name
+                        )
+                        .as_str(),
+                    ))
+            })
+            .map(|c| c.object.to_string())
+            .collect();
+        if !objects.is_empty() {
+            let message = format!(
+                "healed drift from {} ({trigger:?}): {}",
+                short(&target.commit),
+                objects.join(", ")
+            );
+            tracing::warn!("{message}");
+            self.event(true, "DriftHealed", &message).await;
+            self.shared.set_status(|s| {
+                s.last_drift = Some(status::DriftInfo {
+                    at: status::now(),
+                    revision: target.commit.clone(),
+                    objects,
+                });
+            });
+        }
+    }
+
+    /// Idle transitions since the last cycle: a `Suspended` or `Resumed` Event each.
+    pub(super) async fn report_idle(&self, idle: &BTreeMap<String, String>) {
+        for (key, since) in idle {
+            if !self.idle.contains_key(key) {
+                let message = format!("{key} is idle since {since}: suspended (replicas 0)");
+                tracing::info!("{message}");
+                self.event(false, "Suspended", &message).await;
+            }
+        }
+        for key in self.idle.keys() {
+            if !idle.contains_key(key) {
+                let message = format!("{key} is active again: resumed");
+                tracing::info!("{message}");
+                self.event(false, "Resumed", &message).await;
             }
         }
     }
