@@ -49,111 +49,15 @@ impl Reconciler {
         report: Option<&ApplyReport>,
         idle: &BTreeMap<String, String>,
     ) {
-        let mut list = Vec::new();
         // The workspaces' StatefulSets, read back from the plan's JSON text; restarts,
         // failures and live StatefulSets by workspace: one lookup each, not a scan of all
         // (at 10,000 workspaces the scans took minutes).
-        let desired: Vec<Value> = live
-            .desired
+        let desired = statefulsets(live);
+        let lookups = Lookups::new(live, report);
+        let mut list: Vec<WorkspaceStatus> = desired
             .iter()
-            .filter(|o| o.key.kind == "StatefulSet")
-            .map(|o| {
-                // What the status reads (names, labels, replicas): read back one at a
-                // time, the rest of each StatefulSet dropped at once.
-                let object = o.value();
-                serde_json::json!({
-                    "kind": "StatefulSet",
-                    "metadata": {
-                        "namespace": object.pointer("/metadata/namespace"),
-                        "name": object.pointer("/metadata/name"),
-                        "labels": object.pointer("/metadata/labels"),
-                    },
-                    "spec": {"replicas": object.pointer("/spec/replicas")},
-                })
-            })
+            .map(|object| lookups.status(object, idle))
             .collect();
-        let restarts: BTreeMap<(&str, &str), &crate::plan::Restart> = live
-            .plan
-            .restarts
-            .iter()
-            .rev()
-            .map(|r| ((r.namespace.as_str(), r.workspace.as_str()), r))
-            .collect();
-        let halts: BTreeMap<&str, &crate::plan::rollout::Halt> = live
-            .plan
-            .rollouts
-            .iter()
-            .filter_map(|r| r.halted.as_ref())
-            .map(|h| (h.workspace.as_str(), h))
-            .collect();
-        let mut failures: BTreeMap<(&str, &str), &String> = BTreeMap::new();
-        for (object, message) in report.into_iter().flat_map(|r| &r.failed) {
-            // `Kind/namespace/name`: the workspace's own object, or its `<name>-env`.
-            let mut parts = object.rsplitn(3, '/');
-            let (Some(name), Some(namespace), Some(_)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            failures.entry((namespace, name)).or_insert(message);
-            if let Some(workspace) = name.strip_suffix("-env") {
-                failures.entry((namespace, workspace)).or_insert(message);
-            }
-        }
-        let rolled_out: BTreeMap<(&str, &str), Option<bool>> = live
-            .inventory
-            .members
-            .iter()
-            .filter(|m| m.key.kind == "StatefulSet")
-            .map(|m| {
-                let namespace = m.key.namespace.as_deref().unwrap_or_default();
-                ((namespace, m.key.name.as_str()), m.rolled_out)
-            })
-            .collect();
-        for object in &desired {
-            let text = |p: &str| {
-                object
-                    .pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            };
-            let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
-            let key = format!("{namespace}/{name}");
-            let restart = restarts.get(&(namespace, name)).copied();
-            let failed = failures.get(&(namespace, name));
-            let live_sts = rolled_out.get(&(namespace, name)).copied();
-            let replicas = object
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            let (state, reason) = if let Some(message) = failed {
-                ("failed", Some(message.to_string()))
-            } else if let Some(halt) = halts.get(key.as_str()) {
-                (
-                    "halted",
-                    Some(format!("rollout halted here: {}", halt.reason)),
-                )
-            } else if let Some(since) = idle.get(&key) {
-                ("suspended", Some(format!("idle since {since}")))
-            } else if replicas == 0 {
-                ("suspended", Some("suspended in git".to_string()))
-            } else if let Some(r) = restart.filter(|r| r.pending.is_none()) {
-                let names: Vec<&str> = r.variables.iter().map(|v| v.name.as_str()).collect();
-                (
-                    "restarting",
-                    Some(format!("environment changed: {}", names.join(", "))),
-                )
-            } else {
-                live_state(live_sts)
-            };
-            list.push(WorkspaceStatus {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                state: state.to_string(),
-                reason,
-                pending_restart: restart.and_then(|r| r.pending.clone()),
-                ..Default::default()
-            });
-        }
         status::annotate(&mut list, &desired, &live.plan);
         self.shared.set_status(|s| s.workspaces = list);
     }
@@ -330,6 +234,131 @@ impl Reconciler {
                 tracing::info!("{message}");
                 self.event(false, "Resumed", &message).await;
             }
+        }
+    }
+}
+
+/// The desired StatefulSets of a plan, with only what the status reads.
+fn statefulsets(live: &LivePlan) -> Vec<Value> {
+    live.desired
+        .iter()
+        .filter(|o| o.key.kind == "StatefulSet")
+        .map(|o| {
+            // What the status reads (names, labels, replicas): read back one at a
+            // time, the rest of each StatefulSet dropped at once.
+            let object = o.value();
+            serde_json::json!({
+                "kind": "StatefulSet",
+                "metadata": {
+                    "namespace": object.pointer("/metadata/namespace"),
+                    "name": object.pointer("/metadata/name"),
+                    "labels": object.pointer("/metadata/labels"),
+                },
+                "spec": {"replicas": object.pointer("/spec/replicas")},
+            })
+        })
+        .collect()
+}
+
+/// A plan's restarts, halts, failures and live StatefulSets, each by workspace.
+struct Lookups<'a> {
+    restarts: BTreeMap<(&'a str, &'a str), &'a crate::plan::Restart>,
+    halts: BTreeMap<&'a str, &'a crate::plan::rollout::Halt>,
+    failures: BTreeMap<(&'a str, &'a str), &'a String>,
+    rolled_out: BTreeMap<(&'a str, &'a str), Option<bool>>,
+}
+
+impl<'a> Lookups<'a> {
+    fn new(live: &'a LivePlan, report: Option<&'a ApplyReport>) -> Lookups<'a> {
+        let restarts: BTreeMap<(&str, &str), &crate::plan::Restart> = live
+            .plan
+            .restarts
+            .iter()
+            .rev()
+            .map(|r| ((r.namespace.as_str(), r.workspace.as_str()), r))
+            .collect();
+        let halts: BTreeMap<&str, &crate::plan::rollout::Halt> = live
+            .plan
+            .rollouts
+            .iter()
+            .filter_map(|r| r.halted.as_ref())
+            .map(|h| (h.workspace.as_str(), h))
+            .collect();
+        let mut failures: BTreeMap<(&str, &str), &String> = BTreeMap::new();
+        for (object, message) in report.into_iter().flat_map(|r| &r.failed) {
+            // `Kind/namespace/name`: the workspace's own object, or its `<name>-env`.
+            let mut parts = object.rsplitn(3, '/');
+            let (Some(name), Some(namespace), Some(_)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            failures.entry((namespace, name)).or_insert(message);
+            if let Some(workspace) = name.strip_suffix("-env") {
+                failures.entry((namespace, workspace)).or_insert(message);
+            }
+        }
+        let rolled_out: BTreeMap<(&str, &str), Option<bool>> = live
+            .inventory
+            .members
+            .iter()
+            .filter(|m| m.key.kind == "StatefulSet")
+            .map(|m| {
+                let namespace = m.key.namespace.as_deref().unwrap_or_default();
+                ((namespace, m.key.name.as_str()), m.rolled_out)
+            })
+            .collect();
+        Lookups {
+            restarts,
+            halts,
+            failures,
+            rolled_out,
+        }
+    }
+
+    /// The state of the workspace of one desired StatefulSet, and why.
+    fn status(&self, object: &Value, idle: &BTreeMap<String, String>) -> WorkspaceStatus {
+        let text = |p: &str| {
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+        let key = format!("{namespace}/{name}");
+        let restart = self.restarts.get(&(namespace, name)).copied();
+        let failed = self.failures.get(&(namespace, name));
+        let live_sts = self.rolled_out.get(&(namespace, name)).copied();
+        let replicas = object
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let (state, reason) = if let Some(message) = failed {
+            ("failed", Some(message.to_string()))
+        } else if let Some(halt) = self.halts.get(key.as_str()) {
+            (
+                "halted",
+                Some(format!("rollout halted here: {}", halt.reason)),
+            )
+        } else if let Some(since) = idle.get(&key) {
+            ("suspended", Some(format!("idle since {since}")))
+        } else if replicas == 0 {
+            ("suspended", Some("suspended in git".to_string()))
+        } else if let Some(r) = restart.filter(|r| r.pending.is_none()) {
+            let names: Vec<&str> = r.variables.iter().map(|v| v.name.as_str()).collect();
+            (
+                "restarting",
+                Some(format!("environment changed: {}", names.join(", "))),
+            )
+        } else {
+            live_state(live_sts)
+        };
+        WorkspaceStatus {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            state: state.to_string(),
+            reason,
+            pending_restart: restart.and_then(|r| r.pending.clone()),
+            ..Default::default()
         }
     }
 }
