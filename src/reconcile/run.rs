@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -57,62 +57,20 @@ pub async fn start(
         .reading_secrets_with(cluster.client.clone());
     let fetch = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    let (election, handover) = match (&config.leader, fence) {
-        (Some(leader_config), Some(fence)) => {
-            let election_cluster = Cluster::from_config(kube_config)?;
-            // The election goes on trying by itself, through any outage.
-            election_cluster.outage.disable();
-            let (election, task, handover) = leader::start(
-                election_cluster,
-                leader_config.clone(),
-                fetch.clone(),
-                shutdown.clone(),
-                fence,
-            );
-            tasks.push(task);
-            (Some(election), Some(handover))
-        }
-        _ => (None, None),
-    };
-    let shared = Arc::new(Shared {
-        metrics: Metrics::new(),
-        status: Mutex::new(Status {
-            source: config.source.describe(),
-            writer: config.identity.clone(),
-            ..Default::default()
-        }),
-        ready: AtomicBool::new(false),
-        api_reached: AtomicBool::new(true),
-        heartbeat: Mutex::new(Instant::now()),
-        stall_after: (config.poll_interval * 4).max(Duration::from_secs(600)),
-        fetch: fetch.clone(),
-        election: election.clone(),
-        webhook_secret: config.webhook_secret.clone().filter(|s| !s.is_empty()),
-        followed_ref: tracker.followed_ref(),
-        requests: cluster.requests.clone(),
-        errors: cluster.errors.clone(),
-        hooks: Hooks::default(),
-        page: PageState::new(config.applyset.clone()),
-    });
+    let (election, handover) = elect(&config, kube_config, fence, &fetch, &shutdown, &mut tasks)?;
+    let shared = Arc::new(shared_state(
+        &config,
+        &tracker,
+        &cluster,
+        election.clone(),
+        fetch.clone(),
+    ));
     if shared.webhook_secret.is_none() {
         tracing::warn!("no webhook secret: POST /hooks/git refuses every request");
     }
-    let mut addr = None;
     // The server also stops when the loop ends on an error.
     let server_stop = shutdown.child_token();
-    if let Some(listen) = config.listen {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        addr = Some(listener.local_addr().context("reading the bound address")?);
-        let router = server::router(shared.clone());
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            router,
-            server_stop.clone(),
-        )));
-        tracing::info!(%listen, "serving the status page, /api/status, /healthz, /readyz, /metrics and /hooks/git");
-    }
+    let addr = serve(config.listen, &shared, &server_stop, &mut tasks).await?;
     let notifier = commit_status::start(
         &config,
         cluster.client.clone(),
@@ -149,6 +107,86 @@ pub async fn start(
         result
     });
     Ok(Running { addr, shared, task })
+}
+
+/// With `--leader-elect`: the election, on a client of its own, its task pushed on
+/// `tasks`, and the sender the loop tells when it has stopped writing.
+fn elect(
+    config: &Config,
+    kube_config: kube::Config,
+    fence: Option<Fence>,
+    fetch: &Arc<Notify>,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<Election>, Option<oneshot::Sender<Handover>>)> {
+    Ok(match (&config.leader, fence) {
+        (Some(leader_config), Some(fence)) => {
+            let election_cluster = Cluster::from_config(kube_config)?;
+            // The election goes on trying by itself, through any outage.
+            election_cluster.outage.disable();
+            let (election, task, handover) = leader::start(
+                election_cluster,
+                leader_config.clone(),
+                fetch.clone(),
+                shutdown.clone(),
+                fence,
+            );
+            tasks.push(task);
+            (Some(election), Some(handover))
+        }
+        _ => (None, None),
+    })
+}
+
+/// The state the loop shares with the server and the caller, before the first cycle.
+fn shared_state(
+    config: &Config,
+    tracker: &Tracker,
+    cluster: &Cluster,
+    election: Option<Election>,
+    fetch: Arc<Notify>,
+) -> Shared {
+    Shared {
+        metrics: Metrics::new(),
+        status: Mutex::new(Status {
+            source: config.source.describe(),
+            writer: config.identity.clone(),
+            ..Default::default()
+        }),
+        ready: AtomicBool::new(false),
+        api_reached: AtomicBool::new(true),
+        heartbeat: Mutex::new(Instant::now()),
+        stall_after: (config.poll_interval * 4).max(Duration::from_secs(600)),
+        fetch,
+        election,
+        webhook_secret: config.webhook_secret.clone().filter(|s| !s.is_empty()),
+        followed_ref: tracker.followed_ref(),
+        requests: cluster.requests.clone(),
+        errors: cluster.errors.clone(),
+        hooks: Hooks::default(),
+        page: PageState::new(config.applyset.clone()),
+    }
+}
+
+/// With `--listen`: bind it and serve the HTTP endpoints until `stop`, the task pushed on
+/// `tasks`; the address bound (with the real port for `:0`).
+async fn serve(
+    listen: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<SocketAddr>> {
+    let mut addr = None;
+    if let Some(listen) = listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        addr = Some(listener.local_addr().context("reading the bound address")?);
+        let router = server::router(shared.clone());
+        tasks.push(tokio::spawn(server::serve(listener, router, stop.clone())));
+        tracing::info!(%listen, "serving the status page, /api/status, /healthz, /readyz, /metrics and /hooks/git");
+    }
+    Ok(addr)
 }
 
 impl Reconciler {
