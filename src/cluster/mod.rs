@@ -17,6 +17,7 @@ pub mod outage;
 mod retry;
 pub mod rollout;
 pub mod tenancy;
+mod transport;
 mod wait;
 
 pub use api_errors::ErrorCounter;
