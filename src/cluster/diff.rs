@@ -7,7 +7,7 @@ use super::applyset::{APPLIED_HASH, ApplySet};
 use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
 use super::rollout;
-use super::{Cluster, FIELD_MANAGER};
+use super::{CONCURRENCY, Cluster, FIELD_MANAGER};
 use crate::plan::live::Live;
 use crate::plan::{Action, Plan};
 use crate::render::{ObjectKey, ObjectText, RenderContext, key_of};
@@ -19,9 +19,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-
-/// Dry-runs in flight at once.
-pub(super) const CONCURRENCY: usize = 16;
 
 /// An object for a dry-run task: whole, or JSON text the task reads back.
 enum Object {
