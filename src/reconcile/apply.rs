@@ -238,7 +238,7 @@ impl Reconciler {
     }
 
     /// The outcome of an apply stopped early, said once in the log.
-    pub(super) fn stopped(&self, why: Option<Stop>, report: Option<&ApplyReport>) -> Outcome {
+    fn stopped(&self, why: Option<Stop>, report: Option<&ApplyReport>) -> Outcome {
         let (applied, not_sent, in_flight) = report
             .map(|r| (r.done.len(), r.not_sent.len(), r.abandoned.len()))
             .unwrap_or_default();

@@ -33,7 +33,7 @@ impl Reconciler {
     }
 
     /// The steps of one cycle, each in its own method below.
-    pub(super) async fn cycle_within(&mut self, trigger: Trigger, deadline: tokio::time::Instant) {
+    async fn cycle_within(&mut self, trigger: Trigger, deadline: tokio::time::Instant) {
         let leader = self.is_leader();
         self.shared.metrics.leader(leader);
         if trigger == Trigger::Retry {
@@ -186,7 +186,7 @@ impl Reconciler {
     /// next), else refused. The signature comes first: an unsigned revision is not even
     /// loaded. It is validated against the cluster's tenancy rule; when that cannot be
     /// read, the revision is neither accepted nor refused, and the next cycle tries again.
-    pub(super) async fn evaluate(&mut self, revision: &Revision) {
+    async fn evaluate(&mut self, revision: &Revision) {
         if let Some(Verdict::Refused(why)) = &revision.signature {
             let message = format!(
                 "revision {} is not signed by an allowed key ({why}); the last good revision \
@@ -242,7 +242,7 @@ impl Reconciler {
     /// The one way a revision is refused, whatever the reason: never applied (the last
     /// good revision stays in force), reported once in the log, an Event, the status and
     /// the metric.
-    pub(super) async fn refuse(&mut self, revision: &Revision, refusal: Refusal, message: String) {
+    async fn refuse(&mut self, revision: &Revision, refusal: Refusal, message: String) {
         tracing::error!(revision = %revision.commit, kind = refusal.kind(), "{message}");
         self.notify_refused(revision, refusal, &message);
         self.refused = Some(Refused {
@@ -265,7 +265,7 @@ impl Reconciler {
 
     /// A cycle's apply succeeded (or had nothing to do): backoff reset, the revision in
     /// force, and what changed reported ([`super::report`]).
-    pub(super) async fn succeeded(
+    async fn succeeded(
         &mut self,
         target: &Target,
         trigger: Trigger,
@@ -326,7 +326,7 @@ impl Reconciler {
         summary
     }
 
-    pub(super) async fn fail(&mut self, kind: &str, revision: Option<String>, message: String) {
+    async fn fail(&mut self, kind: &str, revision: Option<String>, message: String) {
         // Whatever step met it, a control plane found gone is one kind of failure.
         let kind = if self.cluster.outage.message().is_some() {
             "unavailable"
