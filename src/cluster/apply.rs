@@ -3,8 +3,9 @@
 //! crash in between never hides a member from the next prune.
 
 use super::applyset::{ADDITIONAL_NAMESPACES, ApplySet, split_list};
-use super::diff::{LivePlan, api_for, api_for_key};
+use super::diff::LivePlan;
 use super::kinds::kind_of;
+use super::kinds::{api_for, api_for_key};
 use super::{Cluster, FIELD_MANAGER};
 use crate::plan::{Action, Change};
 use crate::render::{ObjectKey, ObjectText};

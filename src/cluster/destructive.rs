@@ -311,7 +311,7 @@ pub async fn recreate(
                 })?;
         }
     }
-    let api = super::diff::api_for(cluster, desired).map_err(|e| e.to_string())?;
+    let api = super::kinds::api_for(cluster, desired).map_err(|e| e.to_string())?;
     // A StatefulSet goes without its pods (they keep running, with their claims); a
     // Service with its EndpointSlices, which the new one gets again.
     let (delete, kept) = match change.object.kind.as_str() {
@@ -357,7 +357,7 @@ pub async fn release(cluster: &Cluster, change: &Change) -> Result<(), String> {
     if let Some(ns) = &change.object.namespace {
         bare["metadata"]["namespace"] = json!(ns);
     }
-    let api = super::diff::api_for(cluster, &bare).map_err(|e| e.to_string())?;
+    let api = super::kinds::api_for(cluster, &bare).map_err(|e| e.to_string())?;
     api.patch(
         &change.object.name,
         &PatchParams::apply(super::FIELD_MANAGER).force(),

@@ -7,7 +7,7 @@ use super::applyset::{APPLIED_HASH, ApplySet};
 use super::inventory::{self, Inventory};
 use super::kinds::kind_of;
 use super::rollout;
-use super::{Cluster, FIELD_MANAGER};
+use super::{CONCURRENCY, Cluster, FIELD_MANAGER};
 use crate::plan::live::Live;
 use crate::plan::{Action, Plan};
 use crate::render::{ObjectKey, ObjectText, RenderContext, key_of};
@@ -19,9 +19,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-
-/// Dry-runs in flight at once.
-pub(super) const CONCURRENCY: usize = 16;
 
 /// An object for a dry-run task: whole, or JSON text the task reads back.
 enum Object {
@@ -530,21 +527,6 @@ fn request_for(object: &Value) -> Result<kube::core::Request> {
         &kind.resource,
         namespace,
     )))
-}
-
-pub(super) fn api_for(cluster: &Cluster, object: &Value) -> Result<Api<DynamicObject>> {
-    let key = key_of(object).ok_or_else(|| anyhow!("object without apiVersion, kind or name"))?;
-    api_for_key(cluster, &key)
-}
-
-/// The API of the object `key` names.
-pub(super) fn api_for_key(cluster: &Cluster, key: &ObjectKey) -> Result<Api<DynamicObject>> {
-    let kind = kind_of(&key.api_version, &key.kind)
-        .ok_or_else(|| anyhow!("berth does not manage {}/{}", key.api_version, key.kind))?;
-    Ok(match (&key.namespace, kind.namespaced) {
-        (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &kind.resource),
-        _ => Api::all_with(cluster.client.clone(), &kind.resource),
-    })
 }
 
 /// An object without what the server maintains on its own: metadata bookkeeping, status,

@@ -2,6 +2,7 @@
 //! cause the field and message), or why it could not be reached. No Rust debug structure,
 //! no transport library's type name ever reaches a user.
 
+pub use super::transport::transport_cause;
 use kube::core::Status;
 use std::sync::OnceLock;
 
@@ -82,54 +83,6 @@ pub fn describe(err: &kube::Error, server: &str) -> String {
             "cannot reach the API server at {server}: {}",
             transport_cause(other)
         ),
-    }
-}
-
-/// The innermost cause of a transport failure, as words: the operating system's error
-/// (connection refused, reset, timed out), a TLS failure, or a timeout.
-pub fn transport_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &(dyn std::error::Error + 'static) = err;
-    let mut innermost = None;
-    loop {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            innermost = Some(io_words(io));
-        }
-        if cause.to_string().contains("deadline has elapsed") {
-            return "no answer in time (timed out)".into();
-        }
-        match cause.source() {
-            Some(next) => cause = next,
-            None => break,
-        }
-    }
-    innermost.unwrap_or_else(|| {
-        // Without an I/O error, the last message in the chain is the most specific one.
-        let text = cause.to_string();
-        if text.is_empty() {
-            "the connection failed".into()
-        } else {
-            text
-        }
-    })
-}
-
-fn io_words(io: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match io.kind() {
-        ConnectionRefused => "connection refused (is it running?)".into(),
-        ConnectionReset => "the connection was reset".into(),
-        ConnectionAborted => "the connection was aborted".into(),
-        TimedOut => "no answer in time (timed out)".into(),
-        NotFound => "the host name could not be resolved".into(),
-        BrokenPipe | UnexpectedEof => "the connection was closed by the server".into(),
-        _ => {
-            // Drop the "(os error N)" suffix: the words are enough.
-            let text = io.to_string();
-            match text.split_once(" (os error") {
-                Some((words, _)) => words.to_lowercase(),
-                None => text,
-            }
-        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod outage;
 mod retry;
 pub mod rollout;
 pub mod tenancy;
+mod transport;
 mod wait;
 
 pub use api_errors::ErrorCounter;
@@ -45,6 +46,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Field manager of every server-side apply berth makes.
 pub const FIELD_MANAGER: &str = "berth";
+
+/// Dry-runs (and reads of a plan) in flight at once: the plan's dry-runs ([`diff`]) and
+/// the rollout's reads of live pods ([`rollout`]) share it.
+const CONCURRENCY: usize = 16;
 
 /// Where the cluster is: a kubeconfig file and context, else the usual inference
 /// (`$KUBECONFIG`, `~/.kube/config`, or the pod's service account in a cluster).

@@ -351,7 +351,7 @@ async fn probe(client: &kube::Client) -> Probe {
         Ok(Err(err)) => {
             return match &err {
                 kube::Error::Api(_) | kube::Error::SerdeError(_) => Probe::Unknown,
-                other => Probe::Unreachable(super::error::transport_cause(other)),
+                other => Probe::Unreachable(super::transport::transport_cause(other)),
             };
         }
         Ok(Ok(response)) => response,

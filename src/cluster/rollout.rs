@@ -141,7 +141,7 @@ pub async fn mark_restarted(cluster: &Cluster, started: &[String]) -> Result<()>
         }
     });
     let results: Vec<Result<()>> = futures::stream::iter(requests)
-        .buffer_unordered(super::diff::CONCURRENCY)
+        .buffer_unordered(super::CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect()

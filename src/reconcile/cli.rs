@@ -1,7 +1,7 @@
 //! `berth watch` from the command line: its flags, and turning them into a [`Config`].
 //! Kept out of main.rs so the command line stays a thin shell and the flags are tested.
 
-use super::Config;
+use super::config::Config;
 use super::leader::LeaderConfig;
 use crate::cluster::applyset::ApplySet;
 use crate::source::{
@@ -455,7 +455,7 @@ pub async fn watch(
         }
         signals.cancel();
     });
-    let running = super::start(config, kube_config, shutdown).await?;
+    let running = super::run::start(config, kube_config, shutdown).await?;
     if let Some(addr) = running.addr {
         tracing::info!(%addr, "listening");
     }

@@ -2,7 +2,8 @@
 //! apart from the loop so the loop carries one call per point (refused, applying, apply
 //! outcome, workspace progress) and this file maps its outcomes to the notifier's terms.
 
-use super::{Config, Outcome, Reconciler, Refusal, Target};
+use super::config::Config;
+use super::state::{Outcome, Reconciler, Refusal, Target, short};
 use crate::notify::{ApplyResult, Notifier};
 use crate::source::Revision;
 use anyhow::Result;
@@ -89,7 +90,7 @@ impl Reconciler {
                 let count = |verb: &str| report.done.iter().filter(|(_, v)| *v == verb).count();
                 let mut summary = format!(
                     "applied {}: {} created, {} updated, {} deleted",
-                    super::short(&target.commit),
+                    short(&target.commit),
                     count("created"),
                     count("updated"),
                     count("deleted")

@@ -11,6 +11,7 @@
 use crate::activity::{HEARTBEAT, heartbeat_deadline};
 use crate::cluster::Cluster;
 use crate::cluster::applyset::ApplySet;
+use crate::plan::Action;
 use crate::render::{IDLE_SECONDS, IDLE_SINCE};
 use crate::resolve::Resolved;
 use anyhow::{Context, Result, bail};
@@ -208,6 +209,35 @@ pub async fn wake(
     Ok(format!(
         "{namespace}/{workspace}: woken (activity renewed, scaled back up)"
     ))
+}
+
+/// A change that is only the suspension or resumption of an idle workspace: its
+/// StatefulSet, or its activity Lease (which carries the suspension too).
+pub(super) fn is_idle_change(
+    change: &crate::plan::Change,
+    idle: &BTreeMap<String, String>,
+    before: &BTreeMap<String, String>,
+) -> bool {
+    let workspace = match change.object.kind.as_str() {
+        "StatefulSet" => change.object.name.as_str(),
+        "Lease" => match change.object.name.strip_suffix("-activity") {
+            Some(workspace) => workspace,
+            None => return false,
+        },
+        _ => return false,
+    };
+    let key = format!(
+        "{}/{}",
+        change.object.namespace.as_deref().unwrap_or_default(),
+        workspace
+    );
+    change.action == Action::Update
+        && (idle.contains_key(&key) != before.contains_key(&key)
+            || change
+                .desired
+                .as_ref()
+                .and_then(|d| d.pointer("/metadata/annotations"))
+                .is_some_and(|a| a.get(IDLE_SINCE).is_some()))
 }
 
 #[cfg(test)]

@@ -172,61 +172,13 @@ pub fn start(
             let attempt =
                 tokio::time::timeout(renew_deadline, candidate.try_acquire_or_renew(!stopping))
                     .await;
-            let failure = match attempt {
-                Ok(Ok(true)) => {
-                    fence.grant_until(sent + renew_deadline);
-                    reached.store(true, Ordering::Relaxed);
-                    None
-                }
-                Ok(Ok(false)) => {
-                    fence.revoke();
-                    reached.store(true, Ordering::Relaxed);
-                    None
-                }
-                // The fence keeps its deadline: a holder stays leader within it.
-                Ok(Err(err)) => {
-                    reached.store(answered(&err), Ordering::Relaxed);
-                    Some(crate::cluster::error::chain(&err))
-                }
-                Err(_) => {
-                    reached.store(false, Ordering::Relaxed);
-                    // The request was dropped unanswered: counted here, as a timeout.
-                    cluster.errors.record("timeout");
-                    Some(format!(
-                        "the API server did not answer within {renew_deadline:?}"
-                    ))
-                }
-            };
-            if let Some(message) = failure {
-                // One line when the cause changes, then one every 30 s, not one per try.
-                let repeat = warned.as_ref().is_some_and(|(last, at)| {
-                    *last == message && at.elapsed() < Duration::from_secs(30)
-                });
-                if !repeat {
-                    tracing::warn!(error = %message, "leader election: cannot read or renew the Lease");
-                    warned = Some((message, Instant::now()));
-                }
-            } else {
-                warned = None;
-            }
+            let failure = judge(attempt, &fence, &reached, &cluster, sent, renew_deadline);
+            warn_once(&mut warned, failure);
             let leading = fence.holds();
             if leading && candidate.fetch_requested() {
                 fetch.notify_one();
             }
-            tx.send_if_modified(|current| {
-                if *current == leading {
-                    return false;
-                }
-                let lease = format!("{}/{}", candidate.config.namespace, candidate.config.name);
-                let identity = &candidate.config.identity;
-                if leading {
-                    tracing::info!(%identity, %lease, "became the leader");
-                } else {
-                    tracing::warn!(%identity, %lease, "lost the leader Lease: stopped writing");
-                }
-                *current = leading;
-                true
-            });
+            announce(&tx, &candidate.config, leading);
             if stopping && !leading {
                 // Nothing (any more) to hand over.
                 break None;
@@ -246,26 +198,109 @@ pub fn start(
                 _ = tokio::time::sleep_until(next) => {}
             }
         };
-        // No write may start from here on.
-        let held = fence.holds();
-        fence.revoke();
-        tx.send_replace(false);
-        match handover {
-            Some(Handover::Release) if held => match candidate.release().await {
-                Ok(()) => tracing::info!("released the leader Lease"),
-                Err(err) => {
-                    tracing::warn!(error = %crate::cluster::error::chain(&err), "releasing the leader Lease")
-                }
-            },
-            Some(Handover::Expire) if held => tracing::warn!(
-                lease_duration = ?candidate.config.lease_duration,
-                "left the leader Lease to expire: requests were abandoned in flight, so the \
-                 standby takes over only after a lease duration"
-            ),
-            _ => {}
-        }
+        finish(&mut candidate, &fence, &tx, handover).await;
     });
     (election, task, handover_tx)
+}
+
+/// What one try to acquire or renew the Lease says: the fence granted until the renew
+/// deadline (holder), revoked (follower) or kept (an error), whether the API server was
+/// reached, and the failure to report, if any.
+fn judge(
+    attempt: Result<Result<bool>, tokio::time::error::Elapsed>,
+    fence: &Fence,
+    reached: &AtomicBool,
+    cluster: &Cluster,
+    sent: tokio::time::Instant,
+    renew_deadline: Duration,
+) -> Option<String> {
+    match attempt {
+        Ok(Ok(true)) => {
+            fence.grant_until(sent + renew_deadline);
+            reached.store(true, Ordering::Relaxed);
+            None
+        }
+        Ok(Ok(false)) => {
+            fence.revoke();
+            reached.store(true, Ordering::Relaxed);
+            None
+        }
+        // The fence keeps its deadline: a holder stays leader within it.
+        Ok(Err(err)) => {
+            reached.store(answered(&err), Ordering::Relaxed);
+            Some(crate::cluster::error::chain(&err))
+        }
+        Err(_) => {
+            reached.store(false, Ordering::Relaxed);
+            // The request was dropped unanswered: counted here, as a timeout.
+            cluster.errors.record("timeout");
+            Some(format!(
+                "the API server did not answer within {renew_deadline:?}"
+            ))
+        }
+    }
+}
+
+/// Log a failure of the election: one line when the cause changes, then one every 30 s.
+fn warn_once(warned: &mut Option<(String, Instant)>, failure: Option<String>) {
+    if let Some(message) = failure {
+        // One line when the cause changes, then one every 30 s, not one per try.
+        let repeat = warned
+            .as_ref()
+            .is_some_and(|(last, at)| *last == message && at.elapsed() < Duration::from_secs(30));
+        if !repeat {
+            tracing::warn!(error = %message, "leader election: cannot read or renew the Lease");
+            *warned = Some((message, Instant::now()));
+        }
+    } else {
+        *warned = None;
+    }
+}
+
+/// Tell the loop (and the log) when leadership changed.
+fn announce(tx: &watch::Sender<bool>, config: &LeaderConfig, leading: bool) {
+    tx.send_if_modified(|current| {
+        if *current == leading {
+            return false;
+        }
+        let lease = format!("{}/{}", config.namespace, config.name);
+        let identity = &config.identity;
+        if leading {
+            tracing::info!(%identity, %lease, "became the leader");
+        } else {
+            tracing::warn!(%identity, %lease, "lost the leader Lease: stopped writing");
+        }
+        *current = leading;
+        true
+    });
+}
+
+/// The election is over: no write may start, and the Lease is released, or left to
+/// expire when requests were abandoned in flight.
+async fn finish(
+    candidate: &mut Candidate,
+    fence: &Fence,
+    tx: &watch::Sender<bool>,
+    handover: Option<Handover>,
+) {
+    // No write may start from here on.
+    let held = fence.holds();
+    fence.revoke();
+    tx.send_replace(false);
+    match handover {
+        Some(Handover::Release) if held => match candidate.release().await {
+            Ok(()) => tracing::info!("released the leader Lease"),
+            Err(err) => {
+                tracing::warn!(error = %crate::cluster::error::chain(&err), "releasing the leader Lease")
+            }
+        },
+        Some(Handover::Expire) if held => tracing::warn!(
+            lease_duration = ?candidate.config.lease_duration,
+            "left the leader Lease to expire: requests were abandoned in flight, so the \
+             standby takes over only after a lease duration"
+        ),
+        _ => {}
+    }
 }
 
 /// Whether an election error still means the API server answered (a refusal, a conflict)

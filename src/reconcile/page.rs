@@ -26,9 +26,8 @@
 //! ConfigMap), read at most once per [`STANDBY_CACHE`] however often the page is asked
 //! for: the page must not let a visitor multiply berth's API requests.
 
-use super::Shared;
+use super::shared::Shared;
 use super::status::{self, Status, WorkspaceStatus};
-use crate::cluster::applyset::ApplySet;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,22 +42,6 @@ pub const REFRESH_SECONDS: u64 = 10;
 pub const STANDBY_CACHE: Duration = Duration::from_secs(5);
 /// The longest a standby waits for the leader's status before showing its own.
 const STANDBY_READ: Duration = Duration::from_secs(5);
-
-/// What the page needs besides the shared state: where the leader writes its status, and
-/// a standby's last read of it.
-pub struct PageState {
-    applyset: ApplySet,
-    read: tokio::sync::Mutex<Option<(Instant, Status)>>,
-}
-
-impl PageState {
-    pub fn new(applyset: ApplySet) -> PageState {
-        PageState {
-            applyset,
-            read: tokio::sync::Mutex::new(None),
-        }
-    }
-}
 
 /// Which instance's view the page shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,13 +11,15 @@
 //! - a request without a signature or token, or with a wrong GitLab token, is refused on
 //!   its headers, its body never read; a declared body over [`MAX_BODY`] gets 413 unread;
 //! - a signed body is hashed as it arrives and kept only up to [`MAX_BODY`] (a push event
-//!   is kilobytes), by at most [`BODY_READS`] requests at a time, within [`BODY_TIMEOUT`].
+//!   is kilobytes), by at most [`BODY_READS`](super::hooks::BODY_READS) requests at a
+//!   time, within [`BODY_TIMEOUT`].
 //!
 //! So the memory a stranger can make berth hold is about `BODY_READS × MAX_BODY` of bodies
 //! plus a few kilobytes per connection (measured in BENCHMARKS.md). Refusals are counted in
 //! `berth_webhook_requests_total{code}` and logged at most once a minute.
 
-use super::Shared;
+use super::hooks::REFUSAL_LOG_EVERY;
+use super::shared::Shared;
 use super::webhook::{self, Hook, Proof};
 use axum::Router;
 use axum::body::Body;
@@ -26,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -46,62 +48,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// The time a webhook request has from its headers to its answer (reading its body
 /// included).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Webhook bodies read at once; others wait (up to [`BODY_WAIT`]) or get 503.
-pub const BODY_READS: usize = 8;
 const BODY_WAIT: Duration = Duration::from_secs(5);
-/// At most one log line per this much time about refused webhooks.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// Bounds and counters of `POST /hooks/git`, shared by its requests.
-pub struct Hooks {
-    reads: Semaphore,
-    refusals: Mutex<Refusals>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks {
-            reads: Semaphore::new(BODY_READS),
-            refusals: Mutex::new(Refusals::default()),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Refusals {
-    /// When the last line was logged.
-    logged: Option<Instant>,
-    /// Refusals since then, not logged one by one.
-    quiet: u64,
-}
-
-impl Hooks {
-    /// Log a refusal, at most one line per [`REFUSAL_LOG_EVERY`]: a flood of bad requests
-    /// must not flood the log too (the metric counts each one).
-    fn refused(&self, code: StatusCode) {
-        let Ok(mut refusals) = self.refusals.lock() else {
-            return;
-        };
-        if refusals
-            .logged
-            .is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY)
-        {
-            refusals.quiet += 1;
-            return;
-        }
-        let before = std::mem::take(&mut refusals.quiet);
-        refusals.logged = Some(Instant::now());
-        tracing::warn!(
-            code = code.as_u16(),
-            refused_before = before,
-            "webhook refused ({}); further refusals in the next {}s are only counted in \
-             berth_webhook_requests_total",
-            code.canonical_reason().unwrap_or("refused"),
-            REFUSAL_LOG_EVERY.as_secs()
-        );
-    }
-}
-
 pub fn router(shared: Arc<Shared>) -> Router {
     let hooks = post(hook).layer(
         ServiceBuilder::new()

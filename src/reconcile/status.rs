@@ -310,6 +310,20 @@ impl Status {
                 let _ = writeln!(out, "  {line}");
             }
         }
+        self.write_workspaces(&mut out);
+        if self.omitted_workspaces > 0 {
+            let _ = writeln!(
+                out,
+                "… and {} more workspaces, left out (ready ones first) to keep the status \
+                 ConfigMap under its size limit: the status page and /api/status list all",
+                self.omitted_workspaces
+            );
+        }
+        out
+    }
+
+    /// The table of workspaces of [`Status::to_text`]: name, state and details.
+    fn write_workspaces(&self, out: &mut String) {
         if !self.workspaces.is_empty() {
             let width = self
                 .workspaces
@@ -334,15 +348,6 @@ impl Status {
                 );
             }
         }
-        if self.omitted_workspaces > 0 {
-            let _ = writeln!(
-                out,
-                "… and {} more workspaces, left out (ready ones first) to keep the status \
-                 ConfigMap under its size limit: the status page and /api/status list all",
-                self.omitted_workspaces
-            );
-        }
-        out
     }
 }
 

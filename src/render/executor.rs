@@ -160,7 +160,7 @@ pub fn rbac(ws: &ResolvedWorkspace) -> Vec<Value> {
             "kind": "RoleBinding",
             "metadata": meta,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": super::lifecycle::pod_account(ws), "namespace": ws.namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": super::meta::pod_account(ws), "namespace": ws.namespace}],
         }),
     ]
 }

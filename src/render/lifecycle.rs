@@ -8,7 +8,7 @@
 //! dict's keys become environment variables of the workspace (non-string values as JSON).
 
 use super::IDLE_SINCE;
-use super::workspace::{labels_of, meta_of};
+use super::meta::{labels_of, meta_of, pod_account};
 use crate::resolve::ResolvedWorkspace;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -47,38 +47,6 @@ print("berth pre-start: %d configuration value(s)" % len(configs))
 /// The name of the ConfigMap with a workspace's scripts.
 pub fn scripts_config_map_name(workspace: &str) -> String {
     format!("{workspace}-scripts")
-}
-
-fn post_start_key(script: &str) -> &'static str {
-    if script.ends_with(".py") {
-        "post_start.py"
-    } else {
-        "post_start.sh"
-    }
-}
-
-/// The scripts of a workspace, by the key they have in its scripts ConfigMap.
-///
-/// Validation has made sure each script exists and is readable; render only runs on a
-/// valid repository, so a missing text cannot occur here.
-pub fn scripts(
-    ws: &crate::model::WorkspaceSpec,
-    files: &crate::load::Files,
-) -> BTreeMap<String, String> {
-    let lifecycle = &ws.lifecycle;
-    let mut data = BTreeMap::new();
-    let read = |path: &str| files.text(path).unwrap_or_default().to_string();
-    if let Some(pre) = &lifecycle.pre_start {
-        data.insert("pre_start.py".to_string(), read(&pre.script));
-    }
-    if let Some(script) = lifecycle
-        .post_start
-        .as_ref()
-        .and_then(|p| p.script.as_deref())
-    {
-        data.insert(post_start_key(script).to_string(), read(script));
-    }
-    data
 }
 
 /// The ConfigMap holding a workspace's lifecycle scripts, if it has any.
@@ -120,17 +88,6 @@ pub fn activity_lease(ws: &ResolvedWorkspace, idle_since: Option<&str>) -> Optio
 /// The activity Lease of a workspace.
 pub fn lease_name(workspace: &str) -> String {
     format!("{workspace}-activity")
-}
-
-/// The service account the workspace pod runs as when it has an activity agent or runs
-/// k8s blocks and names none itself: it holds no rights but renewing the activity Lease
-/// and what Mage's executor needs.
-pub fn pod_account(ws: &ResolvedWorkspace) -> String {
-    ws.spec
-        .kubernetes
-        .service_account_name
-        .clone()
-        .unwrap_or_else(|| ws.name.clone())
 }
 
 /// The service account berth renders for a workspace pod that needs one and names none:

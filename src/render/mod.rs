@@ -17,6 +17,7 @@
 pub mod emit;
 pub mod executor;
 pub mod lifecycle;
+mod meta;
 mod object;
 pub mod rbac;
 mod workload_manager;

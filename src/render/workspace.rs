@@ -1,5 +1,6 @@
 //! The objects one workspace becomes.
 
+use super::meta::{labels_of, managed_labels, meta_of, pod_account, selector_labels};
 use super::*;
 use crate::model::{ClaimsOnDelete, Quantity as ModelQuantity, Resources, RestartPolicy};
 use crate::resolve::{KUBE_NAMESPACE_VAR, ResolvedProject, ResolvedWorkspace, VarValue, env_hash};
@@ -24,10 +25,6 @@ fn to_value<T: serde::Serialize>(object: &T) -> Value {
     // Serializing k8s-openapi types to JSON cannot fail: they hold only strings, numbers
     // and maps with string keys.
     serde_json::to_value(object).unwrap_or(Value::Null)
-}
-
-fn managed_labels() -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY.to_string(), "berth".to_string())])
 }
 
 pub fn namespace(project: &ResolvedProject) -> Value {
@@ -55,40 +52,6 @@ pub fn namespace(project: &ResolvedProject) -> Value {
         },
         ..Default::default()
     })
-}
-
-/// Labels that select the workspace's pods. Never change them: a StatefulSet's selector is
-/// immutable.
-fn selector_labels(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "mage-workspace".to_string(),
-        ),
-        ("app.kubernetes.io/instance".to_string(), ws.name.clone()),
-    ])
-}
-
-pub(super) fn labels_of(ws: &ResolvedWorkspace) -> BTreeMap<String, String> {
-    let mut labels = ws.labels.clone();
-    labels.extend(selector_labels(ws));
-    labels.extend(managed_labels());
-    labels.insert(PROJECT_LABEL.into(), ws.project.clone());
-    labels.insert(WORKSPACE_LABEL.into(), ws.name.clone());
-    if let Some(env) = &ws.environment {
-        labels.insert("berth/environment".into(), env.clone());
-    }
-    labels
-}
-
-pub(super) fn meta_of(ws: &ResolvedWorkspace, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(ws.namespace.clone()),
-        labels: Some(labels_of(ws)),
-        annotations: (!ws.annotations.is_empty()).then(|| ws.annotations.clone()),
-        ..Default::default()
-    }
 }
 
 pub fn env_config_map_name(workspace: &str) -> String {
@@ -430,7 +393,7 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             });
         }
         volumes.push(token);
-        service_account_name = Some(super::lifecycle::pod_account(ws));
+        service_account_name = Some(pod_account(ws));
     }
     let agent = super::lifecycle::activity_agent(ws);
     if let Some((agent, token, account)) = &agent {

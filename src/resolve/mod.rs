@@ -166,7 +166,7 @@ fn resolve_workspace(
         ),
         executor_defaults,
         executor_namespaces: Vec::new(),
-        scripts: crate::render::lifecycle::scripts(wspec, &repo.files),
+        scripts: crate::load::lifecycle::scripts(wspec, &repo.files),
         agent_image: pspec
             .activity_agent_image
             .clone()

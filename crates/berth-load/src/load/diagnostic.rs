@@ -163,7 +163,7 @@ pub fn render_report(diagnostics: &[Diagnostic], files: &Files, color: bool) -> 
         if let Some(text) = files.text(&d.file) {
             let index = indexes
                 .entry(d.file.as_str())
-                .or_insert_with(|| super::yaml::line_starts(text));
+                .or_insert_with(|| super::lines::line_starts(text));
             if let Some((shown, caret, width)) = excerpt(text, index, d) {
                 let number = d.line.to_string();
                 pad = " ".repeat(number.len());

@@ -8,7 +8,7 @@
 //! (lifecycle scripts), and the root's `.berthignore`. Every other file is never read, so
 //! memory is bounded by the input, not by the folder.
 
-use super::yaml::line_column;
+use super::lines::line_column;
 use std::collections::BTreeMap;
 use std::fmt;
 

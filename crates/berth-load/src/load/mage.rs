@@ -32,7 +32,7 @@ pub fn check_values(
         let entries = map
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()));
-        for (key, message) in super::check::map_problems(entries, labels) {
+        for (key, message) in super::names::map_problems(entries, labels) {
             let mut field = format!("{pointer}{at}");
             if !key.is_empty() {
                 field = format!("{field}/{}", yaml::escape_segment(&key));

@@ -5,9 +5,12 @@
 //! by [`crate::source`]) and never touches the filesystem itself.
 
 mod check;
-pub use check::dns_label as check_dns_label;
+mod names;
+pub use names::dns_label as check_dns_label;
 pub mod diagnostic;
 pub mod files;
+pub mod lifecycle;
+mod lines;
 pub mod mage;
 pub mod python;
 mod schema;

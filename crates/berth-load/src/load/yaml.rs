@@ -3,6 +3,7 @@
 //! pointer to line and column. The reader is iterative and bounded: deep nesting, alias
 //! bombs and huge files are refused with an error instead of a hang or a stack overflow.
 
+pub use super::lines::{line_column, line_starts};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser, Tag};
@@ -250,28 +251,6 @@ enum Frame {
         pending_key: Option<(String, Pos)>,
         anchor: usize,
     },
-}
-
-/// Byte offsets where each line starts, with YAML's line breaks: `\n`, `\r\n` and a lone
-/// `\r` (which is how yaml-rust2 counts the lines it reports).
-pub fn line_starts(text: &str) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut starts = vec![0];
-    for (i, &b) in bytes.iter().enumerate() {
-        let is_break = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
-        if is_break {
-            starts.push(i + 1);
-        }
-    }
-    starts
-}
-
-/// 1-based line and column (in characters) of the position just after `prefix`, with
-/// YAML's line breaks.
-pub fn line_column(prefix: &str) -> (usize, usize) {
-    let starts = line_starts(prefix);
-    let last = starts.last().copied().unwrap_or(0);
-    (starts.len(), prefix[last..].chars().count() + 1)
 }
 
 /// What a file holds: every document read before a syntax error stopped the reader, and

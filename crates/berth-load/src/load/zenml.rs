@@ -3,7 +3,7 @@
 //! goes through its k8s-openapi type (nothing dropped on the way) and the API server's
 //! own rules for it, with a diagnostic at the line that sets it.
 
-use super::check::{dns_label, qualified_name};
+use super::names::{dns_label, label_value, qualified_name};
 use super::{Diagnostic, Located};
 use crate::k8s::round_trip;
 use crate::model::WorkloadManager;
@@ -74,7 +74,7 @@ pub(super) fn check<T>(doc: &Located<T>, wm: &WorkloadManager, out: &mut Vec<Dia
             );
         }
         if let Some(value) = t.value.as_deref().filter(|v| !v.is_empty() && !exists)
-            && let Err(why) = super::check::label_value(value)
+            && let Err(why) = label_value(value)
         {
             err(
                 at("/value"),
