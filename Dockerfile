@@ -18,9 +18,9 @@ RUN mkdir -p src crates/berth-load/src && echo 'fn main() {}' > src/main.rs \
 COPY src ./src
 COPY crates ./crates
 COPY schemas ./schemas
+# The release profile strips the binary (Cargo.toml): no separate `strip` step.
 RUN touch src/main.rs src/lib.rs crates/berth-load/src/lib.rs \
-    && cargo build --release --locked --bin berth \
-    && strip target/release/berth
+    && cargo build --release --locked --bin berth
 
 FROM debian:bookworm-slim
 RUN apt-get update \
