@@ -92,12 +92,7 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
         });
     }
     // Projects by name: one lookup per workspace, not a scan of every project.
-    let projects: std::collections::HashMap<&str, &Located<ProjectDocument>> = repo
-        .projects
-        .iter()
-        .rev()
-        .map(|p| (p.doc.metadata.name.as_str(), p))
-        .collect();
+    let projects = repo.projects_by_name();
     let with_defaults: std::collections::HashSet<&str> =
         policies.iter().map(|p| p.project.as_str()).collect();
     resolved.workspaces = repo

@@ -22,7 +22,7 @@ use crate::load::mage::{Block, ConfigSource, ExecutorSources, Pipeline};
 use crate::load::yaml::{Pos, escape_segment};
 use crate::load::{Diagnostic, Located, Repository};
 use crate::mage::executor::{self as mage, Crash, Dict, Loaded, Namespace, ServerEnv};
-use crate::model::{ExecutorDefaults, PolicyDocument, ProjectDocument};
+use crate::model::{ExecutorDefaults, PolicyDocument};
 use crate::resolve::{ResolvedWorkspace, VarValue};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -391,14 +391,7 @@ pub fn resolve(
 ) -> (Vec<BlockExecutor>, Vec<Diagnostic>) {
     let mut out = Vec::new();
     let mut diagnostics = Vec::new();
-    // Looked up by name, the first of duplicates winning: a scan per project would be
-    // quadratic in a fleet of thousands of projects.
-    let projects: HashMap<&str, &Located<ProjectDocument>> = repo
-        .projects
-        .iter()
-        .rev()
-        .map(|p| (p.doc.metadata.name.as_str(), p))
-        .collect();
+    let projects = repo.projects_by_name();
     let by_project: HashMap<&str, &ProjectPolicy> = policies
         .iter()
         .rev()

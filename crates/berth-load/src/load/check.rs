@@ -81,14 +81,7 @@ pub fn check(loaded: &mut Loaded) {
         }
     }
 
-    // By name, the first of duplicates winning as in `Repository::project`: one lookup per
-    // workspace, not a scan of every project.
-    let projects: HashMap<&str, &Located<ProjectDocument>> = repo
-        .projects
-        .iter()
-        .rev()
-        .map(|p| (p.doc.metadata.name.as_str(), p))
-        .collect();
+    let projects = repo.projects_by_name();
     let mut pre_start: HashMap<&str, Vec<super::python::Problem>> = HashMap::new();
     for w in &repo.workspaces {
         let spec = &w.doc.spec;

@@ -54,6 +54,16 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// Every project by name, the first of duplicates winning as in [`Repository::project`]:
+    /// for callers that look up many (one scan per workspace is quadratic in a fleet).
+    pub fn projects_by_name(&self) -> std::collections::HashMap<&str, &Located<ProjectDocument>> {
+        self.projects
+            .iter()
+            .rev()
+            .map(|p| (p.doc.metadata.name.as_str(), p))
+            .collect()
+    }
+
     pub fn project(&self, name: &str) -> Option<&Located<ProjectDocument>> {
         self.projects.iter().find(|p| p.doc.metadata.name == name)
     }
