@@ -529,7 +529,18 @@ async fn a_secret_rotated_50_times_a_minute_restarts_each_workspace_at_most_twic
                     .any(|r| immediate.iter().any(|w| r["workspace"] == *w))
             });
             let now = pods(&client, &ns).await;
-            !pending && now.values().all(|p| p.len() == 1 && p[0].1)
+            // A plan read before the reconciler saw the last rotation lists nothing yet:
+            // settled also means each of them restarted since the first rotation.
+            let restarted = immediate.iter().all(|w| {
+                let key = format!("{ns}/{w}");
+                sampler
+                    .seen
+                    .lock()
+                    .unwrap()
+                    .get(&key)
+                    .is_some_and(|u| u.len() >= 2)
+            });
+            !pending && restarted && now.values().all(|p| p.len() == 1 && p[0].1)
         },
     )
     .await;
