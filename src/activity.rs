@@ -43,21 +43,8 @@ pub const HEARTBEAT: &str = "berth/agent-heartbeat";
 pub const SIGNAL: &str = "berth/activity-signal";
 /// The field manager of the agent's writes.
 pub const FIELD_MANAGER: &str = "berth-activity-agent";
-/// CPU (millicores, over a sampling interval) at which a workspace counts as working.
-pub const DEFAULT_BUSY_MILLICORES: u64 = 100;
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on Linux).
 const TICKS_PER_SECOND: u64 = 100;
-
-/// How often the agent samples, for a workspace idle after `idle_seconds`: a sixth of it,
-/// between 10 seconds and 5 minutes. The reconciler uses the same to judge staleness.
-pub fn sample_interval(idle_seconds: u64) -> Duration {
-    Duration::from_secs((idle_seconds / 6).clamp(10, 300))
-}
-
-/// A heartbeat older than this means the agent is not working (three missed samples).
-pub fn heartbeat_deadline(idle_seconds: u64) -> Duration {
-    sample_interval(idle_seconds) * 3
-}
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -378,13 +365,5 @@ mod tests {
         drop(status);
         let err = mage_status(port, Duration::from_secs(5)).await.unwrap_err();
         assert!(err.contains("connecting to port"), "{err}");
-    }
-
-    #[test]
-    fn the_interval_follows_the_idle_timeout() {
-        assert_eq!(sample_interval(60), Duration::from_secs(10));
-        assert_eq!(sample_interval(1800), Duration::from_secs(300));
-        assert_eq!(sample_interval(600), Duration::from_secs(100));
-        assert_eq!(heartbeat_deadline(60), Duration::from_secs(30));
     }
 }

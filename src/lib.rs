@@ -18,9 +18,10 @@ pub mod activity;
 pub mod cluster;
 pub mod explain;
 pub mod mage;
-pub mod notify;
 pub mod plan;
 pub mod reconcile;
+// Commit statuses and chat are what the reconciler tells the git host; the old path stays.
+pub use reconcile::notify;
 pub mod render;
 pub mod resolve;
 pub mod source;

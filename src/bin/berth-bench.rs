@@ -200,6 +200,7 @@ fn repeat_to(head: &str, unit: impl Fn(usize) -> String, bytes: usize, count: us
     text
 }
 
+/// Kept in one piece: a list of input shapes, one short block each.
 fn shapes(out: &Path, bytes: usize) -> Result<()> {
     let workspace = |i: usize, project: &str| {
         format!(
@@ -606,6 +607,7 @@ fn project_yaml(project: &Project, index: usize, spec: &Spec, rng: &mut Rng) -> 
     y
 }
 
+/// Kept in one piece: the YAML of one workspace, written in the order it reads.
 fn workspace_yaml(
     name: &str,
     project: &Project,

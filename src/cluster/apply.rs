@@ -115,19 +115,7 @@ pub async fn apply(
     options: &ApplyOptions,
 ) -> Result<ApplyReport> {
     check_mass_prune(plan, options)?;
-    if !plan.conflicts.is_empty() && !options.force_conflicts {
-        let list: Vec<String> = plan
-            .conflicts
-            .iter()
-            .map(|(o, m)| format!("  {o}: {m}"))
-            .collect();
-        bail!(
-            "{} object(s) conflict with other field managers; nothing was applied:\n{}\n\
-             re-run with --force-conflicts to take those fields over",
-            plan.conflicts.len(),
-            list.join("\n")
-        );
-    }
+    check_conflicts(plan, options)?;
     let set = &options.applyset;
     let desired_kinds: BTreeSet<String> = plan
         .desired
@@ -168,98 +156,17 @@ pub async fn apply(
         return Ok(report);
     }
 
-    // Widen the parent first: it must list every kind and namespace a member may be in.
-    ensure_namespace(cluster, &set.namespace).await?;
-    let mut kinds = plan.inventory.parent_group_kinds();
-    kinds.extend(desired_kinds.iter().cloned());
-    let mut namespaces = split_list(
-        plan.inventory
-            .parent
-            .as_ref()
-            .and_then(|p| p.pointer("/metadata/annotations"))
-            .and_then(|a| a.get(ADDITIONAL_NAMESPACES))
-            .and_then(Value::as_str),
-    );
-    namespaces.extend(desired_namespaces.iter().cloned());
-    write_parent(cluster, set, &kinds, &namespaces).await?;
+    widen_parent(cluster, plan, set, &desired_kinds, &desired_namespaces).await?;
 
     let progress = Progress::new(options.progress_bar, writes.len() + removals.len());
     let progress = Progress {
         quiet: options.quiet,
         ..progress
     };
-    let params = PatchParams {
-        force: options.force_conflicts,
-        ..PatchParams::apply(FIELD_MANAGER)
-    };
-    // Objects of one rank do not depend on each other: apply each rank as a wave of
-    // concurrent requests. A failed object does not stop the others: each one that can
-    // be applied is, and every failure is reported.
-    // A live plan's creates carry no object: theirs is the plan's desired one of the key.
-    let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
-        plan.desired.iter().map(|o| (&o.key, o)).collect();
-    for wave in waves(&writes, |c| crate::render::kind_rank(&c.object.kind)) {
-        let requests: Vec<_> = wave
-            .iter()
-            .map(|change| {
-                let cluster = cluster.clone();
-                let params = params.clone();
-                let allow_replace = options.allow_replace;
-                let text = desired_by_key.get(&change.object).copied();
-                async move {
-                    if change.action == Action::Recreate {
-                        let needs_flag = change
-                            .recreate
-                            .as_ref()
-                            .is_none_or(|r| r.needs_allow_replace);
-                        if needs_flag && !allow_replace {
-                            return Err("must be re-created (immutable fields changed); \
-                                        re-run with --allow-replace to do it"
-                                .to_string());
-                        }
-                        return super::destructive::recreate(&cluster, change, &params).await;
-                    }
-                    let api = api_for_key(&cluster, &change.object).map_err(|e| e.to_string())?;
-                    let name = &change.object.name;
-                    let applied = match (&change.desired, text) {
-                        (Some(object), _) => api.patch(name, &params, &Patch::Apply(object)).await,
-                        (None, Some(text)) => {
-                            api.patch(name, &params, &Patch::Apply(text.json())).await
-                        }
-                        (None, None) => return Err("nothing to apply".to_string()),
-                    };
-                    applied.map(|_| ()).map_err(|e| describe(&cluster, &e))
-                }
-            })
-            .collect();
-        let results = run_until_stopped(requests, &options.stop, &cluster.outage).await;
-        let verb = |c: &Change| match c.action {
-            Action::Create => "created",
-            Action::Recreate => "re-created",
-            _ => "updated",
-        };
-        record(&mut report, &progress, &wave, results, verb);
-        if report.stopped {
-            break;
-        }
-    }
+    send_writes(cluster, plan, &writes, options, &progress, &mut report).await;
     mark_rollout_restarts(cluster, plan, &report).await;
     if report.stopped {
-        let sent: BTreeSet<String> = report
-            .done
-            .iter()
-            .map(|(o, _)| o.clone())
-            .chain(report.failed.iter().map(|(o, _)| o.clone()))
-            .chain(report.abandoned.iter().cloned())
-            .chain(report.not_sent.iter().cloned())
-            .collect();
-        report.not_sent.extend(
-            writes
-                .iter()
-                .chain(&removals)
-                .map(|c| c.object.to_string())
-                .filter(|o| !sent.contains(o)),
-        );
+        list_not_sent(&mut report, writes.iter().chain(&removals));
         progress.finish();
         return Ok(report);
     }
@@ -277,8 +184,68 @@ pub async fn apply(
         progress.finish();
         return Ok(report);
     }
-    // Workloads first (the plan orders them so), one rank at a time.
-    for wave in waves(&removals, |c| {
+    send_removals(cluster, &removals, options, &progress, &mut report).await;
+    progress.finish();
+
+    // Narrow the parent to what the set now holds.
+    if options.prune && report.failed.is_empty() && !report.stopped {
+        write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
+    }
+    Ok(report)
+}
+
+/// The creates, updates and re-creations, one wave per kind rank. Objects of one rank do
+/// not depend on each other: each wave is sent as concurrent requests. A failed object
+/// does not stop the others: each one that can be applied is, and every failure is
+/// reported. A stop ends it after the wave in flight.
+async fn send_writes(
+    cluster: &Cluster,
+    plan: &LivePlan,
+    writes: &[&Change],
+    options: &ApplyOptions,
+    progress: &Progress,
+    report: &mut ApplyReport,
+) {
+    let params = PatchParams {
+        force: options.force_conflicts,
+        ..PatchParams::apply(FIELD_MANAGER)
+    };
+    // A live plan's creates carry no object: theirs is the plan's desired one of the key.
+    let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
+        plan.desired.iter().map(|o| (&o.key, o)).collect();
+    for wave in waves(writes, |c| crate::render::kind_rank(&c.object.kind)) {
+        let requests: Vec<_> = wave
+            .iter()
+            .map(|change| {
+                let cluster = cluster.clone();
+                let params = params.clone();
+                let allow_replace = options.allow_replace;
+                let text = desired_by_key.get(&change.object).copied();
+                async move { write_one(&cluster, change, text, &params, allow_replace).await }
+            })
+            .collect();
+        let results = run_until_stopped(requests, &options.stop, &cluster.outage).await;
+        let verb = |c: &Change| match c.action {
+            Action::Create => "created",
+            Action::Recreate => "re-created",
+            _ => "updated",
+        };
+        record(report, progress, &wave, results, verb);
+        if report.stopped {
+            break;
+        }
+    }
+}
+
+/// The removals, workloads first (the plan orders them so), one rank at a time.
+async fn send_removals(
+    cluster: &Cluster,
+    removals: &[&Change],
+    options: &ApplyOptions,
+    progress: &Progress,
+    report: &mut ApplyReport,
+) {
+    for wave in waves(removals, |c| {
         u8::MAX - crate::render::kind_rank(&c.object.kind)
     }) {
         let requests: Vec<_> = wave
@@ -286,22 +253,7 @@ pub async fn apply(
             .map(|change| {
                 let cluster = cluster.clone();
                 let change = (*change).clone();
-                async move {
-                    if change.action == Action::Release {
-                        return super::destructive::release(&cluster, &change).await;
-                    }
-                    let object = json!({
-                        "apiVersion": change.object.api_version,
-                        "kind": change.object.kind,
-                        "metadata": {"name": change.object.name, "namespace": change.object.namespace},
-                    });
-                    let api = api_for(&cluster, &object).map_err(|e| e.to_string())?;
-                    match api.delete(&change.object.name, &DeleteParams::background()).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                        Err(err) => Err(describe(&cluster, &err)),
-                    }
-                }
+                async move { remove_one(&cluster, &change).await }
             })
             .collect();
         let results = run_until_stopped(requests, &options.stop, &cluster.outage).await;
@@ -312,18 +264,124 @@ pub async fn apply(
                 "deleted"
             }
         };
-        record(&mut report, &progress, &wave, results, verb);
+        record(report, progress, &wave, results, verb);
         if report.stopped {
             break;
         }
     }
-    progress.finish();
+}
 
-    // Narrow the parent to what the set now holds.
-    if options.prune && report.failed.is_empty() && !report.stopped {
-        write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
+/// Refuse a plan whose objects have fields other managers own, unless told to take them.
+fn check_conflicts(plan: &LivePlan, options: &ApplyOptions) -> Result<()> {
+    if plan.conflicts.is_empty() || options.force_conflicts {
+        return Ok(());
     }
-    Ok(report)
+    let list: Vec<String> = plan
+        .conflicts
+        .iter()
+        .map(|(o, m)| format!("  {o}: {m}"))
+        .collect();
+    bail!(
+        "{} object(s) conflict with other field managers; nothing was applied:\n{}\n\
+         re-run with --force-conflicts to take those fields over",
+        plan.conflicts.len(),
+        list.join("\n")
+    );
+}
+
+/// The ApplySet parent widened before any write: it must list every kind and namespace a
+/// member may be in, the ones it held and the ones the plan adds.
+async fn widen_parent(
+    cluster: &Cluster,
+    plan: &LivePlan,
+    set: &ApplySet,
+    desired_kinds: &BTreeSet<String>,
+    desired_namespaces: &BTreeSet<String>,
+) -> Result<()> {
+    ensure_namespace(cluster, &set.namespace).await?;
+    let mut kinds = plan.inventory.parent_group_kinds();
+    kinds.extend(desired_kinds.iter().cloned());
+    let mut namespaces = split_list(
+        plan.inventory
+            .parent
+            .as_ref()
+            .and_then(|p| p.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(ADDITIONAL_NAMESPACES))
+            .and_then(Value::as_str),
+    );
+    namespaces.extend(desired_namespaces.iter().cloned());
+    write_parent(cluster, set, &kinds, &namespaces).await
+}
+
+/// One create, update or re-creation, sent as a server-side apply of the desired object
+/// (a live plan's creates carry none: theirs is the plan's desired text).
+async fn write_one(
+    cluster: &Cluster,
+    change: &Change,
+    text: Option<&ObjectText>,
+    params: &PatchParams,
+    allow_replace: bool,
+) -> Result<(), String> {
+    if change.action == Action::Recreate {
+        let needs_flag = change
+            .recreate
+            .as_ref()
+            .is_none_or(|r| r.needs_allow_replace);
+        if needs_flag && !allow_replace {
+            return Err("must be re-created (immutable fields changed); \
+                        re-run with --allow-replace to do it"
+                .to_string());
+        }
+        return super::destructive::recreate(cluster, change, params).await;
+    }
+    let api = api_for_key(cluster, &change.object).map_err(|e| e.to_string())?;
+    let name = &change.object.name;
+    let applied = match (&change.desired, text) {
+        (Some(object), _) => api.patch(name, params, &Patch::Apply(object)).await,
+        (None, Some(text)) => api.patch(name, params, &Patch::Apply(text.json())).await,
+        (None, None) => return Err("nothing to apply".to_string()),
+    };
+    applied.map(|_| ()).map_err(|e| describe(cluster, &e))
+}
+
+/// One prune: deleted in the background (already gone is done), or released from the
+/// set without deleting it.
+async fn remove_one(cluster: &Cluster, change: &Change) -> Result<(), String> {
+    if change.action == Action::Release {
+        return super::destructive::release(cluster, change).await;
+    }
+    let object = json!({
+        "apiVersion": change.object.api_version,
+        "kind": change.object.kind,
+        "metadata": {"name": change.object.name, "namespace": change.object.namespace},
+    });
+    let api = api_for(cluster, &object).map_err(|e| e.to_string())?;
+    match api
+        .delete(&change.object.name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(err) => Err(describe(cluster, &err)),
+    }
+}
+
+/// After a stop: every change of the plan that was neither done, failed, in flight nor
+/// already listed is listed as not sent.
+fn list_not_sent<'a>(report: &mut ApplyReport, changes: impl Iterator<Item = &'a &'a Change>) {
+    let sent: BTreeSet<String> = report
+        .done
+        .iter()
+        .map(|(o, _)| o.clone())
+        .chain(report.failed.iter().map(|(o, _)| o.clone()))
+        .chain(report.abandoned.iter().cloned())
+        .chain(report.not_sent.iter().cloned())
+        .collect();
+    report.not_sent.extend(
+        changes
+            .map(|c| c.object.to_string())
+            .filter(|o| !sent.contains(o)),
+    );
 }
 
 /// Mark the restarts the rollout gate admitted and the API server took, so the next plan

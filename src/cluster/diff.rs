@@ -163,8 +163,57 @@ pub async fn plan_with_context(
     let desired_by_key: HashMap<&ObjectKey, &ObjectText> =
         desired.iter().map(|o| (&o.key, o)).collect();
 
-    // Pod restarts roll in health-gated batches: what the budgets do not admit now is held
-    // at its live template, before any dry-run.
+    gate_restarts(
+        cluster,
+        options,
+        resolved,
+        &inventory,
+        &mut plan,
+        &members,
+        &desired_by_key,
+    )
+    .await?;
+    pin_idle_suspensions(&mut plan, &members);
+    diff_recreations(&mut plan, &members);
+    let mut conflicts = dry_run_updates(cluster, &mut plan, &desired_by_key, &members).await?;
+    // What completes removals and re-creations (their claims, a namespace's foreign
+    // objects) reads their live objects: those alone are read back.
+    let removed: BTreeMap<ObjectKey, Value> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Delete | Action::Recreate))
+        .filter_map(|c| {
+            Some((
+                c.object.clone(),
+                members.get(&c.object)?.full()?.into_owned(),
+            ))
+        })
+        .collect();
+    drop(members);
+    let removed: BTreeMap<ObjectKey, &Value> =
+        removed.iter().map(|(k, v)| (k.clone(), v)).collect();
+    super::destructive::enrich(cluster, &options.applyset, &mut plan, &removed).await?;
+    plan.warnings = secret_warnings(cluster, resolved, &inventory, &plan).await?;
+    conflicts.sort();
+    Ok(LivePlan {
+        plan,
+        inventory,
+        desired,
+        conflicts,
+    })
+}
+
+/// Pod restarts roll in health-gated batches: what the budgets do not admit now is held
+/// at its live template, before any dry-run.
+async fn gate_restarts(
+    cluster: &Cluster,
+    options: &PlanOptions,
+    resolved: &Resolved,
+    inventory: &Inventory,
+    plan: &mut Plan,
+    members: &BTreeMap<&ObjectKey, &Live>,
+    desired_by_key: &HashMap<&ObjectKey, &ObjectText>,
+) -> Result<()> {
     // The paused projects are read only when a rollout can be under way: a plan with
     // nothing to roll makes no request for them.
     let rolling = plan.changes.iter().any(crate::plan::rollout::rolls_pods)
@@ -177,9 +226,9 @@ pub async fn plan_with_context(
     } else {
         BTreeSet::new()
     };
-    let fleet = rollout::fleet(resolved, &inventory, paused);
+    let fleet = rollout::fleet(resolved, inventory, paused);
     crate::plan::rollout::gate(
-        &mut plan,
+        plan,
         &fleet,
         |key| {
             members
@@ -189,9 +238,13 @@ pub async fn plan_with_context(
         },
         |key| desired_by_key.get(key).map(|t| t.value()),
     );
-    // A suspension for idleness is applied only to the StatefulSet it was planned against:
-    // if anything wrote to it since (`berth wake` scaling it up), the server refuses the
-    // stale suspension and the next cycle plans again with fresh activity.
+    Ok(())
+}
+
+/// A suspension for idleness is applied only to the StatefulSet it was planned against:
+/// if anything wrote to it since (`berth wake` scaling it up), the server refuses the
+/// stale suspension and the next cycle plans again with fresh activity.
+fn pin_idle_suspensions(plan: &mut Plan, members: &BTreeMap<&ObjectKey, &Live>) {
     let idle_since = |o: &Value| {
         o.pointer("/metadata/annotations")
             .and_then(|a| a.get(crate::render::IDLE_SINCE))
@@ -214,8 +267,11 @@ pub async fn plan_with_context(
             meta.insert("resourceVersion".into(), version);
         }
     }
-    // A re-creation cannot be dry-run as an update (the server refuses immutable fields):
-    // its diff is the local one.
+}
+
+/// A re-creation cannot be dry-run as an update (the server refuses immutable fields):
+/// its diff is the local one.
+fn diff_recreations(plan: &mut Plan, members: &BTreeMap<&ObjectKey, &Live>) {
     for change in &mut plan.changes {
         if change.action == Action::Recreate
             && let Some(desired) = &change.desired
@@ -224,9 +280,20 @@ pub async fn plan_with_context(
             change.diff = crate::plan::compare::diff(desired, &live);
         }
     }
-    // Each dry-run is a task of its own: the runtime's worker threads read the objects
-    // back, and parse and diff the answers, in parallel. Tasks are made as slots free up,
-    // so only the objects of the dry-runs in flight are read back at once.
+}
+
+/// Every update confirmed by a server-side dry-run: one the server finds unchanged is
+/// dropped from the plan (counted unchanged), one it refuses carries the problem, and the
+/// others carry the server's diff. The conflicts with other field managers are returned.
+/// Each dry-run is a task of its own: the runtime's worker threads read the objects
+/// back, and parse and diff the answers, in parallel. Tasks are made as slots free up,
+/// so only the objects of the dry-runs in flight are read back at once.
+async fn dry_run_updates(
+    cluster: &Cluster,
+    plan: &mut Plan,
+    desired_by_key: &HashMap<&ObjectKey, &ObjectText>,
+    members: &BTreeMap<&ObjectKey, &Live>,
+) -> Result<Vec<(String, String)>> {
     let mut checks = plan
         .changes
         .iter()
@@ -241,8 +308,7 @@ pub async fn plan_with_context(
         while running.len() < CONCURRENCY
             && let Some(i) = checks.next()
         {
-            let Some((desired, live)) =
-                dry_run_objects(&plan.changes[i], &desired_by_key, &members)
+            let Some((desired, live)) = dry_run_objects(&plan.changes[i], desired_by_key, members)
             else {
                 continue;
             };
@@ -294,31 +360,7 @@ pub async fn plan_with_context(
         index += 1;
         !settled.contains(&(index - 1))
     });
-    // What completes removals and re-creations (their claims, a namespace's foreign
-    // objects) reads their live objects: those alone are read back.
-    let removed: BTreeMap<ObjectKey, Value> = plan
-        .changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::Delete | Action::Recreate))
-        .filter_map(|c| {
-            Some((
-                c.object.clone(),
-                members.get(&c.object)?.full()?.into_owned(),
-            ))
-        })
-        .collect();
-    drop(members);
-    let removed: BTreeMap<ObjectKey, &Value> =
-        removed.iter().map(|(k, v)| (k.clone(), v)).collect();
-    super::destructive::enrich(cluster, &options.applyset, &mut plan, &removed).await?;
-    plan.warnings = secret_warnings(cluster, resolved, &inventory, &plan).await?;
-    conflicts.sort();
-    Ok(LivePlan {
-        plan,
-        inventory,
-        desired,
-        conflicts,
-    })
+    Ok(conflicts)
 }
 
 /// The desired and live objects of an update's dry-run, as the plan keeps them (`None`

@@ -363,6 +363,9 @@ pub struct PodParts {
 /// `BaseConfig.load` and `K8sExecutorConfig.load` on the configuration a block runs with
 /// (`config`, after project, block and Mage Pro's layers) and the K8S_CONFIG_FILE
 /// template (`None`: no template). `kube_namespace` is KUBE_NAMESPACE.
+///
+/// Kept in one piece: it follows the two Python `load`s in their order, so it reads
+/// beside Mage's code.
 pub fn load(config: &Dict, template: Option<&Dict>, env: &ServerEnv) -> Result<Loaded, Crash> {
     // `if config_class_key in config: config = config[config_class_key]`.
     let config = match config.get("k8s_executor_config") {
@@ -784,6 +787,9 @@ pub fn namespace(loaded: &Loaded, env: &ServerEnv) -> Result<Namespace, Crash> {
 
 /// `create_job_object`: the Job Mage sends, from the loaded configuration, the Mage server
 /// pod (`read_namespaced_pod(HOSTNAME, KUBE_NAMESPACE)`, as JSON) and the block's command.
+///
+/// Kept in one piece: it follows `create_job_object` statement by statement, so it reads
+/// beside Mage's code and a difference shows where it is.
 pub fn job(
     loaded: &Loaded,
     server_pod: &Value,

@@ -301,6 +301,8 @@ fn text(plan: &Plan, title: &str, color: bool) -> String {
 /// Object tables longer than this are folded in markdown.
 const FOLD_OBJECTS_OVER: usize = 30;
 
+/// Kept in one piece: the pull-request comment from top to bottom, in the order it
+/// reads.
 fn markdown(plan: &Plan, title: &str) -> String {
     let mut out = format!("### {title}\n\n**{}**\n\n", summary(plan));
     if plan.has_changes() {

@@ -367,9 +367,9 @@ impl WatchArgs {
 
 impl WatchArgs {
     /// Commit statuses and the chat webhook, from the flags.
-    fn notify_config(&self, config: &Config) -> Result<crate::notify::Config> {
-        use crate::notify::providers::Host;
-        let mut notify = crate::notify::Config {
+    fn notify_config(&self, config: &Config) -> Result<super::notify::Config> {
+        use super::notify::providers::Host;
+        let mut notify = super::notify::Config {
             target_url: self.status_url.clone(),
             ..Default::default()
         };
@@ -413,7 +413,7 @@ impl WatchArgs {
                     ),
                 },
             };
-            notify.status = Some(crate::notify::StatusTarget {
+            notify.status = Some(super::notify::StatusTarget {
                 provider: std::sync::Arc::from(host.provider(&api, &repo)),
                 token,
             });
@@ -426,7 +426,7 @@ impl WatchArgs {
             if secret.is_empty() {
                 bail!("the notify webhook secret {} is empty", file.display());
             }
-            notify.chat = Some(crate::notify::chat::ChatHook {
+            notify.chat = Some(super::notify::chat::ChatHook {
                 url: url.clone(),
                 secret,
                 source: config.source.describe(),

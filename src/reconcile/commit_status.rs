@@ -1,10 +1,10 @@
-//! Where the reconcile loop tells [`crate::notify`] what happened to a revision. Kept
+//! Where the reconcile loop tells [`super::notify`] what happened to a revision. Kept
 //! apart from the loop so the loop carries one call per point (refused, applying, apply
 //! outcome, workspace progress) and this file maps its outcomes to the notifier's terms.
 
 use super::config::Config;
+use super::notify::{ApplyResult, Notifier};
 use super::state::{Outcome, Reconciler, Refusal, Target, short};
-use crate::notify::{ApplyResult, Notifier};
 use crate::source::Revision;
 use anyhow::Result;
 use std::net::SocketAddr;

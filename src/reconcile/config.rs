@@ -39,8 +39,8 @@ pub struct Config {
     /// Apply only revisions whose commit is signed as this says (`--verify-commits`);
     /// `None`: any commit.
     pub verify_commits: Option<SignaturePolicy>,
-    /// Commit statuses and chat notifications ([`crate::notify`]); empty: none.
-    pub notify: crate::notify::Config,
+    /// Commit statuses and chat notifications ([`super::notify`]); empty: none.
+    pub notify: super::notify::Config,
 }
 
 impl Config {
@@ -61,7 +61,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(20),
             cycle_timeout: Duration::from_secs(300),
             verify_commits: None,
-            notify: crate::notify::Config::default(),
+            notify: super::notify::Config::default(),
         }
     }
 }

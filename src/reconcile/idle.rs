@@ -8,10 +8,11 @@
 //! Never suspended: a workspace whose agent has no fresh heartbeat (not deployed yet,
 //! crashing, no permission), or that has not reported any activity at all.
 
-use crate::activity::{HEARTBEAT, heartbeat_deadline};
+use crate::activity::HEARTBEAT;
 use crate::cluster::Cluster;
 use crate::cluster::applyset::ApplySet;
 use crate::plan::Action;
+use crate::render::lifecycle::heartbeat_deadline;
 use crate::render::{IDLE_SECONDS, IDLE_SINCE};
 use crate::resolve::Resolved;
 use anyhow::{Context, Result, bail};

@@ -16,7 +16,8 @@
 //! - `config`: how `berth watch` runs; [`cli`]: its command line.
 //! - `run`: the loop and its triggers ([`start`]); `cycle`: one cycle; `apply`: applying
 //!   one revision; `report`: the status and Events after each cycle; [`idle`]: idle
-//!   termination; `commit_status`: what [`crate::notify`] is told.
+//!   termination; `commit_status`: what [`notify`] is told, and [`notify`] the commit
+//!   statuses and chat messages it sends to the git host, off the loop's path.
 //! - `state`: what the loop remembers between cycles; `shared`: what it shares with the
 //!   HTTP server (`server`, `page`, `hooks`, [`webhook`]) and the caller.
 //! - [`leader`], [`backoff`], [`metrics`], [`status`]: leader election, retry delays,
@@ -34,6 +35,7 @@ mod hooks;
 pub mod idle;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 mod page;
 mod report;
 mod run;

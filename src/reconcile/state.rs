@@ -111,7 +111,7 @@ pub(super) struct Reconciler {
     /// Whether the last apply was abandoned with requests in flight.
     pub(super) in_flight: bool,
     /// Commit statuses (`--commit-status`), chat notifications (`--notify-webhook`).
-    pub(super) notifier: Option<crate::notify::Notifier>,
+    pub(super) notifier: Option<super::notify::Notifier>,
     /// Halts already reported (`project workspace`), so each gets one Event.
     pub(super) halts: BTreeSet<String>,
 }

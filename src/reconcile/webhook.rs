@@ -15,6 +15,9 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+/// GitHub's signature scheme, which berth's chat webhook signs with too (for tests and tools).
+pub use super::notify::chat::github_signature;
+
 /// What a verified webhook asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
@@ -160,18 +163,6 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// `sha256=<hex>` of `body` under `secret`: what GitHub sends (for tests and tools).
-pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
 }
 
 #[cfg(test)]

@@ -656,6 +656,7 @@ mod tests {
         }
     }
 
+    /// Kept in one piece: one list of string shapes, a line each.
     pub fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-zA-Z_/][a-zA-Z0-9_./:@ #-]{0,12}",

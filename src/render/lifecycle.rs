@@ -18,6 +18,23 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// CPU (millicores, over a sampling interval) at which the activity agent counts a
+/// workspace as working, unless the workspace says otherwise.
+pub const DEFAULT_BUSY_MILLICORES: u64 = 100;
+
+/// How often the agent samples, for a workspace idle after `idle_seconds`: a sixth of it,
+/// between 10 seconds and 5 minutes. The agent is rendered with it;
+/// the reconciler uses the same to judge staleness.
+pub fn sample_interval(idle_seconds: u64) -> Duration {
+    Duration::from_secs((idle_seconds / 6).clamp(10, 300))
+}
+
+/// A heartbeat older than this means the agent is not working (three missed samples).
+pub fn heartbeat_deadline(idle_seconds: u64) -> Duration {
+    sample_interval(idle_seconds) * 3
+}
 
 pub const SCRIPTS_DIR: &str = "/etc/berth/scripts";
 pub const PRE_START_DIR: &str = "/etc/berth/pre-start";
@@ -159,8 +176,8 @@ pub fn activity_agent(ws: &ResolvedWorkspace) -> Option<(Container, Volume, Stri
         .busy_cpu
         .as_ref()
         .map(|q| q.as_string())
-        .unwrap_or_else(|| format!("{}m", crate::activity::DEFAULT_BUSY_MILLICORES));
-    let interval = crate::activity::sample_interval(termination.idle_seconds);
+        .unwrap_or_else(|| format!("{}m", DEFAULT_BUSY_MILLICORES));
+    let interval = sample_interval(termination.idle_seconds);
     let quantity = |s: &str| Quantity(s.to_string());
     let container = Container {
         name: "activity-agent".into(),
@@ -317,5 +334,18 @@ pub fn pre_start_container(workspace: &Container, command: Vec<String>) -> Conta
         ports: None,
         lifecycle: None,
         ..workspace.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_follows_the_idle_timeout() {
+        assert_eq!(sample_interval(60), Duration::from_secs(10));
+        assert_eq!(sample_interval(1800), Duration::from_secs(300));
+        assert_eq!(sample_interval(600), Duration::from_secs(100));
+        assert_eq!(heartbeat_deadline(60), Duration::from_secs(30));
     }
 }

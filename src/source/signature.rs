@@ -366,10 +366,7 @@ pub fn verify_commit(repo: &Repository, oid: Oid, policy: &SignaturePolicy) -> V
     let signers = match AllowedSigners::read(&policy.allowed_signers) {
         Ok(signers) => signers,
         Err(err) => {
-            return Verdict::Refused(format!(
-                "its signature cannot be checked: {}",
-                crate::cluster::error::chain(&err)
-            ));
+            return Verdict::Refused(format!("its signature cannot be checked: {err:#}"));
         }
     };
     match check(repo, oid, &signers, policy.signer_must_be_committer) {
@@ -379,6 +376,9 @@ pub fn verify_commit(repo: &Repository, oid: Oid, policy: &SignaturePolicy) -> V
 }
 
 /// The check itself, against allowed signers already read.
+///
+/// Kept in one piece: the SSHSIG checks in the order of the protocol
+/// (PROTOCOL.sshsig) and of git's own verification, each refusing with its own reason.
 fn check(
     repo: &Repository,
     oid: Oid,

@@ -2,11 +2,13 @@
 //! patterns, quantities and scripts. Every finding points at the offending field.
 
 use super::names::{dns_label, dns_subdomain, map_problems};
-use super::{Diagnostic, Files, Loaded, Located};
+use super::{Diagnostic, Files, Loaded, Located, Repository};
 use crate::model::{
     EnvVar, InheritanceMode, Quantity, Resources, RoleBinding, WorkloadManager, WorkloadManagerKind,
 };
-use crate::model::{ProjectDocument, SHARE_SECRETS_VAR, USER_CODE_PATH_VAR};
+use crate::model::{
+    PolicyDocument, ProjectDocument, SHARE_SECRETS_VAR, USER_CODE_PATH_VAR, WorkspaceDocument,
+};
 use crate::pattern::{Pattern, Subject};
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,296 +23,333 @@ pub fn check(loaded: &mut Loaded) {
     check_unique_names(&repo.workspaces, "Workspace", &mut out);
     check_unique_names(&repo.policies, "Policy", &mut out);
     check_namespace_owners(&repo.projects, &mut out);
-
     for p in &repo.projects {
-        let spec = &p.doc.spec;
-        check_name(p, &mut out);
-        check_metadata(p, &mut out);
-        if let Err(why) = dns_label(&spec.namespace) {
-            out.push(err(
-                p,
-                "/spec/namespace",
-                format!("invalid namespace `{}`: {why}", spec.namespace),
-            ));
-        }
-        check_env(p, "/spec/env", &spec.env, &mut out);
-        check_roles(p, "/spec/roles", &spec.roles, &mut out);
-        let inheritance = &spec.inheritance;
-        if inheritance.mode == InheritanceMode::SelfHosted
-            && inheritance.user_defined_vars.is_none()
-        {
-            out.push(
-                err(
-                    p,
-                    "/spec/inheritance/mode",
-                    "self-hosted inheritance needs `userDefinedVars`",
-                )
-                .with_help(
-                    "list the variables workspaces inherit, e.g. userDefinedVars: [DB_HOST]",
-                ),
-            );
-        }
-        for (i, pattern) in inheritance.user_defined_vars.iter().flatten().enumerate() {
-            check_inheritance_pattern(
-                p,
-                &format!("/spec/inheritance/userDefinedVars/{i}"),
-                pattern,
-                &mut out,
-            );
-        }
-        check_project_settings(p, &mut out);
-        check_runner_namespace(p, &repo.projects, &mut out);
-        if let Some(wm) = &spec.workload_manager {
-            check_map(
-                p,
-                "/spec/workloadManager/nodeSelector",
-                &wm.node_selector,
-                true,
-                &mut out,
-            );
-            check_workload_manager(p, wm, &mut out);
-        }
-        for (environment, patterns) in &inheritance.by_environment {
-            for (i, pattern) in patterns.iter().enumerate() {
-                let pointer = format!(
-                    "/spec/inheritance/byEnvironment/{}/{i}",
-                    super::yaml::escape_segment(environment)
-                );
-                check_inheritance_pattern(p, &pointer, pattern, &mut out);
-            }
-        }
+        check_project(p, &repo.projects, &mut out);
     }
-
     let projects = repo.projects_by_name();
-    let mut pre_start: HashMap<&str, Vec<super::python::Problem>> = HashMap::new();
+    // Workspaces often share a pre-start script: each one is parsed once.
+    let mut pre_start = HashMap::new();
     for w in &repo.workspaces {
-        let spec = &w.doc.spec;
-        check_name(w, &mut out);
-        check_metadata(w, &mut out);
-        check_map(
-            w,
-            "/spec/kubernetes/nodeSelector",
-            &spec.kubernetes.node_selector,
-            true,
-            &mut out,
+        check_workspace(w, repo, &projects, &mut pre_start, &mut out);
+    }
+    for p in &repo.policies {
+        check_policy(p, repo, &mut out);
+    }
+    loaded.diagnostics.extend(out);
+}
+
+/// One project's own fields (the names and namespaces it shares with others are checked
+/// across all of them above).
+fn check_project(
+    p: &Located<ProjectDocument>,
+    projects: &[Located<ProjectDocument>],
+    out: &mut Vec<Diagnostic>,
+) {
+    let spec = &p.doc.spec;
+    check_name(p, out);
+    check_metadata(p, out);
+    if let Err(why) = dns_label(&spec.namespace) {
+        out.push(err(
+            p,
+            "/spec/namespace",
+            format!("invalid namespace `{}`: {why}", spec.namespace),
+        ));
+    }
+    check_env(p, "/spec/env", &spec.env, out);
+    check_roles(p, "/spec/roles", &spec.roles, out);
+    let inheritance = &spec.inheritance;
+    if inheritance.mode == InheritanceMode::SelfHosted && inheritance.user_defined_vars.is_none() {
+        out.push(
+            err(
+                p,
+                "/spec/inheritance/mode",
+                "self-hosted inheritance needs `userDefinedVars`",
+            )
+            .with_help("list the variables workspaces inherit, e.g. userDefinedVars: [DB_HOST]"),
         );
-        let name = &w.doc.metadata.name;
-        // A workspace names a Service (DNS-1035: starts with a letter) and a StatefulSet
-        // whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
-        if name.len() > 52 {
-            out.push(err(w, "/metadata/name", "workspace names are at most 52 characters (the StatefulSet's revision label adds 11)"));
+    }
+    for (i, pattern) in inheritance.user_defined_vars.iter().flatten().enumerate() {
+        check_inheritance_pattern(
+            p,
+            &format!("/spec/inheritance/userDefinedVars/{i}"),
+            pattern,
+            out,
+        );
+    }
+    check_project_settings(p, out);
+    check_runner_namespace(p, projects, out);
+    if let Some(wm) = &spec.workload_manager {
+        check_map(
+            p,
+            "/spec/workloadManager/nodeSelector",
+            &wm.node_selector,
+            true,
+            out,
+        );
+        check_workload_manager(p, wm, out);
+    }
+    for (environment, patterns) in &inheritance.by_environment {
+        for (i, pattern) in patterns.iter().enumerate() {
+            let pointer = format!(
+                "/spec/inheritance/byEnvironment/{}/{i}",
+                super::yaml::escape_segment(environment)
+            );
+            check_inheritance_pattern(p, &pointer, pattern, out);
         }
-        if name.starts_with(|c: char| c.is_ascii_digit()) {
-            out.push(err(
+    }
+}
+
+/// The pre-start scripts parsed so far, by path, with what is wrong in each.
+type PreStartProblems<'a> = HashMap<&'a str, Vec<super::python::Problem>>;
+
+/// One workspace: its fields, its project, and its lifecycle scripts.
+fn check_workspace<'a>(
+    w: &'a Located<WorkspaceDocument>,
+    repo: &Repository,
+    projects: &HashMap<&str, &Located<ProjectDocument>>,
+    pre_start: &mut PreStartProblems<'a>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let spec = &w.doc.spec;
+    check_name(w, out);
+    check_metadata(w, out);
+    check_map(
+        w,
+        "/spec/kubernetes/nodeSelector",
+        &spec.kubernetes.node_selector,
+        true,
+        out,
+    );
+    let name = &w.doc.metadata.name;
+    // A workspace names a Service (DNS-1035: starts with a letter) and a StatefulSet
+    // whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
+    if name.len() > 52 {
+        out.push(err(
+            w,
+            "/metadata/name",
+            "workspace names are at most 52 characters (the StatefulSet's revision label adds 11)",
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push(err(
+            w,
+            "/metadata/name",
+            "workspace names must start with a letter (they name a Service)",
+        ));
+    }
+    let project = projects.get(spec.project.as_str()).copied();
+    if project.is_none() {
+        let known: Vec<&str> = repo
+            .projects
+            .iter()
+            .map(|p| p.doc.metadata.name.as_str())
+            .collect();
+        out.push(
+            err(
                 w,
-                "/metadata/name",
-                "workspace names must start with a letter (they name a Service)",
-            ));
-        }
-        let project = projects.get(spec.project.as_str()).copied();
-        if project.is_none() {
-            let known: Vec<&str> = repo
-                .projects
-                .iter()
-                .map(|p| p.doc.metadata.name.as_str())
-                .collect();
+                "/spec/project",
+                format!("unknown project `{}`", spec.project),
+            )
+            .with_help(if known.is_empty() {
+                "no Project is declared in this repository".to_string()
+            } else {
+                format!("declared projects: {}", known.join(", "))
+            }),
+        );
+    }
+    if spec.image.is_none() && project.is_some_and(|p| p.doc.spec.image.is_none()) {
+        out.push(err(
+            w,
+            "/spec",
+            "no image: set `image` here or on the project",
+        ));
+    }
+    check_env(w, "/spec/env", &spec.env, out);
+    for (i, var) in spec.env.iter().enumerate() {
+        if BUILT_IN_VARS.contains(&var.name.as_str()) {
+            let field = match var.name.as_str() {
+                "ENV" => "`environment`",
+                "USER_CODE_PATH" => "`userCodePath`",
+                _ => "the project's `shareSecretsAcrossWorkspaces`",
+            };
             out.push(
                 err(
                     w,
-                    "/spec/project",
-                    format!("unknown project `{}`", spec.project),
+                    &format!("/spec/env/{i}/name"),
+                    format!("`{}` is set by berth", var.name),
                 )
-                .with_help(if known.is_empty() {
-                    "no Project is declared in this repository".to_string()
-                } else {
-                    format!("declared projects: {}", known.join(", "))
-                }),
+                .with_help(format!("use {field} instead")),
             );
         }
-        if spec.image.is_none() && project.is_some_and(|p| p.doc.spec.image.is_none()) {
+    }
+    if let Some(resources) = &spec.resources {
+        check_resources(w, "/spec/resources", resources, out);
+    }
+    check_quantity(w, "/spec/storage/size", &spec.storage.size, out);
+    if let Some(environment) = &spec.environment
+        && let Err(why) = dns_label(environment)
+    {
+        out.push(err(
+            w,
+            "/spec/environment",
+            format!("invalid environment `{environment}`: {why}"),
+        ));
+    }
+    let volumes: Vec<&str> = spec
+        .kubernetes
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
+        if !volumes.contains(&mount.name.as_str()) {
             out.push(err(
                 w,
-                "/spec",
-                "no image: set `image` here or on the project",
+                &format!("/spec/kubernetes/volumeMounts/{i}/name"),
+                format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
             ));
         }
-        check_env(w, "/spec/env", &spec.env, &mut out);
-        for (i, var) in spec.env.iter().enumerate() {
-            if BUILT_IN_VARS.contains(&var.name.as_str()) {
-                let field = match var.name.as_str() {
-                    "ENV" => "`environment`",
-                    "USER_CODE_PATH" => "`userCodePath`",
-                    _ => "the project's `shareSecretsAcrossWorkspaces`",
-                };
-                out.push(
-                    err(
-                        w,
-                        &format!("/spec/env/{i}/name"),
-                        format!("`{}` is set by berth", var.name),
+    }
+    check_lifecycle(w, &repo.files, pre_start, out);
+    check_roles(w, "/spec/roles", &spec.roles, out);
+}
+
+/// A workspace's lifecycle: idle termination, and the pre-start and post-start scripts
+/// (present, of the right kind, small enough together for their ConfigMap).
+fn check_lifecycle<'a>(
+    w: &'a Located<WorkspaceDocument>,
+    files: &Files,
+    pre_start: &mut PreStartProblems<'a>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let lifecycle = &w.doc.spec.lifecycle;
+    if let Some(t) = &lifecycle.termination
+        && t.idle_seconds < 60
+    {
+        out.push(err(
+            w,
+            "/spec/lifecycle/termination/idleSeconds",
+            "idle termination below 60 seconds would stop a workspace while it starts",
+        ));
+    }
+    let mut scripts_bytes = 0;
+    if let Some(pre) = &lifecycle.pre_start {
+        scripts_bytes += check_script(
+            w,
+            "/spec/lifecycle/preStart/script",
+            &pre.script,
+            &["py"],
+            files,
+            out,
+        );
+        if let Some(Ok(text)) = files.get(&pre.script)
+            && pre.script.ends_with(".py")
+        {
+            // Workspaces often share a script: parse each one once.
+            let problems = pre_start
+                .entry(pre.script.as_str())
+                .or_insert_with(|| super::python::check_pre_start(text));
+            for problem in problems.iter() {
+                let pointer = "/spec/lifecycle/preStart/script";
+                out.push(match problem.pos {
+                    Some(pos) => Diagnostic::error(
+                        &pre.script,
+                        pos,
+                        "",
+                        format!("pre-start script: {}", problem.message),
                     )
-                    .with_help(format!("use {field} instead")),
+                    .with_help(format!(
+                        "used by workspace `{}` ({}:{})",
+                        w.doc.metadata.name,
+                        w.file,
+                        w.pos(pointer).line
+                    )),
+                    None => err(
+                        w,
+                        pointer,
+                        format!("pre-start script `{}` {}", pre.script, problem.message),
+                    ),
+                });
+            }
+        }
+        if let Some(container) = &pre.container {
+            check_env(
+                w,
+                "/spec/lifecycle/preStart/container/env",
+                &container.env,
+                out,
+            );
+            if let Some(resources) = &container.resources {
+                check_resources(
+                    w,
+                    "/spec/lifecycle/preStart/container/resources",
+                    resources,
+                    out,
                 );
             }
         }
-        if let Some(resources) = &spec.resources {
-            check_resources(w, "/spec/resources", resources, &mut out);
-        }
-        check_quantity(w, "/spec/storage/size", &spec.storage.size, &mut out);
-        if let Some(environment) = &spec.environment
-            && let Err(why) = dns_label(environment)
-        {
-            out.push(err(
-                w,
-                "/spec/environment",
-                format!("invalid environment `{environment}`: {why}"),
-            ));
-        }
-        let volumes: Vec<&str> = spec
-            .kubernetes
-            .volumes
-            .iter()
-            .map(|v| v.name.as_str())
-            .collect();
-        for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
-            if !volumes.contains(&mount.name.as_str()) {
-                out.push(err(
-                    w,
-                    &format!("/spec/kubernetes/volumeMounts/{i}/name"),
-                    format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
-                ));
-            }
-        }
-        let lifecycle = &spec.lifecycle;
-        if let Some(t) = &lifecycle.termination
-            && t.idle_seconds < 60
-        {
-            out.push(err(
-                w,
-                "/spec/lifecycle/termination/idleSeconds",
-                "idle termination below 60 seconds would stop a workspace while it starts",
-            ));
-        }
-        let mut scripts_bytes = 0;
-        if let Some(pre) = &lifecycle.pre_start {
-            scripts_bytes += check_script(
-                w,
-                "/spec/lifecycle/preStart/script",
-                &pre.script,
-                &["py"],
-                &loaded.repo.files,
-                &mut out,
-            );
-            if let Some(Ok(text)) = loaded.repo.files.get(&pre.script)
-                && pre.script.ends_with(".py")
-            {
-                // Workspaces often share a script: parse each one once.
-                let problems = pre_start
-                    .entry(pre.script.as_str())
-                    .or_insert_with(|| super::python::check_pre_start(text));
-                for problem in problems.iter() {
-                    let pointer = "/spec/lifecycle/preStart/script";
-                    out.push(match problem.pos {
-                        Some(pos) => Diagnostic::error(
-                            &pre.script,
-                            pos,
-                            "",
-                            format!("pre-start script: {}", problem.message),
-                        )
-                        .with_help(format!(
-                            "used by workspace `{}` ({}:{})",
-                            w.doc.metadata.name,
-                            w.file,
-                            w.pos(pointer).line
-                        )),
-                        None => err(
-                            w,
-                            pointer,
-                            format!("pre-start script `{}` {}", pre.script, problem.message),
-                        ),
-                    });
-                }
-            }
-            if let Some(container) = &pre.container {
-                check_env(
-                    w,
-                    "/spec/lifecycle/preStart/container/env",
-                    &container.env,
-                    &mut out,
-                );
-                if let Some(resources) = &container.resources {
-                    check_resources(
-                        w,
-                        "/spec/lifecycle/preStart/container/resources",
-                        resources,
-                        &mut out,
-                    );
-                }
-            }
-        }
-        if let Some(post) = &lifecycle.post_start {
-            match (&post.script, post.command.is_empty()) {
-                (Some(script), true) => {
-                    scripts_bytes += check_script(
-                        w,
-                        "/spec/lifecycle/postStart/script",
-                        script,
-                        &["sh", "py"],
-                        &loaded.repo.files,
-                        &mut out,
-                    )
-                }
-                (None, false) => {}
-                _ => out.push(err(
-                    w,
-                    "/spec/lifecycle/postStart",
-                    "set exactly one of `command` and `script`",
-                )),
-            }
-        }
-        if scripts_bytes > MAX_SCRIPTS_BYTES {
-            out.push(err(
-                w,
-                "/spec/lifecycle",
-                format!(
-                    "the lifecycle scripts total {scripts_bytes} bytes; they travel in one ConfigMap, which holds at most {MAX_SCRIPTS_BYTES}"
-                ),
-            ));
-        }
-        check_roles(w, "/spec/roles", &spec.roles, &mut out);
     }
-
-    for p in &repo.policies {
-        check_name(p, &mut out);
-        check_metadata(p, &mut out);
-        let guardrails = &p.doc.spec.guardrails;
-        if let Some(max) = &guardrails.max_resources {
-            check_resources(p, "/spec/guardrails/maxResources", max, &mut out);
-        }
-        if let Some(max) = &guardrails.max_executor_resources {
-            check_resources(p, "/spec/guardrails/maxExecutorResources", max, &mut out);
-        }
-        for (i, pattern) in guardrails.allowed_images.iter().enumerate() {
-            if let Err(why) = Pattern::parse(pattern, Subject::Image) {
-                out.push(err(
-                    p,
-                    &format!("/spec/guardrails/allowedImages/{i}"),
-                    format!("invalid pattern `{pattern}`: {why}"),
-                ));
+    if let Some(post) = &lifecycle.post_start {
+        match (&post.script, post.command.is_empty()) {
+            (Some(script), true) => {
+                scripts_bytes += check_script(
+                    w,
+                    "/spec/lifecycle/postStart/script",
+                    script,
+                    &["sh", "py"],
+                    files,
+                    out,
+                )
             }
-        }
-        for (i, project) in p.doc.spec.selector.projects.iter().enumerate() {
-            if repo.project(project).is_none() {
-                out.push(Diagnostic::warning(
-                    &p.file,
-                    p.pos(&format!("/spec/selector/projects/{i}")),
-                    &format!("/spec/selector/projects/{i}"),
-                    format!("selects unknown project `{project}`"),
-                ));
-            }
+            (None, false) => {}
+            _ => out.push(err(
+                w,
+                "/spec/lifecycle/postStart",
+                "set exactly one of `command` and `script`",
+            )),
         }
     }
+    if scripts_bytes > MAX_SCRIPTS_BYTES {
+        out.push(err(
+            w,
+            "/spec/lifecycle",
+            format!(
+                "the lifecycle scripts total {scripts_bytes} bytes; they travel in one ConfigMap, which holds at most {MAX_SCRIPTS_BYTES}"
+            ),
+        ));
+    }
+}
 
-    loaded.diagnostics.extend(out);
+/// One policy: its guardrails and the projects it selects.
+fn check_policy(p: &Located<PolicyDocument>, repo: &Repository, out: &mut Vec<Diagnostic>) {
+    check_name(p, out);
+    check_metadata(p, out);
+    let guardrails = &p.doc.spec.guardrails;
+    if let Some(max) = &guardrails.max_resources {
+        check_resources(p, "/spec/guardrails/maxResources", max, out);
+    }
+    if let Some(max) = &guardrails.max_executor_resources {
+        check_resources(p, "/spec/guardrails/maxExecutorResources", max, out);
+    }
+    for (i, pattern) in guardrails.allowed_images.iter().enumerate() {
+        if let Err(why) = Pattern::parse(pattern, Subject::Image) {
+            out.push(err(
+                p,
+                &format!("/spec/guardrails/allowedImages/{i}"),
+                format!("invalid pattern `{pattern}`: {why}"),
+            ));
+        }
+    }
+    for (i, project) in p.doc.spec.selector.projects.iter().enumerate() {
+        if repo.project(project).is_none() {
+            out.push(Diagnostic::warning(
+                &p.file,
+                p.pos(&format!("/spec/selector/projects/{i}")),
+                &format!("/spec/selector/projects/{i}"),
+                format!("selects unknown project `{project}`"),
+            ));
+        }
+    }
 }
 
 /// A `userDefinedVars` or `byEnvironment` pattern: valid (see [`Pattern`] for what is

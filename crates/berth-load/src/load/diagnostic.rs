@@ -403,6 +403,8 @@ fn uri_reference(path: &str) -> String {
 /// and column, with its rule), and findings about no place as the invocation's tool
 /// notifications (code scanning wants a location for every result). `ctx.summary` and
 /// `ctx.properties` go into the run's property bag.
+///
+/// Kept in one piece: one SARIF document, written as the literal it is.
 pub fn sarif(diagnostics: &[Diagnostic], ctx: &Context) -> String {
     use serde_json::{Value, json};
     let level = |d: &Diagnostic| match d.severity {

@@ -302,6 +302,9 @@ pub fn parse_all(text: &str) -> Parsed {
     parsed
 }
 
+/// Kept in one piece: one loop over the parser's events with the stack of open
+/// nodes; each arm needs that stack and the positions, and split apart they would pass
+/// all of it around.
 fn parse_into(text: &str, schema: Schema, out: &mut Parsed) -> Result<(), YamlError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(text.len() as u64));
@@ -573,6 +576,9 @@ fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<
 /// `yes|no|on|off|true|false` in three casings, integers with `_` separators, `0b`, a
 /// leading-`0` octal and base-60 `1:30`, floats that need a `.` (`1e3` stays text), and
 /// timestamps, which berth keeps as text (Mage hands them on as ISO strings).
+///
+/// Kept in one piece: it transcribes resolver.py's table of implicit resolvers in
+/// its order, to be read beside it.
 fn resolve_scalar_pyyaml(
     text: &str,
     style: TScalarStyle,

@@ -115,6 +115,9 @@ fn path_to_pointer(path: &str) -> String {
 
 /// The API server's rules for a Job's `podFailurePolicy` (validatePodFailurePolicy), for
 /// the runner Jobs ZenML creates (no `backoffLimitPerIndex`, so no `FailIndex`).
+///
+/// Kept in one piece: it follows the API server's `validatePodFailurePolicy` rule by
+/// rule, to be read beside it.
 fn pod_failure_policy(
     policy: &serde_json::Map<String, Value>,
     err: &mut impl FnMut(String, String),

@@ -5,7 +5,9 @@
 
 use super::CommitStatus;
 use super::providers::Request;
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::Sha256;
 
 /// Where chat notifications go.
 #[derive(Clone)]
@@ -42,7 +44,7 @@ impl ChatHook {
         })
         .to_string()
         .into_bytes();
-        let signature = crate::reconcile::webhook::github_signature(self.secret.as_bytes(), &body);
+        let signature = github_signature(self.secret.as_bytes(), &body);
         Request {
             method: "POST",
             url: self.url.clone(),
@@ -58,10 +60,22 @@ impl ChatHook {
     }
 }
 
+/// `sha256=<hex>` of `body` under `secret`: as GitHub signs its webhooks.
+pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::State;
+    use crate::reconcile::notify::State;
     use crate::reconcile::webhook;
 
     #[test]

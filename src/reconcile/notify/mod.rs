@@ -22,7 +22,7 @@ pub mod chat;
 pub mod http;
 pub mod providers;
 
-use crate::reconcile::status::WorkspaceStatus;
+use super::status::WorkspaceStatus;
 use crate::source::TokenSource;
 use anyhow::Result;
 use providers::{Provider, Request};
