@@ -189,3 +189,83 @@ fn imports_run_down_the_pipeline_and_no_two_files_use_each_other() {
     assert!(edge(&["reconcile", "cycle"], &["reconcile", "state"]));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The other house rule: a function of more than 80 lines says, in its comment, why it is
+/// kept in one piece (`Kept in one piece: …`). Unit tests in `src` count; the scenario
+/// tests under `tests/` do not (each is one story against one control plane, read top
+/// to bottom).
+#[test]
+fn long_functions_say_why_they_are_kept_in_one_piece() {
+    const LONGEST: usize = 80;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fn_re = regex::Regex::new(r"^(\s*)(pub(\([^)]*\))? )?(async )?(const )?(unsafe )?fn (\w+)")
+        .unwrap();
+    let (mut functions, mut kept, mut wrong) = (0, 0, Vec::new());
+    let mut stack = vec![root.join("src"), root.join("crates/berth-load/src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("source folder") {
+            let path = entry.expect("folder entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source file");
+            let lines: Vec<&str> = text.lines().collect();
+            for (start, line) in lines.iter().enumerate() {
+                let Some(m) = fn_re.captures(line) else {
+                    continue;
+                };
+                if line.trim_end().ends_with(';') {
+                    continue; // a declaration in a trait
+                }
+                functions += 1;
+                // rustfmt closes a function at its own indentation.
+                let close = format!("{}}}", &m[1]);
+                let end = (start..lines.len())
+                    .find(|&i| lines[i] == close)
+                    .unwrap_or(start);
+                if end + 1 - start <= LONGEST {
+                    continue;
+                }
+                let comment: String = lines[..start]
+                    .iter()
+                    .rev()
+                    .take_while(|l| {
+                        let l = l.trim_start();
+                        l.starts_with("//") || l.starts_with("#[")
+                    })
+                    .copied()
+                    .collect();
+                if comment.contains("Kept in one piece") {
+                    kept += 1;
+                } else {
+                    wrong.push(format!(
+                        "{}:{}: fn {} is {} lines",
+                        path.strip_prefix(root).unwrap_or(&path).display(),
+                        start + 1,
+                        &m[7],
+                        end + 1 - start
+                    ));
+                }
+            }
+        }
+    }
+    // The scan sees the functions, and the ones kept whole on purpose (Mage's Job builder).
+    assert!(
+        functions > 1000,
+        "read {functions} functions: the scan is broken"
+    );
+    assert!(
+        kept > 5,
+        "found {kept} functions kept in one piece: the scan is broken"
+    );
+    wrong.sort();
+    assert!(
+        wrong.is_empty(),
+        "split these, or say why each is kept in one piece:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -117,16 +117,7 @@ pub async fn apply(
     check_mass_prune(plan, options)?;
     check_conflicts(plan, options)?;
     let set = &options.applyset;
-    let desired_kinds: BTreeSet<String> = plan
-        .desired
-        .iter()
-        .filter_map(|o| group_kind(&o.key))
-        .collect();
-    let desired_namespaces: BTreeSet<String> = plan
-        .desired
-        .iter()
-        .filter_map(|o| o.key.namespace.clone())
-        .collect();
+    let (desired_kinds, desired_namespaces) = desired_scope(plan);
 
     let mut report = ApplyReport::default();
     // A change the plan could not make applicable fails here, and only it.
@@ -135,23 +126,7 @@ pub async fn apply(
             .failed
             .push((change.object.to_string(), problem.message.clone()));
     }
-    let writes: Vec<_> = plan
-        .plan
-        .changes
-        .iter()
-        .filter(|c| c.problem.is_none())
-        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Recreate))
-        .collect();
-    let removals: Vec<_> = if options.prune {
-        plan.plan
-            .changes
-            .iter()
-            .filter(|c| c.problem.is_none())
-            .filter(|c| matches!(c.action, Action::Delete | Action::Release))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (writes, removals) = writes_and_removals(plan, options.prune);
     if writes.is_empty() && removals.is_empty() {
         return Ok(report);
     }
@@ -192,6 +167,33 @@ pub async fn apply(
         write_parent(cluster, set, &desired_kinds, &desired_namespaces).await?;
     }
     Ok(report)
+}
+
+/// The kinds and namespaces the desired objects span: what the ApplySet's parent lists.
+fn desired_scope(plan: &LivePlan) -> (BTreeSet<String>, BTreeSet<String>) {
+    let kinds = plan
+        .desired
+        .iter()
+        .filter_map(|o| group_kind(&o.key))
+        .collect();
+    let namespaces = plan
+        .desired
+        .iter()
+        .filter_map(|o| o.key.namespace.clone())
+        .collect();
+    (kinds, namespaces)
+}
+
+/// The plan's applicable writes, and its removals when pruning.
+fn writes_and_removals(plan: &LivePlan, prune: bool) -> (Vec<&Change>, Vec<&Change>) {
+    let applicable = || plan.plan.changes.iter().filter(|c| c.problem.is_none());
+    let writes = applicable()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Recreate))
+        .collect();
+    let removals = applicable()
+        .filter(|c| prune && matches!(c.action, Action::Delete | Action::Release))
+        .collect();
+    (writes, removals)
 }
 
 /// The creates, updates and re-creations, one wave per kind rank. Objects of one rank do

@@ -191,19 +191,34 @@ async fn foreign_objects(cluster: &Cluster, set: &ApplySet, namespace: &str) -> 
 }
 
 async fn scan_namespace(cluster: &Cluster, set: &ApplySet, namespace: &str) -> Result<Vec<String>> {
+    Ok(foreign(&list_namespace(cluster, set, namespace).await?))
+}
+
+/// One object of a namespace, as far as ownership goes.
+struct Found {
+    kind: String,
+    name: String,
+    uid: String,
+    owners: Vec<String>,
+    /// A member of berth's ApplySet.
+    member: bool,
+}
+
+/// Every object in `namespace` of every kind the API lists there (Events aside), by
+/// metadata only, page by page.
+async fn list_namespace(cluster: &Cluster, set: &ApplySet, namespace: &str) -> Result<Vec<Found>> {
     let discovery = Discovery::new(cluster.client.clone())
         .run()
         .await
         .map_err(|e| anyhow!("discovering the API's kinds: {}", cluster.describe(&e)))?;
-    let member_label = (PART_OF.to_string(), set.id());
-    // (kind, name, uid, owner uids, is a member)
-    let mut objects: Vec<(String, String, String, Vec<String>, bool)> = Vec::new();
+    let (label, id) = (PART_OF.to_string(), set.id());
+    let mut objects = Vec::new();
     for group in discovery.groups() {
         for (resource, caps) in group.recommended_resources() {
-            if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) {
-                continue;
-            }
-            if resource.kind == "Event" {
+            if caps.scope != Scope::Namespaced
+                || !caps.supports_operation(verbs::LIST)
+                || resource.kind == "Event"
+            {
                 continue;
             }
             let api: Api<kube::api::DynamicObject> =
@@ -217,22 +232,21 @@ async fn scan_namespace(cluster: &Cluster, set: &ApplySet, namespace: &str) -> R
                         cluster.describe(&e)
                     )
                 })?;
-                for item in &page.items {
+                objects.extend(page.items.iter().map(|item| {
                     let meta = &item.metadata;
-                    let member = meta.labels.as_ref().and_then(|l| l.get(&member_label.0))
-                        == Some(&member_label.1);
-                    objects.push((
-                        resource.kind.clone(),
-                        meta.name.clone().unwrap_or_default(),
-                        meta.uid.clone().unwrap_or_default(),
-                        meta.owner_references
+                    Found {
+                        kind: resource.kind.clone(),
+                        name: meta.name.clone().unwrap_or_default(),
+                        uid: meta.uid.clone().unwrap_or_default(),
+                        owners: meta
+                            .owner_references
                             .iter()
                             .flatten()
                             .map(|o| o.uid.clone())
                             .collect(),
-                        member,
-                    ));
-                }
+                        member: meta.labels.as_ref().and_then(|l| l.get(&label)) == Some(&id),
+                    }
+                }));
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
                     Some(token) => params = params.continue_token(&token),
                     None => break,
@@ -240,26 +254,30 @@ async fn scan_namespace(cluster: &Cluster, set: &ApplySet, namespace: &str) -> R
             }
         }
     }
-    // Ours: the members, and (to a fixed point) whatever they own. Endpoints carry no owner
-    // but the name of their Service.
-    let mut ours: BTreeSet<String> = objects
+    Ok(objects)
+}
+
+/// What of `objects` is not berth's, as `Kind/name`, sorted. Ours: the members, and (to a
+/// fixed point) whatever they own; Endpoints carry no owner but the name of their Service.
+fn foreign(objects: &[Found]) -> Vec<String> {
+    let mut ours: BTreeSet<&str> = objects
         .iter()
-        .filter(|o| o.4)
-        .map(|o| o.2.clone())
+        .filter(|o| o.member)
+        .map(|o| o.uid.as_str())
         .collect();
     let services: BTreeSet<&str> = objects
         .iter()
-        .filter(|o| o.4 && o.0 == "Service")
-        .map(|o| o.1.as_str())
+        .filter(|o| o.member && o.kind == "Service")
+        .map(|o| o.name.as_str())
         .collect();
     loop {
         let before = ours.len();
-        for o in &objects {
-            if o.0 != "PersistentVolumeClaim"
-                && (o.3.iter().any(|u| ours.contains(u))
-                    || (o.0 == "Endpoints" && services.contains(o.1.as_str())))
+        for o in objects {
+            if o.kind != "PersistentVolumeClaim"
+                && (o.owners.iter().any(|u| ours.contains(u.as_str()))
+                    || (o.kind == "Endpoints" && services.contains(o.name.as_str())))
             {
-                ours.insert(o.2.clone());
+                ours.insert(&o.uid);
             }
         }
         if ours.len() == before {
@@ -268,12 +286,12 @@ async fn scan_namespace(cluster: &Cluster, set: &ApplySet, namespace: &str) -> R
     }
     let mut foreign: Vec<String> = objects
         .iter()
-        .filter(|o| !ours.contains(&o.2) && !automatic(&o.0, &o.1))
-        .map(|o| format!("{}/{}", o.0, o.1))
+        .filter(|o| !ours.contains(o.uid.as_str()) && !automatic(&o.kind, &o.name))
+        .map(|o| format!("{}/{}", o.kind, o.name))
         .collect();
     foreign.sort();
     foreign.dedup();
-    Ok(foreign)
+    foreign
 }
 
 /// How long a re-creation waits for the old StatefulSet to be gone.

@@ -330,6 +330,21 @@ fn restart_of(
         }
         return None;
     }
+    let pending = pending_reason(desired);
+    if pending.is_some() {
+        keep_running_env(desired, live, old_hash);
+    }
+    Some(Restart {
+        namespace: key.namespace.clone().unwrap_or_default(),
+        workspace: key.name.clone(),
+        variables,
+        pending,
+    })
+}
+
+/// Why a workspace's restart waits, from its restart policy: `manual` until
+/// `berth restart`, `when-idle` until it is idle (an idle one takes its restart now).
+fn pending_reason(desired: &Value) -> Option<String> {
     let policy = desired
         .pointer("/metadata/annotations/berth~1restart")
         .and_then(Value::as_str)
@@ -340,18 +355,9 @@ fn restart_of(
         .and_then(|a| a.get(crate::render::IDLE_SINCE))
         .is_some();
     let policy = policy.filter(|p| !(p == "when-idle" && idle));
-    let pending = policy.map(|p| match p.as_str() {
+    policy.map(|p| match p.as_str() {
         "manual" => "manual: run `berth restart` to apply".to_string(),
         other => format!("{other}: deferred until the workspace is idle"),
-    });
-    if pending.is_some() {
-        keep_running_env(desired, live, old_hash);
-    }
-    Some(Restart {
-        namespace: key.namespace.clone().unwrap_or_default(),
-        workspace: key.name.clone(),
-        variables,
-        pending,
     })
 }
 

@@ -200,102 +200,157 @@ pub fn gate(
     desired: impl Fn(&ObjectKey) -> Option<Value>,
 ) {
     let rolling = rolling(plan);
-    let mut held: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut rollouts = Vec::new();
-    for (group, members) in groups(fleet) {
-        let candidates: Vec<&(String, String)> = members
-            .iter()
-            .copied()
-            .filter(|m| rolling.contains(*m))
-            .collect();
-        let restarted: Vec<&(String, String)> = members
-            .iter()
-            .copied()
-            .filter(|m| !rolling.contains(*m))
-            .filter(|m| {
-                fleet
-                    .members
-                    .get(*m)
-                    .is_some_and(|w| !w.ready && !w.suspended && w.restarted_at.is_some())
-            })
-            .collect();
-        if candidates.is_empty() && restarted.is_empty() {
-            continue;
+    let mut held = Held::new();
+    let rollouts = groups(fleet)
+        .into_iter()
+        .filter_map(|(group, members)| gate_group(fleet, &group, &members, &rolling, &mut held))
+        .collect();
+    hold_changes(plan, &held, live, desired);
+    for restart in &mut plan.restarts {
+        if restart.pending.is_none()
+            && let Some(reason) = held.get(&(restart.namespace.clone(), restart.workspace.clone()))
+        {
+            restart.pending = Some(reason.clone());
         }
-        let mut rollout = summary(fleet, &group, &members, candidates.len() + restarted.len());
-        rollout.in_progress = restarted.len();
-        let policy = &fleet.members[members[0]].policy;
-        // A workspace restarted longer ago than the deadline and still not Ready, whose
-        // template git still wants: the change is broken there, so stop.
-        rollout.halted = restarted.iter().find_map(|m| {
-            let w = &fleet.members[*m];
-            let since = fleet.now.saturating_sub(w.restarted_at?);
-            (since > w.policy.progress_deadline_seconds).then(|| Halt {
-                workspace: format!("{}/{}", m.0, m.1),
-                reason: format!(
-                    "not Ready {since} s after its restart (progressDeadlineSeconds {})",
-                    w.policy.progress_deadline_seconds
-                ),
-            })
-        });
-        let mut unavailable = members
-            .iter()
-            .filter(|m| {
-                fleet
-                    .members
-                    .get(*m)
-                    .is_some_and(|w| !w.ready && !w.suspended)
-            })
-            .count();
-        // Restarting what is already down, or scaled to zero, takes nothing away: first.
-        let mut order = candidates.clone();
-        order.sort_by_key(|m| {
-            let w = &fleet.members[*m];
-            (w.ready && !w.suspended, *m)
-        });
-        for m in order {
-            let w = &fleet.members[m];
-            let free = !w.ready || w.suspended;
-            let wait = w.restarted_at.and_then(|at| {
-                let next = at + policy.min_restart_interval_seconds;
-                (fleet.now < next).then(|| format!("rollout: restarted {} s ago; next restart after {} s (minRestartIntervalSeconds)", fleet.now - at, policy.min_restart_interval_seconds))
-            });
-            let hold = if let Some(reason) = wait {
-                Some(reason)
-            } else if rollout.paused {
-                Some("rollout paused: `berth rollout resume` to continue".to_string())
-            } else if let Some(halt) = &rollout.halted {
-                Some(format!(
-                    "rollout halted: {} {}",
-                    halt.workspace, halt.reason
-                ))
-            } else if free {
-                None
-            } else if unavailable < rollout.at_once {
-                unavailable += 1;
-                None
-            } else {
-                Some(format!(
-                    "rollout: waiting for a batch slot ({unavailable} of at most {} restarting)",
-                    rollout.at_once
-                ))
-            };
-            match hold {
-                Some(reason) => {
-                    rollout.waiting += 1;
-                    held.insert(m.clone(), reason);
+    }
+    plan.rollouts = rollouts;
+}
+
+/// The workspaces the gate holds back, each with the reason the plan gives.
+type Held = BTreeMap<(String, String), String>;
+
+/// One group's rollout: which of its rolling workspaces restart now and which wait (into
+/// `held`), or nothing when none of it rolls or restarts.
+fn gate_group(
+    fleet: &Fleet,
+    group: &Group,
+    members: &[&(String, String)],
+    rolling: &BTreeSet<(String, String)>,
+    held: &mut Held,
+) -> Option<Rollout> {
+    let candidates: Vec<&(String, String)> = members
+        .iter()
+        .copied()
+        .filter(|m| rolling.contains(*m))
+        .collect();
+    let restarted: Vec<&(String, String)> = members
+        .iter()
+        .copied()
+        .filter(|m| !rolling.contains(*m))
+        .filter(|m| {
+            fleet
+                .members
+                .get(*m)
+                .is_some_and(|w| !w.ready && !w.suspended && w.restarted_at.is_some())
+        })
+        .collect();
+    if candidates.is_empty() && restarted.is_empty() {
+        return None;
+    }
+    let mut rollout = summary(fleet, group, members, candidates.len() + restarted.len());
+    rollout.in_progress = restarted.len();
+    rollout.halted = halt_of(fleet, &restarted);
+    let policy = &fleet.members[members[0]].policy;
+    let mut unavailable = members
+        .iter()
+        .filter(|m| {
+            fleet
+                .members
+                .get(*m)
+                .is_some_and(|w| !w.ready && !w.suspended)
+        })
+        .count();
+    // Restarting what is already down, or scaled to zero, takes nothing away: first.
+    let mut order = candidates;
+    order.sort_by_key(|m| {
+        let w = &fleet.members[*m];
+        (w.ready && !w.suspended, *m)
+    });
+    for m in order {
+        let w = &fleet.members[m];
+        let hold = hold_reason(fleet, w, policy, &rollout, &mut unavailable);
+        match hold {
+            Some(reason) => {
+                rollout.waiting += 1;
+                held.insert(m.clone(), reason);
+            }
+            None => {
+                let name = format!("{}/{}", m.0, m.1);
+                if !w.ready && !w.suspended {
+                    rollout.stuck.push(name.clone());
                 }
-                None => {
-                    let name = format!("{}/{}", m.0, m.1);
-                    if !w.ready && !w.suspended {
-                        rollout.stuck.push(name.clone());
-                    }
-                    rollout.started.push(name);
-                }
+                rollout.started.push(name);
             }
         }
-        rollouts.push(rollout);
     }
+    Some(rollout)
+}
+
+/// Why `w` waits, or None when it restarts now (then taking one of the group's slots if
+/// it is Ready: `unavailable` counts the taken ones). The group's `policy` is its first
+/// member's.
+fn hold_reason(
+    fleet: &Fleet,
+    w: &Member,
+    policy: &RolloutPolicy,
+    rollout: &Rollout,
+    unavailable: &mut usize,
+) -> Option<String> {
+    let min_interval = policy.min_restart_interval_seconds;
+    if let Some(at) = w.restarted_at
+        && fleet.now < at + min_interval
+    {
+        return Some(format!(
+            "rollout: restarted {} s ago; next restart after {min_interval} s (minRestartIntervalSeconds)",
+            fleet.now - at
+        ));
+    }
+    if rollout.paused {
+        return Some("rollout paused: `berth rollout resume` to continue".to_string());
+    }
+    if let Some(halt) = &rollout.halted {
+        return Some(format!(
+            "rollout halted: {} {}",
+            halt.workspace, halt.reason
+        ));
+    }
+    if !w.ready || w.suspended {
+        return None;
+    }
+    if *unavailable < rollout.at_once {
+        *unavailable += 1;
+        return None;
+    }
+    Some(format!(
+        "rollout: waiting for a batch slot ({unavailable} of at most {} restarting)",
+        rollout.at_once
+    ))
+}
+
+/// A workspace restarted longer ago than the deadline and still not Ready, whose
+/// template git still wants: the change is broken there, so the group stops.
+fn halt_of(fleet: &Fleet, restarted: &[&(String, String)]) -> Option<Halt> {
+    restarted.iter().find_map(|m| {
+        let w = &fleet.members[*m];
+        let since = fleet.now.saturating_sub(w.restarted_at?);
+        (since > w.policy.progress_deadline_seconds).then(|| Halt {
+            workspace: format!("{}/{}", m.0, m.1),
+            reason: format!(
+                "not Ready {since} s after its restart (progressDeadlineSeconds {})",
+                w.policy.progress_deadline_seconds
+            ),
+        })
+    })
+}
+
+/// Holds each held workspace's pod-rolling change at its live template; an update left
+/// with nothing to change leaves the plan.
+fn hold_changes(
+    plan: &mut Plan,
+    held: &Held,
+    live: impl Fn(&ObjectKey) -> Option<Value>,
+    desired: impl Fn(&ObjectKey) -> Option<Value>,
+) {
     for change in &mut plan.changes {
         let ws = workspace_of(&change.object);
         if !rolls_pods(change) || !held.contains_key(&ws) {
@@ -318,14 +373,6 @@ pub fn gate(
         !(c.object.kind == "StatefulSet" && c.action == Action::Update && c.fields.is_empty())
     });
     plan.unchanged += before - plan.changes.len();
-    for restart in &mut plan.restarts {
-        if restart.pending.is_none()
-            && let Some(reason) = held.get(&(restart.namespace.clone(), restart.workspace.clone()))
-        {
-            restart.pending = Some(reason.clone());
-        }
-    }
-    plan.rollouts = rollouts;
 }
 
 /// The desired StatefulSet with the live pod template and env record: applying it

@@ -93,9 +93,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    // One registration per metric, in the order /metrics lists them. Longer than the
-    // others only because it names every metric once: split, the names and help texts
-    // would be scattered over helpers that each register a few.
+    /// Kept in one piece: one registration per metric, in the order /metrics lists them;
+    /// split, the names and help texts would be scattered over helpers that each
+    /// register a few.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<ResultLabel, Counter>::default();

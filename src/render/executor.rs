@@ -295,25 +295,59 @@ pub fn findings(resolved: &Resolved) -> Vec<crate::load::Diagnostic> {
 /// selector), terms in a shape the API does not have. Only what reaches the Job counts:
 /// a volume nothing mounts is filtered out by Mage.
 fn unreadable(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::load::Diagnostic> {
-    use k8s_openapi::api::core::v1::{
-        Affinity, Container, EnvVar, Toleration, Volume, VolumeMount,
-    };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     let loaded = &run.loaded;
     let spec = &job["spec"]["template"]["spec"];
     let container = &spec["containers"][0];
+    let container_key = if loaded.container_config.is_some() {
+        "container_config"
+    } else {
+        "container"
+    };
+    let mut pieces = pod_pieces(loaded, spec, container);
+    if let Err((what, why)) = read_container(container) {
+        pieces.push((container_key, format!("{container_key}: {what}"), Err(why)));
+    }
+    let mut out = Vec::new();
+    for (key, what, result) in pieces {
+        let Err(why) = result else {
+            continue;
+        };
+        let Some((file, pos, field)) = run
+            .origins
+            .get(key)
+            .and_then(|o| Some((o.file.clone()?, o.pos?, o.pointer.clone()?)))
+        else {
+            continue;
+        };
+        out.push(
+            crate::load::Diagnostic::error(
+                &file,
+                pos,
+                &field,
+                format!("the API server cannot read `{what}` as Mage sends it for k8s block `{}`: {why}", block.block),
+            )
+            .with_help("Mage's client turns only the top-level keys of each item into the API's names; write the keys inside as the API does (`secretName`, `claimName`, `secretKeyRef`)"),
+        );
+    }
+    out
+}
+
+/// One piece of what Mage sends, read as the API's type: the configuration key that set
+/// it, its name in messages, and why the API server cannot read it.
+type Piece = (&'static str, String, Result<(), String>);
+
+/// The pod-level pieces (`pod` and `metadata` keys): mounted volumes, tolerations,
+/// affinity, node selector, metadata.
+fn pod_pieces(loaded: &mage::Loaded, spec: &Value, container: &Value) -> Vec<Piece> {
+    use k8s_openapi::api::core::v1::{Affinity, Toleration, Volume};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     let mounted: Vec<&str> = container["volumeMounts"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    let container_key = if loaded.container_config.is_some() {
-        "container_config"
-    } else {
-        "container"
-    };
-    let mut pieces: Vec<(&str, String, Result<(), String>)> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     for (i, v) in loaded.pod.volumes.iter().enumerate() {
         if v["name"].as_str().is_some_and(|n| mounted.contains(&n)) {
             pieces.push(("pod", format!("pod.volumes[{i}]"), round_trip::<Volume>(v)));
@@ -349,62 +383,39 @@ fn unreadable(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::load:
             round_trip::<ObjectMeta>(&Value::Object(meta.clone())),
         ));
     }
-    // The container whole, then item by item for a readable place.
+    pieces
+}
+
+/// The container read whole, and on failure item by item for a readable place: the
+/// first env entry or volume mount the API cannot read, else the container.
+fn read_container(container: &Value) -> Result<(), (String, String)> {
+    use k8s_openapi::api::core::v1::{Container, EnvVar, VolumeMount};
     let mut whole = container.clone();
     if let Some(resources) = whole.get_mut("resources") {
         stringify_quantities(resources);
     }
-    if let Err(why) = round_trip::<Container>(&whole) {
-        let mut found = None;
-        for (i, v) in container["env"]
+    let Err(why) = round_trip::<Container>(&whole) else {
+        return Ok(());
+    };
+    let items = |field: &str| {
+        container[field]
             .as_array()
+            .cloned()
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
             .enumerate()
-        {
-            if let Err(why) = round_trip::<EnvVar>(v) {
-                found = Some((format!("env[{i}]"), why));
-                break;
-            }
+    };
+    for (i, v) in items("env") {
+        if let Err(why) = round_trip::<EnvVar>(&v) {
+            return Err((format!("env[{i}]"), why));
         }
-        for (i, v) in container["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if found.is_none()
-                && let Err(why) = round_trip::<VolumeMount>(v)
-            {
-                found = Some((format!("volumeMounts[{i}]"), why));
-            }
+    }
+    for (i, v) in items("volumeMounts") {
+        if let Err(why) = round_trip::<VolumeMount>(&v) {
+            return Err((format!("volumeMounts[{i}]"), why));
         }
-        let (what, why) = found.unwrap_or(("the container".into(), why));
-        pieces.push((container_key, format!("{container_key}: {what}"), Err(why)));
     }
-    let mut out = Vec::new();
-    for (key, what, result) in pieces {
-        let Err(why) = result else {
-            continue;
-        };
-        let Some((file, pos, field)) = run
-            .origins
-            .get(key)
-            .and_then(|o| Some((o.file.clone()?, o.pos?, o.pointer.clone()?)))
-        else {
-            continue;
-        };
-        out.push(
-            crate::load::Diagnostic::error(
-                &file,
-                pos,
-                &field,
-                format!("the API server cannot read `{what}` as Mage sends it for k8s block `{}`: {why}", block.block),
-            )
-            .with_help("Mage's client turns only the top-level keys of each item into the API's names; write the keys inside as the API does (`secretName`, `claimName`, `secretKeyRef`)"),
-        );
-    }
-    out
+    Err(("the container".into(), why))
 }
 
 /// Quantities as the API's types read them (numbers are quantities to the API server).

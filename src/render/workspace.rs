@@ -264,28 +264,58 @@ pub fn server_pod(ws: &ResolvedWorkspace) -> Value {
     })
 }
 
+/// A workspace's StatefulSet: its container, its pod and its one data claim, each built
+/// by a function of its own below.
 fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) -> Value {
     let spec = &ws.spec;
-    // KUBE_NAMESPACE in the container's own env, as Mage's workspace manager sets it: Mage's
-    // executor reads the Mage server container's `env` list, and fails on a container
-    // without one. Secrets by reference; the other literals come from the ConfigMap.
-    let secret_env: Vec<EnvVar> = ws
-        .env
-        .iter()
-        .filter_map(|v| match &v.value {
-            VarValue::Secret(s) => Some(EnvVar {
-                name: v.name.clone(),
-                value_from: Some(secret_source(s)),
-                ..Default::default()
+    let parts = super::lifecycle::pod_parts(ws);
+    let (mounts, volumes) = workspace_mounts(ws, &parts);
+    let container = workspace_container(ws, &parts, mounts);
+    let mut template_labels = labels_of(ws);
+    template_labels.extend(selector_labels(ws));
+    to_value(&StatefulSet {
+        metadata: stateful_set_meta(ws, idle_since),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(if spec.suspended || idle_since.is_some() {
+                0
+            } else {
+                1
             }),
-            VarValue::Literal(value) if v.name == KUBE_NAMESPACE_VAR => Some(EnvVar {
-                name: v.name.clone(),
-                value: Some(value.clone()),
+            service_name: Some(ws.name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(ws)),
                 ..Default::default()
-            }),
-            VarValue::Literal(_) => None,
-        })
-        .collect();
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([(ENV_HASH.to_string(), hash.to_string())])),
+                    ..Default::default()
+                }),
+                spec: Some(workspace_pod(ws, &parts, container, volumes)),
+            },
+            // Unset means Kubernetes' default, Retain: deleting the StatefulSet keeps the
+            // claims. Only an explicit `storage.onDelete: delete` deletes them with it.
+            persistent_volume_claim_retention_policy: (spec.storage.on_delete
+                == ClaimsOnDelete::Delete)
+                .then(|| StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }),
+            volume_claim_templates: Some(vec![data_claim(ws)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The workspace container's mounts and the pod's volumes: the data claim first, then
+/// the declared ones, the lifecycle scripts' and the executor defaults'.
+fn workspace_mounts(
+    ws: &ResolvedWorkspace,
+    parts: &super::lifecycle::PodParts,
+) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let spec = &ws.spec;
     let mut mounts = vec![VolumeMount {
         name: "data".into(),
         mount_path: spec.storage.mount_path.clone(),
@@ -297,7 +327,6 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         read_only: m.read_only.then_some(true),
         ..Default::default()
     }));
-    let parts = super::lifecycle::pod_parts(ws);
     mounts.extend(parts.mounts.iter().cloned());
     let mut volumes = spec.kubernetes.volumes.clone();
     volumes.extend(parts.volumes.iter().cloned());
@@ -317,20 +346,48 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             ..Default::default()
         });
     }
-    // Declared pre-start overrides of the workspace container.
+    (mounts, volumes)
+}
+
+/// The Mage server container, with the declared pre-start overrides applied.
+fn workspace_container(
+    ws: &ResolvedWorkspace,
+    parts: &super::lifecycle::PodParts,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let spec = &ws.spec;
+    // KUBE_NAMESPACE in the container's own env, as Mage's workspace manager sets it: Mage's
+    // executor reads the Mage server container's `env` list, and fails on a container
+    // without one. Secrets by reference; the other literals come from the ConfigMap.
+    let mut env: Vec<EnvVar> = ws
+        .env
+        .iter()
+        .filter_map(|v| match &v.value {
+            VarValue::Secret(s) => Some(EnvVar {
+                name: v.name.clone(),
+                value_from: Some(secret_source(s)),
+                ..Default::default()
+            }),
+            VarValue::Literal(value) if v.name == KUBE_NAMESPACE_VAR => Some(EnvVar {
+                name: v.name.clone(),
+                value: Some(value.clone()),
+                ..Default::default()
+            }),
+            VarValue::Literal(_) => None,
+        })
+        .collect();
     let overrides = spec
         .lifecycle
         .pre_start
         .as_ref()
         .and_then(|p| p.container.clone())
         .unwrap_or_default();
-    let mut env = secret_env;
     env.extend(overrides.env.iter().map(|v| EnvVar {
         name: v.name.clone(),
         value: v.value.clone(),
         value_from: v.secret_ref.as_ref().map(secret_source),
     }));
-    let container = Container {
+    Container {
         name: "workspace".into(),
         image: Some(overrides.image.clone().unwrap_or_else(|| ws.image.clone())),
         command: parts.command.clone(),
@@ -365,12 +422,22 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// The workspace's pod: its container, the pre-start init container, Mage's executor
+/// token and the activity agent when the workspace has them, and the scheduling fields.
+fn workspace_pod(
+    ws: &ResolvedWorkspace,
+    parts: &super::lifecycle::PodParts,
+    container: Container,
+    mut volumes: Vec<Volume>,
+) -> PodSpec {
+    let kube = &ws.spec.kubernetes;
     let init = parts
         .pre_start
         .clone()
         .map(|command| vec![super::lifecycle::pre_start_container(&container, command)]);
-    let kube = &spec.kubernetes;
     let tolerations: Vec<Toleration> = kube
         .tolerations
         .iter()
@@ -401,8 +468,38 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
         volumes.push(token.clone());
         service_account_name = Some(account.clone());
     }
-    let mut template_labels = labels_of(ws);
-    template_labels.extend(selector_labels(ws));
+    PodSpec {
+        // Pod Security "restricted": never root, the runtime's seccomp profile.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(user),
+            run_as_group: Some(user),
+            fs_group: Some(user),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // Kubernetes credentials only for a workspace given an identity.
+        automount_service_account_token: Some(kube.service_account_name.is_some()),
+        containers,
+        // The agent sees the workspace's processes (their CPU) only so.
+        share_process_namespace: agent.is_some().then_some(true),
+        node_selector: (!kube.node_selector.is_empty()).then(|| kube.node_selector.clone()),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        affinity: kube.affinity.clone(),
+        service_account_name,
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        init_containers: init,
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet's metadata: where it came from and the lifecycle state berth reads
+/// back from the cluster (idle timeout, idle since, restart policy).
+fn stateful_set_meta(ws: &ResolvedWorkspace, idle_since: Option<&str>) -> ObjectMeta {
+    let spec = &ws.spec;
     let mut metadata = meta_of(ws, ws.name.clone());
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("berth/source".into(), ws.file.clone());
@@ -419,83 +516,29 @@ fn stateful_set(ws: &ResolvedWorkspace, hash: &str, idle_since: Option<&str>) ->
             policy.as_str().unwrap_or_default().to_string(),
         );
     }
-    let mut pvc_spec = PersistentVolumeClaimSpec {
-        access_modes: Some(vec!["ReadWriteOnce".into()]),
-        resources: Some(VolumeResourceRequirements {
-            requests: Some(BTreeMap::from([(
-                "storage".to_string(),
-                Quantity(spec.storage.size.as_string()),
-            )])),
+    metadata
+}
+
+/// The one claim template: the workspace's data, `storage.size` on `storage.storageClassName`.
+fn data_claim(ws: &ResolvedWorkspace) -> PersistentVolumeClaim {
+    let storage = &ws.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    pvc_spec.storage_class_name = spec.storage.storage_class_name.clone();
-    to_value(&StatefulSet {
-        metadata,
-        spec: Some(StatefulSetSpec {
-            replicas: Some(if spec.suspended || idle_since.is_some() {
-                0
-            } else {
-                1
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(storage.size.as_string()),
+                )])),
+                ..Default::default()
             }),
-            service_name: Some(ws.name.clone()),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(ws)),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([(ENV_HASH.to_string(), hash.to_string())])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    // Pod Security "restricted": never root, the runtime's seccomp profile.
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(user),
-                        run_as_group: Some(user),
-                        fs_group: Some(user),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    // Kubernetes credentials only for a workspace given an identity.
-                    automount_service_account_token: Some(kube.service_account_name.is_some()),
-                    containers,
-                    // The agent sees the workspace's processes (their CPU) only so.
-                    share_process_namespace: agent.is_some().then_some(true),
-                    node_selector: (!kube.node_selector.is_empty())
-                        .then(|| kube.node_selector.clone()),
-                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    affinity: kube.affinity.clone(),
-                    service_account_name,
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    init_containers: init,
-                    ..Default::default()
-                }),
-            },
-            // Unset means Kubernetes' default, Retain: deleting the StatefulSet keeps the
-            // claims. Only an explicit `storage.onDelete: delete` deletes them with it.
-            persistent_volume_claim_retention_policy: (spec.storage.on_delete
-                == ClaimsOnDelete::Delete)
-                .then(|| StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Delete".into()),
-                    when_scaled: Some("Retain".into()),
-                }),
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    ..Default::default()
-                },
-                spec: Some(pvc_spec),
-                ..Default::default()
-            }]),
+            storage_class_name: storage.storage_class_name.clone(),
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }
 }

@@ -4,7 +4,7 @@
 use super::pattern::{Pattern, Subject};
 use super::{Resolved, ResolvedWorkspace};
 use crate::load::{Diagnostic, Located, Repository};
-use crate::model::{PolicyDocument, WorkspaceDocument};
+use crate::model::{Guardrails, PolicyDocument, WorkspaceDocument};
 
 pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
     let mut out = forbidden_executor_settings(repo);
@@ -43,96 +43,119 @@ fn check_one(
 ) {
     let name = &policy.doc.metadata.name;
     let rules = &policy.doc.spec.guardrails;
-    let mut violation = |pointer: &str, rule: &str, message: String| {
-        let at = policy.pos(&format!("/spec/guardrails/{rule}"));
-        out.push(
-            Diagnostic::error(&ws.file, ws.pos(pointer), pointer, message).with_help(format!(
-                "policy `{name}` ({}:{}:{})",
-                policy.file, at.line, at.column
-            )),
+    let violations = image_violation(rules, ws, resolved)
+        .into_iter()
+        .chain(resource_violations(rules, ws))
+        .chain(
+            rules
+                .required_labels
+                .iter()
+                .filter(|label| !resolved.labels.contains_key(*label))
+                .map(|label| Violation {
+                    pointer: "/metadata".into(),
+                    rule: "requiredLabels",
+                    message: format!("missing required label `{label}`"),
+                }),
+        )
+        .chain(
+            ws.doc
+                .spec
+                .kubernetes
+                .volumes
+                .iter()
+                .enumerate()
+                .filter(|(_, volume)| rules.forbid_host_path && volume.host_path.is_some())
+                .map(|(i, volume)| Violation {
+                    pointer: format!("/spec/kubernetes/volumes/{i}/hostPath"),
+                    rule: "forbidHostPath",
+                    message: format!("volume `{}` mounts a hostPath", volume.name),
+                }),
         );
-    };
+    for v in violations {
+        let at = policy.pos(&format!("/spec/guardrails/{}", v.rule));
+        out.push(
+            Diagnostic::error(&ws.file, ws.pos(&v.pointer), &v.pointer, v.message).with_help(
+                format!(
+                    "policy `{name}` ({}:{}:{})",
+                    policy.file, at.line, at.column
+                ),
+            ),
+        );
+    }
+}
 
-    if !rules.allowed_images.is_empty() {
-        let allowed = rules
+/// One broken guardrail: the workspace's field, the policy's rule, what is wrong.
+struct Violation {
+    pointer: String,
+    rule: &'static str,
+    message: String,
+}
+
+/// `allowedImages`: the workspace's image (its own, or its project's) matches one.
+fn image_violation(
+    rules: &Guardrails,
+    ws: &Located<WorkspaceDocument>,
+    resolved: &ResolvedWorkspace,
+) -> Option<Violation> {
+    if rules.allowed_images.is_empty()
+        || rules
             .allowed_images
             .iter()
             .filter_map(|p| Pattern::parse(p, Subject::Image).ok())
-            .any(|p| p.matches(&resolved.image));
-        if !allowed {
-            let pointer = if ws.doc.spec.image.is_some() {
-                "/spec/image"
-            } else {
-                "/spec/project"
-            };
-            let inherited = if ws.doc.spec.image.is_some() {
-                ""
-            } else {
-                " (inherited from the project)"
-            };
-            violation(
-                pointer,
-                "allowedImages",
-                format!(
-                    "image `{}`{inherited} is not allowed; allowed: {}",
-                    resolved.image,
-                    rules.allowed_images.join(", ")
-                ),
-            );
-        }
+            .any(|p| p.matches(&resolved.image))
+    {
+        return None;
     }
+    let (pointer, inherited) = if ws.doc.spec.image.is_some() {
+        ("/spec/image", "")
+    } else {
+        ("/spec/project", " (inherited from the project)")
+    };
+    Some(Violation {
+        pointer: pointer.into(),
+        rule: "allowedImages",
+        message: format!(
+            "image `{}`{inherited} is not allowed; allowed: {}",
+            resolved.image,
+            rules.allowed_images.join(", ")
+        ),
+    })
+}
 
-    if let (Some(max), Some(resources)) = (&rules.max_resources, &ws.doc.spec.resources) {
-        for (section, have, limit) in [
-            ("requests", &resources.requests, &max.requests),
-            ("limits", &resources.limits, &max.limits),
-        ] {
-            for (resource, quantity) in have {
-                let Some(ceiling) = limit.get(resource) else {
-                    continue;
-                };
-                let (Some(v), Some(c)) = (
-                    crate::quantity::parse(&quantity.as_string()),
-                    crate::quantity::parse(&ceiling.as_string()),
-                ) else {
-                    continue;
-                };
-                if v > c {
-                    violation(
-                        &format!("/spec/resources/{section}/{resource}"),
-                        "maxResources",
-                        format!(
-                            "{resource} {section} {} exceeds the maximum {}",
-                            quantity.as_string(),
-                            ceiling.as_string()
-                        ),
-                    );
-                }
+/// `maxResources`: each request and limit the workspace declares, against its ceiling.
+fn resource_violations(rules: &Guardrails, ws: &Located<WorkspaceDocument>) -> Vec<Violation> {
+    let (Some(max), Some(resources)) = (&rules.max_resources, &ws.doc.spec.resources) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (section, have, limit) in [
+        ("requests", &resources.requests, &max.requests),
+        ("limits", &resources.limits, &max.limits),
+    ] {
+        for (resource, quantity) in have {
+            let Some(ceiling) = limit.get(resource) else {
+                continue;
+            };
+            let (Some(v), Some(c)) = (
+                crate::quantity::parse(&quantity.as_string()),
+                crate::quantity::parse(&ceiling.as_string()),
+            ) else {
+                continue;
+            };
+            if v > c {
+                out.push(Violation {
+                    pointer: format!("/spec/resources/{section}/{resource}"),
+                    rule: "maxResources",
+                    message: format!(
+                        "{resource} {section} {} exceeds the maximum {}",
+                        quantity.as_string(),
+                        ceiling.as_string()
+                    ),
+                });
             }
         }
     }
-
-    for label in &rules.required_labels {
-        if !resolved.labels.contains_key(label) {
-            violation(
-                "/metadata",
-                "requiredLabels",
-                format!("missing required label `{label}`"),
-            );
-        }
-    }
-
-    if rules.forbid_host_path {
-        for (i, volume) in ws.doc.spec.kubernetes.volumes.iter().enumerate() {
-            if volume.host_path.is_some() {
-                violation(
-                    &format!("/spec/kubernetes/volumes/{i}/hostPath"),
-                    "forbidHostPath",
-                    format!("volume `{}` mounts a hostPath", volume.name),
-                );
-            }
-        }
-    }
+    out
 }
 
 /// The resources of each k8s block's Job as Mage builds it in each workspace, against the

@@ -89,21 +89,22 @@ fn policy_of(
         .unwrap_or(&default);
     let mut policy = RolloutPolicy::default();
     // Where the budget is written, to point at it.
-    let written = match (&of_workspace.max_unavailable, &of_project.max_unavailable) {
-        (Some(b), _) => Some((
-            b,
-            &document.file,
-            document.pos("/spec/lifecycle/rollout/maxUnavailable"),
-            "/spec/lifecycle/rollout/maxUnavailable",
-        )),
-        (None, Some(b)) => Some((
-            b,
-            &project.file,
-            project.pos("/spec/rollout/maxUnavailable"),
-            "/spec/rollout/maxUnavailable",
-        )),
-        _ => None,
-    };
+    let written: Option<Written> =
+        match (&of_workspace.max_unavailable, &of_project.max_unavailable) {
+            (Some(b), _) => Some((
+                b,
+                &document.file,
+                document.pos("/spec/lifecycle/rollout/maxUnavailable"),
+                "/spec/lifecycle/rollout/maxUnavailable",
+            )),
+            (None, Some(b)) => Some((
+                b,
+                &project.file,
+                project.pos("/spec/rollout/maxUnavailable"),
+                "/spec/rollout/maxUnavailable",
+            )),
+            _ => None,
+        };
     if let Some((budget, file, pos, pointer)) = written {
         if budget.of(total).is_none() {
             out.push(Diagnostic::error(
@@ -118,6 +119,36 @@ fn policy_of(
             policy.max_unavailable = budget.clone();
         }
     }
+    bound_by_policies(repo, ws, total, written, &mut policy, out);
+    if let Some(s) = of_workspace
+        .progress_deadline_seconds
+        .or(of_project.progress_deadline_seconds)
+    {
+        policy.progress_deadline_seconds = s;
+    }
+    if let Some(s) = of_workspace
+        .min_restart_interval_seconds
+        .or(of_project.min_restart_interval_seconds)
+    {
+        policy.min_restart_interval_seconds = s;
+    }
+    policy
+}
+
+/// Where a workspace's budget is written (its own, else its project's): the budget, its
+/// file, position and field.
+type Written<'a> = (&'a Budget, &'a String, crate::load::yaml::Pos, &'static str);
+
+/// The Policies' `maxRolloutUnavailable` bounds: a budget written above one is an error
+/// there; the default budget gives way to it.
+fn bound_by_policies(
+    repo: &Repository,
+    ws: &ResolvedWorkspace,
+    total: usize,
+    written: Option<Written>,
+    policy: &mut RolloutPolicy,
+    out: &mut Vec<Diagnostic>,
+) {
     for p in repo.policies.iter().filter(|p| selects(&p.doc, ws)) {
         let Some(bound) = &p.doc.spec.guardrails.max_rollout_unavailable else {
             continue;
@@ -148,17 +179,4 @@ fn policy_of(
             _ => policy.max_unavailable = bound.clone(),
         }
     }
-    if let Some(s) = of_workspace
-        .progress_deadline_seconds
-        .or(of_project.progress_deadline_seconds)
-    {
-        policy.progress_deadline_seconds = s;
-    }
-    if let Some(s) = of_workspace
-        .min_restart_interval_seconds
-        .or(of_project.min_restart_interval_seconds)
-    {
-        policy.min_restart_interval_seconds = s;
-    }
-    policy
 }

@@ -163,80 +163,63 @@ impl GitAuth {
                     "the remote rejected berth's credentials",
                 ));
             }
-            if allowed.contains(CredentialType::SSH_KEY) {
-                let user = user_from_url.unwrap_or("git");
-                return match &auth.ssh_key {
-                    Some(key) => Cred::ssh_key(user, None, key, None),
-                    None => Err(git2::Error::from_str(
-                        "the remote wants an ssh key: pass --ssh-key",
-                    )),
-                };
-            }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                let token = match &read {
-                    Some(token) => Ok(Some(token.clone())),
-                    None => auth.token(),
-                };
-                return match token {
-                    Ok(Some(token)) => {
-                        let user = auth
-                            .username
-                            .as_deref()
-                            .or(user_from_url)
-                            .unwrap_or("x-access-token");
-                        Cred::userpass_plaintext(user, &token)
-                    }
-                    Ok(None) => Err(git2::Error::from_str(
-                        "the remote wants a token: pass --git-token-file, --git-token-env or \
-                         --git-token-secret",
-                    )),
-                    Err(why) => Err(git2::Error::from_str(&why)),
-                };
-            }
-            if allowed.contains(CredentialType::USERNAME) {
-                return Cred::username(user_from_url.unwrap_or("git"));
-            }
-            Err(git2::Error::from_str(
-                "the remote wants credentials berth cannot give",
-            ))
+            auth.credential(read.as_deref(), user_from_url, allowed)
         });
         let known_hosts = self.known_hosts.clone();
-        let check = move |cert: &git2::cert::Cert<'_>, host: &str| {
-            let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: libgit2 verifies the certificate chain and name itself.
-                return Ok(CertificateCheckStatus::CertificatePassthrough);
-            };
-            let Some(key) = hostkey.hostkey() else {
-                return Err(git2::Error::from_str("the ssh server sent no host key"));
-            };
-            let Some(path) = &known_hosts else {
-                return Err(git2::Error::from_str(
-                    "refusing ssh without --known-hosts: the server's host key cannot be checked",
-                ));
-            };
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| git2::Error::from_str(&format!("reading {}: {e}", path.display())))?;
-            match check_known_host(&text, host, key) {
-                HostCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
-                HostCheck::Mismatch => Err(git2::Error::from_str(&format!(
-                    "the host key of {host} does not match {}: refusing (possible \
-                     man-in-the-middle)",
-                    path.display()
-                ))),
-                HostCheck::Unknown => Err(git2::Error::from_str(&format!(
-                    "{host} is not in {}: add its key (ssh-keyscan {host})",
-                    path.display()
-                ))),
-            }
-        };
         callbacks.certificate_check(move |cert, host| {
-            let result = check(cert, host);
+            let result = check_host_key(known_hosts.as_deref(), cert, host);
             if let (Err(e), Ok(mut slot)) = (&result, refused.lock()) {
                 *slot = Some(e.message().to_string());
             }
             result
         });
         callbacks
+    }
+
+    /// The credential of the kind the server allows: the ssh key, the token (`read`, else
+    /// read now from its file or variable), or the user name alone.
+    fn credential(
+        &self,
+        read: Option<&str>,
+        user_from_url: Option<&str>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let user = user_from_url.unwrap_or("git");
+            return match &self.ssh_key {
+                Some(key) => Cred::ssh_key(user, None, key, None),
+                None => Err(git2::Error::from_str(
+                    "the remote wants an ssh key: pass --ssh-key",
+                )),
+            };
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let token = match read {
+                Some(token) => Ok(Some(token.to_string())),
+                None => self.token(),
+            };
+            return match token {
+                Ok(Some(token)) => {
+                    let user = self
+                        .username
+                        .as_deref()
+                        .or(user_from_url)
+                        .unwrap_or("x-access-token");
+                    Cred::userpass_plaintext(user, &token)
+                }
+                Ok(None) => Err(git2::Error::from_str(
+                    "the remote wants a token: pass --git-token-file, --git-token-env or \
+                     --git-token-secret",
+                )),
+                Err(why) => Err(git2::Error::from_str(&why)),
+            };
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(user_from_url.unwrap_or("git"));
+        }
+        Err(git2::Error::from_str(
+            "the remote wants credentials berth cannot give",
+        ))
     }
 
     /// `text` without credentials: URL user-info passwords and the token's value (a
@@ -255,6 +238,41 @@ impl GitAuth {
             }
         }
         out
+    }
+}
+
+/// The ssh host key check against `known_hosts` (required); TLS certificates are
+/// libgit2's to verify.
+fn check_host_key(
+    known_hosts: Option<&std::path::Path>,
+    cert: &git2::cert::Cert<'_>,
+    host: &str,
+) -> Result<CertificateCheckStatus, git2::Error> {
+    let Some(hostkey) = cert.as_hostkey() else {
+        // TLS: libgit2 verifies the certificate chain and name itself.
+        return Ok(CertificateCheckStatus::CertificatePassthrough);
+    };
+    let Some(key) = hostkey.hostkey() else {
+        return Err(git2::Error::from_str("the ssh server sent no host key"));
+    };
+    let Some(path) = known_hosts else {
+        return Err(git2::Error::from_str(
+            "refusing ssh without --known-hosts: the server's host key cannot be checked",
+        ));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| git2::Error::from_str(&format!("reading {}: {e}", path.display())))?;
+    match check_known_host(&text, host, key) {
+        HostCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
+        HostCheck::Mismatch => Err(git2::Error::from_str(&format!(
+            "the host key of {host} does not match {}: refusing (possible \
+             man-in-the-middle)",
+            path.display()
+        ))),
+        HostCheck::Unknown => Err(git2::Error::from_str(&format!(
+            "{host} is not in {}: add its key (ssh-keyscan {host})",
+            path.display()
+        ))),
     }
 }
 

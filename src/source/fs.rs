@@ -13,22 +13,7 @@ pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
         bail!("{} is not a directory", root.display());
     }
     let mut out = Vec::new();
-    let ignore_file = root.join(IGNORE_FILE);
-    let ignore_entry = match std::fs::symlink_metadata(&ignore_file) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => Some(SourceFile::unreadable(
-            IGNORE_FILE,
-            Unreadable::Io(err.to_string()),
-        )),
-        Ok(meta) if meta.is_symlink() => Some(SourceFile::unreadable(
-            IGNORE_FILE,
-            Unreadable::Symlink {
-                target: link_target(&ignore_file),
-            },
-        )),
-        Ok(meta) if meta.is_dir() => Some(SourceFile::unreadable(IGNORE_FILE, Unreadable::Folder)),
-        Ok(_) => Some(read_file(&ignore_file, IGNORE_FILE.to_string())),
-    };
+    let ignore_entry = read_ignore_file(root);
     let ignored = files::ignored_by(ignore_entry.as_ref());
     out.extend(ignore_entry);
 
@@ -91,6 +76,27 @@ pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
     );
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The repository's ignore file, if there is one: a symlink or a folder in its place is
+/// reported as unreadable, as any other input would be.
+fn read_ignore_file(root: &Path) -> Option<SourceFile> {
+    let ignore_file = root.join(IGNORE_FILE);
+    match std::fs::symlink_metadata(&ignore_file) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => Some(SourceFile::unreadable(
+            IGNORE_FILE,
+            Unreadable::Io(err.to_string()),
+        )),
+        Ok(meta) if meta.is_symlink() => Some(SourceFile::unreadable(
+            IGNORE_FILE,
+            Unreadable::Symlink {
+                target: link_target(&ignore_file),
+            },
+        )),
+        Ok(meta) if meta.is_dir() => Some(SourceFile::unreadable(IGNORE_FILE, Unreadable::Folder)),
+        Ok(_) => Some(read_file(&ignore_file, IGNORE_FILE.to_string())),
+    }
 }
 
 fn link_target(path: &Path) -> String {

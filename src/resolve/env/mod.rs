@@ -103,26 +103,8 @@ pub fn effective_env(
     workspace: &WorkspaceSpec,
     user_code_path: &str,
 ) -> Vec<EffectiveVar> {
-    let inheritance = &project.inheritance;
-    // Validation refused every pattern that does not parse.
-    let parse = |p: &String| Pattern::parse(p, Subject::VariableName).ok();
-    let rules: Vec<Pattern> = workspace
-        .environment
-        .as_ref()
-        .and_then(|e| inheritance.by_environment.get(e))
-        .into_iter()
-        .flatten()
-        .filter_map(parse)
-        .collect();
-    let user_defined: Vec<Pattern> = inheritance
-        .user_defined_vars
-        .iter()
-        .flatten()
-        .filter_map(parse)
-        .collect();
+    let inherited = Inherited::of(project, workspace);
     let shares_secrets = project.shares_secrets();
-    let inherit_all =
-        inheritance.mode == InheritanceMode::Managed && inheritance.user_defined_vars.is_none();
 
     let mut env: BTreeMap<String, EffectiveVar> = BTreeMap::new();
     let mut set = |name: &str, value: VarValue, source: Source| {
@@ -145,23 +127,7 @@ pub fn effective_env(
         {
             continue;
         }
-        // A plain name says less than a pattern: prefer it when both match.
-        let named = user_defined
-            .iter()
-            .filter(|p| p.matches(&var.name))
-            .min_by_key(|p| !p.is_literal());
-        let source = if inherit_all {
-            Source::Project
-        } else if let Some(pattern) = named {
-            Source::UserDefinedVars {
-                pattern: (!pattern.is_literal()).then(|| pattern.as_str().to_string()),
-            }
-        } else if let Some(rule) = rules.iter().find(|r| r.matches(&var.name)) {
-            Source::EnvironmentRule {
-                environment: workspace.environment.clone().unwrap_or_default(),
-                pattern: rule.as_str().to_string(),
-            }
-        } else {
+        let Some(source) = inherited.source_of(&var.name) else {
             continue;
         };
         set(&var.name, value, source);
@@ -201,6 +167,64 @@ pub fn effective_env(
         }
     }
     env.into_values().collect()
+}
+
+/// What a workspace inherits of its project's variables: all of them (managed, with no
+/// USER_DEFINED_VARS), or those a USER_DEFINED_VARS pattern or its environment's rule names.
+struct Inherited<'a> {
+    inherit_all: bool,
+    user_defined: Vec<Pattern>,
+    rules: Vec<Pattern>,
+    environment: Option<&'a String>,
+}
+
+impl<'a> Inherited<'a> {
+    fn of(project: &ProjectSpec, workspace: &'a WorkspaceSpec) -> Self {
+        let inheritance = &project.inheritance;
+        // Validation refused every pattern that does not parse.
+        let parse = |p: &String| Pattern::parse(p, Subject::VariableName).ok();
+        let environment = workspace.environment.as_ref();
+        Inherited {
+            inherit_all: inheritance.mode == InheritanceMode::Managed
+                && inheritance.user_defined_vars.is_none(),
+            user_defined: inheritance
+                .user_defined_vars
+                .iter()
+                .flatten()
+                .filter_map(parse)
+                .collect(),
+            rules: environment
+                .and_then(|e| inheritance.by_environment.get(e))
+                .into_iter()
+                .flatten()
+                .filter_map(parse)
+                .collect(),
+            environment,
+        }
+    }
+
+    /// Why the workspace inherits the project's variable `name`, or None if it does not.
+    fn source_of(&self, name: &str) -> Option<Source> {
+        if self.inherit_all {
+            return Some(Source::Project);
+        }
+        // A plain name says less than a pattern: prefer it when both match.
+        let named = self
+            .user_defined
+            .iter()
+            .filter(|p| p.matches(name))
+            .min_by_key(|p| !p.is_literal());
+        if let Some(pattern) = named {
+            return Some(Source::UserDefinedVars {
+                pattern: (!pattern.is_literal()).then(|| pattern.as_str().to_string()),
+            });
+        }
+        let rule = self.rules.iter().find(|r| r.matches(name))?;
+        Some(Source::EnvironmentRule {
+            environment: self.environment.cloned().unwrap_or_default(),
+            pattern: rule.as_str().to_string(),
+        })
+    }
 }
 
 /// Where Mage's executor creates Jobs and finds its own pod.

@@ -418,9 +418,7 @@ pub fn resolve(
         if !sources.pipelines.iter().all(|p| p.blocks.is_empty()) {
             diagnostics.extend(unread_settings(repo, project, &members));
         }
-        // The (file, pointer) of every layer section some run takes: its problems are
-        // errors, the others' warnings.
-        let mut used: std::collections::HashSet<(String, String)> = Default::default();
+        let mut used = Used::default();
         for pipeline in &sources.pipelines {
             for block in &pipeline.blocks {
                 let layers = layers(sources, block.config.as_ref(), policy, policy_doc);
@@ -440,21 +438,7 @@ pub fn resolve(
                 };
                 for ws in &members {
                     let template = template_for(sources, ws).and_then(|t| t.source.as_ref());
-                    for origin in resolved.origins.values() {
-                        if let (Some(file), Some(pointer)) = (&origin.file, &origin.pointer) {
-                            used.insert((file.clone(), pointer.clone()));
-                        }
-                    }
-                    if let Some(t) = template {
-                        for key in t.value.as_object().into_iter().flatten().map(|(k, _)| k) {
-                            if !resolved.config.contains_key(key) {
-                                used.insert((
-                                    t.file.clone(),
-                                    format!("{}/{}", t.pointer, escape_segment(key)),
-                                ));
-                            }
-                        }
-                    }
+                    mark_used(&resolved, template, &mut used);
                     match run(&resolved, &layers, sources, ws) {
                         Ok(run) => {
                             diagnostics.extend(check_run(&resolved, &run, pipeline, block));
@@ -477,12 +461,38 @@ pub fn resolve(
     (out, diagnostics)
 }
 
+/// The (file, pointer) of every layer section some run takes: its problems are errors,
+/// the others' warnings.
+type Used = std::collections::HashSet<(String, String)>;
+
+/// Marks the sections a run of `resolved` takes: those its merged config came from, and
+/// the workspace template's keys no layer above it set.
+fn mark_used(
+    resolved: &BlockExecutor,
+    template: Option<&crate::load::mage::ConfigSource>,
+    used: &mut Used,
+) {
+    for origin in resolved.origins.values() {
+        if let (Some(file), Some(pointer)) = (&origin.file, &origin.pointer) {
+            used.insert((file.clone(), pointer.clone()));
+        }
+    }
+    let Some(t) = template else {
+        return;
+    };
+    for key in t.value.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !resolved.config.contains_key(key) {
+            used.insert((
+                t.file.clone(),
+                format!("{}/{}", t.pointer, escape_segment(key)),
+            ));
+        }
+    }
+}
+
 /// The problems the loader kept with each layer's top-level keys: errors where a run takes
 /// the key from that layer, warnings where none does.
-fn layer_problems(
-    sources: &ExecutorSources,
-    used: &std::collections::HashSet<(String, String)>,
-) -> Vec<Diagnostic> {
+fn layer_problems(sources: &ExecutorSources, used: &Used) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for layer in sources.layers() {
         for (key, problem) in &layer.problems {
@@ -945,12 +955,62 @@ fn check_run(
     source: &Block,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let at = |key: &str| -> Option<(String, Pos, String)> {
+    let at = |key: &str| -> Option<Place> {
         let origin = run.origins.get(key)?;
         Some((origin.file.clone()?, origin.pos?, origin.pointer.clone()?))
     };
     let fallback = || (pipeline.file.clone(), source.pos, source.pointer.clone());
-    // Job names, for each trigger the prefix names (or the prefix alone).
+    out.extend(job_name_checks(block, run, pipeline, &at, &fallback));
+    // `metadata` resets the namespace: a `namespace` beside it is not used.
+    if run.loaded.meta.is_some()
+        && crate::mage::truthy(run.config.get("namespace"))
+        && let Some((file, pos, field)) = at("namespace")
+    {
+        let by = run
+            .origins
+            .get("metadata")
+            .map(|o| o.to_string())
+            .unwrap_or_default();
+        out.push(
+            Diagnostic::warning(
+                &file,
+                pos,
+                &field,
+                format!(
+                    "Mage ignores it: with `metadata` set (by the {by}), the Jobs of k8s block `{}` go to `metadata.namespace`, else KUBE_NAMESPACE",
+                    block.block
+                ),
+            )
+            .with_help("set `metadata.namespace` in the layer that sets `metadata`, or remove this key"),
+        );
+    }
+    out.extend(namespace_checks(block, run, &at, &fallback));
+    if run.loaded.pod.image_pull_secrets.is_some() {
+        let (file, pos, field) = at("pod").unwrap_or_else(fallback);
+        out.push(
+            Diagnostic::error(
+                &file,
+                pos,
+                &field,
+                format!("Mage {} sends `pod.image_pull_secrets` as one object, not a list: the API server refuses every Job of k8s block `{}`", crate::mage::MAGE_VERSION, block.block),
+            )
+            .with_help("leave it out: Mage then gives the Job the workspace pod's imagePullSecrets (a workspace's `kubernetes.imagePullSecrets`)"),
+        );
+    }
+    out.extend(resource_checks(block, run, &at, &fallback));
+    out
+}
+
+/// The Job names Mage gives a run, one per trigger the prefix names (or the prefix
+/// alone): a prefix Mage fails on, or names the API server refuses.
+fn job_name_checks(
+    block: &BlockExecutor,
+    run: &Run,
+    pipeline: &Pipeline,
+    at: &dyn Fn(&str) -> Option<Place>,
+    fallback: &dyn Fn() -> Place,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
     let triggers: Vec<(&str, Option<&crate::load::mage::Trigger>)> = if pipeline.triggers.is_empty()
     {
         vec![("", None)]
@@ -998,29 +1058,18 @@ fn check_run(
             }
         }
     }
-    // `metadata` resets the namespace: a `namespace` beside it is not used.
-    if run.loaded.meta.is_some()
-        && crate::mage::truthy(run.config.get("namespace"))
-        && let Some((file, pos, field)) = at("namespace")
-    {
-        let by = run
-            .origins
-            .get("metadata")
-            .map(|o| o.to_string())
-            .unwrap_or_default();
-        out.push(
-            Diagnostic::warning(
-                &file,
-                pos,
-                &field,
-                format!(
-                    "Mage ignores it: with `metadata` set (by the {by}), the Jobs of k8s block `{}` go to `metadata.namespace`, else KUBE_NAMESPACE",
-                    block.block
-                ),
-            )
-            .with_help("set `metadata.namespace` in the layer that sets `metadata`, or remove this key"),
-        );
-    }
+    out
+}
+
+/// Where a run's Jobs go: a namespace outside the workspace's (granted nothing), one the
+/// API server refuses, or one Mage renders at run time.
+fn namespace_checks(
+    block: &BlockExecutor,
+    run: &Run,
+    at: &dyn Fn(&str) -> Option<Place>,
+    fallback: &dyn Fn() -> Place,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
     // The namespace is the layer's `namespace`, else its `metadata`'s.
     let (ns_file, ns_pos, ns_field) = at("namespace")
         .or_else(|| at("metadata"))
@@ -1056,19 +1105,6 @@ fn check_run(
             ));
         }
     }
-    if run.loaded.pod.image_pull_secrets.is_some() {
-        let (file, pos, field) = at("pod").unwrap_or_else(fallback);
-        out.push(
-            Diagnostic::error(
-                &file,
-                pos,
-                &field,
-                format!("Mage {} sends `pod.image_pull_secrets` as one object, not a list: the API server refuses every Job of k8s block `{}`", crate::mage::MAGE_VERSION, block.block),
-            )
-            .with_help("leave it out: Mage then gives the Job the workspace pod's imagePullSecrets (a workspace's `kubernetes.imagePullSecrets`)"),
-        );
-    }
-    out.extend(resource_checks(block, run, &at, &fallback));
     out
 }
 

@@ -120,68 +120,10 @@ fn check_workspace<'a>(
         true,
         out,
     );
-    let name = &w.doc.metadata.name;
-    // A workspace names a Service (DNS-1035: starts with a letter) and a StatefulSet
-    // whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
-    if name.len() > 52 {
-        out.push(err(
-            w,
-            "/metadata/name",
-            "workspace names are at most 52 characters (the StatefulSet's revision label adds 11)",
-        ));
-    }
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        out.push(err(
-            w,
-            "/metadata/name",
-            "workspace names must start with a letter (they name a Service)",
-        ));
-    }
-    let project = projects.get(spec.project.as_str()).copied();
-    if project.is_none() {
-        let known: Vec<&str> = repo
-            .projects
-            .iter()
-            .map(|p| p.doc.metadata.name.as_str())
-            .collect();
-        out.push(
-            err(
-                w,
-                "/spec/project",
-                format!("unknown project `{}`", spec.project),
-            )
-            .with_help(if known.is_empty() {
-                "no Project is declared in this repository".to_string()
-            } else {
-                format!("declared projects: {}", known.join(", "))
-            }),
-        );
-    }
-    if spec.image.is_none() && project.is_some_and(|p| p.doc.spec.image.is_none()) {
-        out.push(err(
-            w,
-            "/spec",
-            "no image: set `image` here or on the project",
-        ));
-    }
+    check_workspace_name(w, out);
+    check_project_ref(w, repo, projects, out);
     check_env(w, "/spec/env", &spec.env, out);
-    for (i, var) in spec.env.iter().enumerate() {
-        if BUILT_IN_VARS.contains(&var.name.as_str()) {
-            let field = match var.name.as_str() {
-                "ENV" => "`environment`",
-                "USER_CODE_PATH" => "`userCodePath`",
-                _ => "the project's `shareSecretsAcrossWorkspaces`",
-            };
-            out.push(
-                err(
-                    w,
-                    &format!("/spec/env/{i}/name"),
-                    format!("`{}` is set by berth", var.name),
-                )
-                .with_help(format!("use {field} instead")),
-            );
-        }
-    }
+    check_built_in_vars(w, out);
     if let Some(resources) = &spec.resources {
         check_resources(w, "/spec/resources", resources, out);
     }
@@ -195,21 +137,7 @@ fn check_workspace<'a>(
             format!("invalid environment `{environment}`: {why}"),
         ));
     }
-    let volumes: Vec<&str> = spec
-        .kubernetes
-        .volumes
-        .iter()
-        .map(|v| v.name.as_str())
-        .collect();
-    for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
-        if !volumes.contains(&mount.name.as_str()) {
-            out.push(err(
-                w,
-                &format!("/spec/kubernetes/volumeMounts/{i}/name"),
-                format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
-            ));
-        }
-    }
+    check_volume_mounts(w, out);
     check_lifecycle(w, &repo.files, pre_start, out);
     check_roles(w, "/spec/roles", &spec.roles, out);
 }
@@ -242,36 +170,7 @@ fn check_lifecycle<'a>(
             files,
             out,
         );
-        if let Some(Ok(text)) = files.get(&pre.script)
-            && pre.script.ends_with(".py")
-        {
-            // Workspaces often share a script: parse each one once.
-            let problems = pre_start
-                .entry(pre.script.as_str())
-                .or_insert_with(|| super::python::check_pre_start(text));
-            for problem in problems.iter() {
-                let pointer = "/spec/lifecycle/preStart/script";
-                out.push(match problem.pos {
-                    Some(pos) => Diagnostic::error(
-                        &pre.script,
-                        pos,
-                        "",
-                        format!("pre-start script: {}", problem.message),
-                    )
-                    .with_help(format!(
-                        "used by workspace `{}` ({}:{})",
-                        w.doc.metadata.name,
-                        w.file,
-                        w.pos(pointer).line
-                    )),
-                    None => err(
-                        w,
-                        pointer,
-                        format!("pre-start script `{}` {}", pre.script, problem.message),
-                    ),
-                });
-            }
-        }
+        check_pre_start(w, files, pre_start, out);
         if let Some(container) = &pre.container {
             check_env(
                 w,
@@ -317,6 +216,148 @@ fn check_lifecycle<'a>(
                 "the lifecycle scripts total {scripts_bytes} bytes; they travel in one ConfigMap, which holds at most {MAX_SCRIPTS_BYTES}"
             ),
         ));
+    }
+}
+
+/// A workspace's name: it names a Service (DNS-1035: starts with a letter) and a
+/// StatefulSet whose pods carry `controller-revision-hash: <name>-<10 chars>` (≤ 63).
+fn check_workspace_name(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>) {
+    let name = &w.doc.metadata.name;
+    if name.len() > 52 {
+        out.push(err(
+            w,
+            "/metadata/name",
+            "workspace names are at most 52 characters (the StatefulSet's revision label adds 11)",
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push(err(
+            w,
+            "/metadata/name",
+            "workspace names must start with a letter (they name a Service)",
+        ));
+    }
+}
+
+/// A workspace's project is declared, and one of them has an image for it.
+fn check_project_ref(
+    w: &Located<WorkspaceDocument>,
+    repo: &Repository,
+    projects: &HashMap<&str, &Located<ProjectDocument>>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let spec = &w.doc.spec;
+    let project = projects.get(spec.project.as_str()).copied();
+    if project.is_none() {
+        let known: Vec<&str> = repo
+            .projects
+            .iter()
+            .map(|p| p.doc.metadata.name.as_str())
+            .collect();
+        out.push(
+            err(
+                w,
+                "/spec/project",
+                format!("unknown project `{}`", spec.project),
+            )
+            .with_help(if known.is_empty() {
+                "no Project is declared in this repository".to_string()
+            } else {
+                format!("declared projects: {}", known.join(", "))
+            }),
+        );
+    }
+    if spec.image.is_none() && project.is_some_and(|p| p.doc.spec.image.is_none()) {
+        out.push(err(
+            w,
+            "/spec",
+            "no image: set `image` here or on the project",
+        ));
+    }
+}
+
+/// Variables berth sets itself cannot be declared: each has its own field.
+fn check_built_in_vars(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>) {
+    let spec = &w.doc.spec;
+    for (i, var) in spec.env.iter().enumerate() {
+        if BUILT_IN_VARS.contains(&var.name.as_str()) {
+            let field = match var.name.as_str() {
+                "ENV" => "`environment`",
+                "USER_CODE_PATH" => "`userCodePath`",
+                _ => "the project's `shareSecretsAcrossWorkspaces`",
+            };
+            out.push(
+                err(
+                    w,
+                    &format!("/spec/env/{i}/name"),
+                    format!("`{}` is set by berth", var.name),
+                )
+                .with_help(format!("use {field} instead")),
+            );
+        }
+    }
+}
+
+/// Every volume mount names a declared volume.
+fn check_volume_mounts(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>) {
+    let spec = &w.doc.spec;
+    let volumes: Vec<&str> = spec
+        .kubernetes
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
+        if !volumes.contains(&mount.name.as_str()) {
+            out.push(err(
+                w,
+                &format!("/spec/kubernetes/volumeMounts/{i}/name"),
+                format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
+            ));
+        }
+    }
+}
+
+/// A Python pre-start script's problems, at their line in the script (workspaces often
+/// share one: each is parsed once, into `pre_start`).
+fn check_pre_start<'a>(
+    w: &'a Located<WorkspaceDocument>,
+    files: &Files,
+    pre_start: &mut PreStartProblems<'a>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(pre) = &w.doc.spec.lifecycle.pre_start else {
+        return;
+    };
+    if let Some(Ok(text)) = files.get(&pre.script)
+        && pre.script.ends_with(".py")
+    {
+        // Workspaces often share a script: parse each one once.
+        let problems = pre_start
+            .entry(pre.script.as_str())
+            .or_insert_with(|| super::python::check_pre_start(text));
+        for problem in problems.iter() {
+            let pointer = "/spec/lifecycle/preStart/script";
+            out.push(match problem.pos {
+                Some(pos) => Diagnostic::error(
+                    &pre.script,
+                    pos,
+                    "",
+                    format!("pre-start script: {}", problem.message),
+                )
+                .with_help(format!(
+                    "used by workspace `{}` ({}:{})",
+                    w.doc.metadata.name,
+                    w.file,
+                    w.pos(pointer).line
+                )),
+                None => err(
+                    w,
+                    pointer,
+                    format!("pre-start script `{}` {}", pre.script, problem.message),
+                ),
+            });
+        }
     }
 }
 
@@ -502,15 +543,23 @@ fn check_namespace_owners(projects: &[Located<ProjectDocument>], out: &mut Vec<D
         .iter()
         .filter(|p| seen.insert(p.doc.metadata.name.as_str()))
         .collect();
-    let at = |p: &Located<ProjectDocument>, pointer: &str| {
-        let pos = p.pos(pointer);
-        format!(
-            "project `{}` ({}:{}:{})",
-            p.doc.metadata.name, p.file, pos.line, pos.column
-        )
-    };
+    shared_namespaces(&firsts, out);
+    runner_namespaces(&firsts, out);
+}
+
+/// How a message names a project at one of its fields: project `x` (file:line:column).
+fn project_at(p: &Located<ProjectDocument>, pointer: &str) -> String {
+    let pos = p.pos(pointer);
+    format!(
+        "project `{}` ({}:{}:{})",
+        p.doc.metadata.name, p.file, pos.line, pos.column
+    )
+}
+
+/// Projects in one namespace: an error at each, unless every one declares the sharing.
+fn shared_namespaces(firsts: &[&Located<ProjectDocument>], out: &mut Vec<Diagnostic>) {
     let mut by_namespace: BTreeMap<&str, Vec<&Located<ProjectDocument>>> = BTreeMap::new();
-    for p in &firsts {
+    for p in firsts {
         by_namespace
             .entry(p.doc.spec.namespace.as_str())
             .or_default()
@@ -529,7 +578,7 @@ fn check_namespace_owners(projects: &[Located<ProjectDocument>], out: &mut Vec<D
             let others: Vec<String> = owners
                 .iter()
                 .filter(|o| !std::ptr::eq(**o, *p))
-                .map(|o| at(o, "/spec/namespace"))
+                .map(|o| project_at(o, "/spec/namespace"))
                 .collect();
             out.push(
                 err(
@@ -549,8 +598,12 @@ fn check_namespace_owners(projects: &[Located<ProjectDocument>], out: &mut Vec<D
             );
         }
     }
+}
+
+/// ZenML runner namespaces, one project each.
+fn runner_namespaces(firsts: &[&Located<ProjectDocument>], out: &mut Vec<Diagnostic>) {
     let mut by_runners: BTreeMap<&str, Vec<&Located<ProjectDocument>>> = BTreeMap::new();
-    for p in &firsts {
+    for p in firsts {
         if let Some(wm) = &p.doc.spec.workload_manager {
             by_runners.entry(wm.namespace.as_str()).or_default().push(p);
         }
@@ -560,7 +613,7 @@ fn check_namespace_owners(projects: &[Located<ProjectDocument>], out: &mut Vec<D
             let others: Vec<String> = owners
                 .iter()
                 .filter(|o| !std::ptr::eq(**o, *p))
-                .map(|o| at(o, "/spec/workloadManager/namespace"))
+                .map(|o| project_at(o, "/spec/workloadManager/namespace"))
                 .collect();
             out.push(
                 err(

@@ -346,73 +346,105 @@ fn templates(
                 continue;
             }
             let at = format!("/spec/env/{i}/value");
-            let pos = spans.value(&at);
-            let in_container = if value.starts_with('/') {
-                value.to_string()
-            } else {
-                let absolute = format!("{MAGE_WORKDIR}/{}", value.trim_start_matches("./"));
-                diagnostics.push(
-                    Diagnostic::warning(
-                        file,
-                        pos,
-                        &at,
-                        format!("K8S_CONFIG_FILE `{value}` is a path in the Mage container, opened from Mage's working directory: `{absolute}`"),
-                    )
-                    .with_help(format!("write the absolute path, e.g. `{code_path}/{}` for a file of the Mage project folder", folder(value))),
-                );
-                absolute
+            let setter = Setter {
+                file,
+                pos: spans.value(&at),
+                pointer: &at,
             };
-            let relative = in_container
-                .strip_prefix(code_path)
-                .and_then(|rest| rest.strip_prefix('/'));
-            let (Some(relative), Some(root)) = (relative, spec.mage_project.as_deref()) else {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        file,
-                        pos,
-                        &at,
-                        format!("K8S_CONFIG_FILE `{in_container}` lies outside the Mage project folder (`{code_path}` in the container): berth cannot read it, so its predictions of the executor Jobs leave it out"),
-                    )
-                    .with_help("keep the template in the Mage project folder (`mageProject`) to have it checked and shown"),
-                );
-                out.push(Template {
-                    value: value.to_string(),
-                    source: None,
-                });
-                continue;
-            };
-            let path = format!("{}/{}", folder(root), folder(relative));
-            let source = match files.get(&path) {
-                Some(Ok(text)) => parse_one(&path, text, diagnostics)
-                    .and_then(|doc| config_at(&doc, &path, "", diagnostics)),
-                Some(Err(why)) => {
-                    diagnostics.push(super::unreadable_file(
-                        &path,
-                        why,
-                        "this K8S_CONFIG_FILE template",
-                    ));
-                    None
-                }
-                None => {
-                    diagnostics.push(
-                        Diagnostic::error(
-                            file,
-                            pos,
-                            &at,
-                            format!("K8S_CONFIG_FILE `{in_container}` would be `{path}` in the repository, which does not exist: Mage fails every k8s block (FileNotFoundError)"),
-                        )
-                        .with_help(format!("the Mage project folder `{}` is `{code_path}` in the container", folder(root))),
-                    );
-                    None
-                }
-            };
-            out.push(Template {
-                value: value.to_string(),
-                source,
-            });
+            let root = spec.mage_project.as_deref();
+            out.push(template(
+                value,
+                &setter,
+                code_path,
+                root,
+                files,
+                diagnostics,
+            ));
         }
     }
     out
+}
+
+/// Where a K8S_CONFIG_FILE value is set: the file, and the value's position and field.
+struct Setter<'a> {
+    file: &'a str,
+    pos: yaml::Pos,
+    pointer: &'a str,
+}
+
+/// One K8S_CONFIG_FILE value and the file it names in the repository, read when it is
+/// there (`root` is the project's `mageProject` folder, `code_path` its place in the
+/// container); what keeps berth from reading it is said at the setter.
+fn template(
+    value: &str,
+    setter: &Setter,
+    code_path: &str,
+    root: Option<&str>,
+    files: &super::Files,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Template {
+    let in_container = if value.starts_with('/') {
+        value.to_string()
+    } else {
+        let absolute = format!("{MAGE_WORKDIR}/{}", value.trim_start_matches("./"));
+        diagnostics.push(
+            Diagnostic::warning(
+                setter.file,
+                setter.pos,
+                setter.pointer,
+                format!("K8S_CONFIG_FILE `{value}` is a path in the Mage container, opened from Mage's working directory: `{absolute}`"),
+            )
+            .with_help(format!("write the absolute path, e.g. `{code_path}/{}` for a file of the Mage project folder", folder(value))),
+        );
+        absolute
+    };
+    let relative = in_container
+        .strip_prefix(code_path)
+        .and_then(|rest| rest.strip_prefix('/'));
+    let (Some(relative), Some(root)) = (relative, root) else {
+        diagnostics.push(
+            Diagnostic::warning(
+                setter.file,
+                setter.pos,
+                setter.pointer,
+                format!("K8S_CONFIG_FILE `{in_container}` lies outside the Mage project folder (`{code_path}` in the container): berth cannot read it, so its predictions of the executor Jobs leave it out"),
+            )
+            .with_help("keep the template in the Mage project folder (`mageProject`) to have it checked and shown"),
+        );
+        return Template {
+            value: value.to_string(),
+            source: None,
+        };
+    };
+    let path = format!("{}/{}", folder(root), folder(relative));
+    let source = match files.get(&path) {
+        Some(Ok(text)) => parse_one(&path, text, diagnostics)
+            .and_then(|doc| config_at(&doc, &path, "", diagnostics)),
+        Some(Err(why)) => {
+            diagnostics.push(super::unreadable_file(
+                &path,
+                why,
+                "this K8S_CONFIG_FILE template",
+            ));
+            None
+        }
+        None => {
+            diagnostics.push(
+                Diagnostic::error(
+                    setter.file,
+                    setter.pos,
+                    setter.pointer,
+                    format!("K8S_CONFIG_FILE `{in_container}` would be `{path}` in the repository, which does not exist: Mage fails every k8s block (FileNotFoundError)"),
+                )
+                .with_help(format!("the Mage project folder `{}` is `{code_path}` in the container", folder(root))),
+            );
+            None
+        }
+    };
+    Template {
+        value: value.to_string(),
+        source,
+    }
 }
 
 /// A Mage file's first document, typed as PyYAML types it.

@@ -257,72 +257,14 @@ fn load_file(file: &SourceFile) -> FileLoad {
             out.mage_projects.push(root.to_string());
         }
         let path = file.path.as_str();
-        let root = doc.spans.value("");
-        let Some(object) = doc.value.as_object() else {
-            out.diagnostics.push(Diagnostic::error(
-                path,
-                root,
-                "",
-                "a berth document must be a mapping with apiVersion, kind, metadata and spec",
-            ));
-            continue;
-        };
-        match object.get("apiVersion").and_then(|v| v.as_str()) {
-            Some(API_VERSION) => {}
-            Some(other) => {
-                out.diagnostics.push(
-                    Diagnostic::error(
-                        path,
-                        doc.spans.value("/apiVersion"),
-                        "/apiVersion",
-                        format!("unsupported apiVersion `{other}`"),
-                    )
-                    .with_help(format!("berth reads `{API_VERSION}`")),
-                );
-                continue;
-            }
-            // Neither apiVersion nor kind: some other tool's YAML, not a typo of ours.
-            None if !object.contains_key("kind") => {
-                out.diagnostics.push(
-                    Diagnostic::warning(
-                        path,
-                        root,
-                        "",
-                        "not a berth document (no apiVersion or kind); skipped",
-                    )
-                    .with_help("list its folder in .berthignore to silence this"),
-                );
-                continue;
-            }
-            None => {
-                out.diagnostics.push(
-                    Diagnostic::error(path, root, "/apiVersion", "missing `apiVersion`")
-                        .with_help(format!("add `apiVersion: {API_VERSION}`")),
-                );
-                continue;
-            }
-        }
-        let kind = object
-            .get("kind")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let schema_errors = match schema::Kind::from_name(&kind) {
-            Some(kind) => schema::validate(kind, &doc.value, &doc.spans, path),
-            None => {
-                let pos = doc.spans.value("/kind");
-                let message = if kind.is_empty() {
-                    "missing `kind`".to_string()
-                } else {
-                    format!("unknown kind `{kind}`")
-                };
-                out.diagnostics.push(
-                    Diagnostic::error(path, pos, "/kind", message)
-                        .with_help("expected one of Project, Workspace, Policy"),
-                );
+        let kind = match berth_kind(path, &doc) {
+            Ok(kind) => kind,
+            Err(diagnostic) => {
+                out.diagnostics.push(*diagnostic);
                 continue;
             }
         };
+        let schema_errors = schema::validate(kind, &doc.value, &doc.spans, path);
         // A document whose only faults are unknown fields is still checked further (with
         // those fields left out), so one run reports typos and the problems behind them.
         let mut doc = doc;
@@ -342,15 +284,17 @@ fn load_file(file: &SourceFile) -> FileLoad {
         // A policy's executor settings are a Mage layer: what Mage ignores or the API
         // server refuses in them is said as in Mage's own files.
         let executor = "/spec/k8sExecutorDefaults/config";
-        if kind == "Policy"
+        if kind == schema::Kind::Policy
             && let Some(config) = doc.value.pointer(executor)
         {
             mage::check_layer(config, path, &doc.spans, executor, &mut out.diagnostics);
         }
         let diagnostics = &mut out.diagnostics;
-        match kind.as_str() {
-            "Project" => push_typed(&mut out.projects, doc, path, clean, diagnostics),
-            "Workspace" => push_typed(&mut out.workspaces, doc, path, clean, diagnostics),
+        match kind {
+            schema::Kind::Project => push_typed(&mut out.projects, doc, path, clean, diagnostics),
+            schema::Kind::Workspace => {
+                push_typed(&mut out.workspaces, doc, path, clean, diagnostics)
+            }
             _ => push_typed(&mut out.policies, doc, path, clean, diagnostics),
         }
     }
@@ -360,6 +304,64 @@ fn load_file(file: &SourceFile) -> FileLoad {
     out.workspaces.shrink_to_fit();
     out.policies.shrink_to_fit();
     out
+}
+
+/// The kind of a berth document, or why it is none: not a mapping, another apiVersion,
+/// no kind, or some other tool's YAML (a warning: it is skipped).
+fn berth_kind(path: &str, doc: &yaml::YamlDoc) -> Result<schema::Kind, Box<Diagnostic>> {
+    let root = doc.spans.value("");
+    let Some(object) = doc.value.as_object() else {
+        return Err(Box::new(Diagnostic::error(
+            path,
+            root,
+            "",
+            "a berth document must be a mapping with apiVersion, kind, metadata and spec",
+        )));
+    };
+    match object.get("apiVersion").and_then(|v| v.as_str()) {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return Err(Box::new(
+                Diagnostic::error(
+                    path,
+                    doc.spans.value("/apiVersion"),
+                    "/apiVersion",
+                    format!("unsupported apiVersion `{other}`"),
+                )
+                .with_help(format!("berth reads `{API_VERSION}`")),
+            ));
+        }
+        // Neither apiVersion nor kind: some other tool's YAML, not a typo of ours.
+        None if !object.contains_key("kind") => {
+            return Err(Box::new(
+                Diagnostic::warning(
+                    path,
+                    root,
+                    "",
+                    "not a berth document (no apiVersion or kind); skipped",
+                )
+                .with_help("list its folder in .berthignore to silence this"),
+            ));
+        }
+        None => {
+            return Err(Box::new(
+                Diagnostic::error(path, root, "/apiVersion", "missing `apiVersion`")
+                    .with_help(format!("add `apiVersion: {API_VERSION}`")),
+            ));
+        }
+    }
+    let kind = object.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    schema::Kind::from_name(kind).ok_or_else(|| {
+        let message = if kind.is_empty() {
+            "missing `kind`".to_string()
+        } else {
+            format!("unknown kind `{kind}`")
+        };
+        Box::new(
+            Diagnostic::error(path, doc.spans.value("/kind"), "/kind", message)
+                .with_help("expected one of Project, Workspace, Policy"),
+        )
+    })
 }
 
 /// The error for a file berth needs but cannot read, at the fault's position when known.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::sync::OnceLock;
 
 /// The schemas, in the order `crate::model::schemas` returns them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Project,
     Workspace,
@@ -122,26 +122,9 @@ fn convert(error: &ValidationError<'_>, ctx: &Context<'_>) -> Vec<SchemaError> {
         |message: String| Diagnostic::error(ctx.file, ctx.spans.value(&pointer), &pointer, message);
     let found = || ctx.value.pointer(&local);
     match error.kind() {
-        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
-            .iter()
-            .map(|key| {
-                let child = format!("{pointer}/{}", escape_segment(key));
-                let mut d = Diagnostic::error(
-                    ctx.file,
-                    ctx.spans.key(&child),
-                    &child,
-                    format!("unknown field `{key}`"),
-                );
-                let known = known_fields(ctx.schema, error.schema_path().as_str());
-                if !known.is_empty() {
-                    d = d.with_help(suggest(key, &known));
-                }
-                SchemaError {
-                    diagnostic: d,
-                    unknown_field: Some(child),
-                }
-            })
-            .collect(),
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            unknown_fields(error, ctx, &pointer, unexpected)
+        }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             vec![
@@ -173,37 +156,70 @@ fn convert(error: &ValidationError<'_>, ctx: &Context<'_>) -> Vec<SchemaError> {
         // Optional fields and untagged values are `anyOf` schemas: report the branch that
         // got furthest (not just "wrong type"), or the types all branches wanted.
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            let wrong_type = |e: &ValidationError<'_>| {
-                matches!(e.kind(), ValidationErrorKind::Type { .. })
-                    && e.instance_path() == error.instance_path()
-            };
-            let closest = context
-                .iter()
-                .filter(|branch| !branch.is_empty() && !branch.iter().all(&wrong_type))
-                .min_by_key(|branch| branch.len());
-            match closest {
-                Some(branch) => branch.iter().flat_map(|e| convert(e, ctx)).collect(),
-                None => {
-                    let mut expected: Vec<String> = context
-                        .iter()
-                        .flatten()
-                        .filter_map(|e| match e.kind() {
-                            ValidationErrorKind::Type { kind } => Some(type_names(kind)),
-                            _ => None,
-                        })
-                        .flatten()
-                        .collect();
-                    expected.dedup();
-                    let found = found().map(type_name).unwrap_or("nothing");
-                    vec![
-                        at_value(format!("expected {}, found {found}", expected.join(" or ")))
-                            .into(),
-                    ]
-                }
-            }
+            closest_branch(error, ctx, context).unwrap_or_else(|| {
+                let mut expected: Vec<String> = context
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| match e.kind() {
+                        ValidationErrorKind::Type { kind } => Some(type_names(kind)),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                expected.dedup();
+                let found = found().map(type_name).unwrap_or("nothing");
+                vec![at_value(format!("expected {}, found {found}", expected.join(" or "))).into()]
+            })
         }
         _ => vec![at_value(error.to_string()).into()],
     }
+}
+
+/// An unknown field each, at its key, with the closest known name as help.
+fn unknown_fields(
+    error: &ValidationError<'_>,
+    ctx: &Context<'_>,
+    pointer: &str,
+    unexpected: &[String],
+) -> Vec<SchemaError> {
+    let known = known_fields(ctx.schema, error.schema_path().as_str());
+    unexpected
+        .iter()
+        .map(|key| {
+            let child = format!("{pointer}/{}", escape_segment(key));
+            let mut d = Diagnostic::error(
+                ctx.file,
+                ctx.spans.key(&child),
+                &child,
+                format!("unknown field `{key}`"),
+            );
+            if !known.is_empty() {
+                d = d.with_help(suggest(key, &known));
+            }
+            SchemaError {
+                diagnostic: d,
+                unknown_field: Some(child),
+            }
+        })
+        .collect()
+}
+
+/// The errors of the `anyOf`/`oneOf` branch that got furthest: the shortest list that is
+/// not only a wrong type at the value itself. None when every branch wanted another type.
+fn closest_branch(
+    error: &ValidationError<'_>,
+    ctx: &Context<'_>,
+    context: &[Vec<ValidationError<'static>>],
+) -> Option<Vec<SchemaError>> {
+    let wrong_type = |e: &ValidationError<'_>| {
+        matches!(e.kind(), ValidationErrorKind::Type { .. })
+            && e.instance_path() == error.instance_path()
+    };
+    let branch = context
+        .iter()
+        .filter(|branch| !branch.is_empty() && !branch.iter().all(&wrong_type))
+        .min_by_key(|branch| branch.len())?;
+    Some(branch.iter().flat_map(|e| convert(e, ctx)).collect())
 }
 
 /// JSON Schema type names, leaving out `null` (how optional fields are spelt).
