@@ -13,7 +13,7 @@ pub use env::{
 };
 
 use crate::load::{Diagnostic, Located, Repository};
-use crate::model::{ProjectDocument, ProjectSpec, WorkspaceDocument, WorkspaceSpec};
+use crate::model::{ProjectDocument, ProjectSpec, Shared, WorkspaceDocument, WorkspaceSpec};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -38,7 +38,8 @@ pub struct ResolvedWorkspace {
     /// Labels and annotations: the project's, then the workspace's own.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    pub spec: WorkspaceSpec,
+    /// The workspace's spec, shared with its loaded document.
+    pub spec: Shared<WorkspaceSpec>,
     /// The file that declares the workspace.
     pub file: String,
     /// Whether the project's executor defaults file is mounted (K8S_DEFAULT_CONFIG_PATH).
@@ -116,9 +117,13 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
         .workspaces
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let (executors, findings) = executor::resolve(repo, &policies, &resolved.workspaces);
+    let namespaces = executor::namespaces_by_workspace(&executors);
     for ws in &mut resolved.workspaces {
-        ws.executor_namespaces = executor::namespaces_of(&executors, &ws.name);
+        if let Some(of_ws) = namespaces.get(ws.name.as_str()) {
+            ws.executor_namespaces = of_ws.clone();
+        }
     }
+    drop(namespaces);
     resolved.executors = executors;
     resolved.executor_policies = policies;
     diagnostics.extend(findings);
