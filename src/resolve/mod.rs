@@ -42,6 +42,8 @@ pub struct ResolvedWorkspace {
     pub spec: Shared<WorkspaceSpec>,
     /// The file that declares the workspace.
     pub file: String,
+    /// Its document's place in the repository's workspaces (those it was resolved from).
+    pub document: usize,
     /// Whether the project's executor defaults file is mounted (K8S_DEFAULT_CONFIG_PATH).
     pub executor_defaults: bool,
     /// The namespaces the workspace's Mage creates k8s blocks' Jobs in (empty: it runs
@@ -99,11 +101,12 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     resolved.workspaces = repo
         .workspaces
         .par_iter()
-        .filter_map(|w| {
+        .enumerate()
+        .filter_map(|(document, w)| {
             // A workspace of an unknown project is reported by the loader.
             let project = *projects.get(w.doc.spec.project.as_str())?;
             Some(resolve_workspace(
-                w,
+                (document, w),
                 project,
                 with_defaults.contains(project.doc.metadata.name.as_str()),
                 repo,
@@ -133,7 +136,7 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
 }
 
 fn resolve_workspace(
-    w: &Located<WorkspaceDocument>,
+    (document, w): (usize, &Located<WorkspaceDocument>),
     project: &Located<ProjectDocument>,
     executor_defaults: bool,
     repo: &Repository,
@@ -176,6 +179,7 @@ fn resolve_workspace(
         annotations,
         spec: wspec.clone(),
         file: w.file.clone(),
+        document,
         rollout: rollout::RolloutPolicy::default(),
     }
 }
