@@ -254,6 +254,9 @@ async fn a_shared_change_rolls_in_batches_within_budget_across_a_leader_kill() {
         *per_namespace.entry(namespace_of(key)).or_default() += 1;
     }
 
+    // Sampling starts before the commit: the reconciler may restart the first batch
+    // while the plan below is still being made.
+    let sampler = Sampler::start(&client, &prefix, per_namespace);
     let c2 = repo.commit("r2");
     let (expected, rollouts) = rolling(&repo, &c1, &c2);
     assert!(expected.len() >= 100, "{} workspaces roll", expected.len());
@@ -261,8 +264,6 @@ async fn a_shared_change_rolls_in_batches_within_budget_across_a_leader_kill() {
         rollouts.iter().all(|r| r["atOnce"] == BUDGET as u64),
         "{rollouts:?}"
     );
-
-    let sampler = Sampler::start(&client, &prefix, per_namespace);
 
     // Mid-rollout (a fifth of it restarted), the reconciler dies without a word.
     support::eventually(

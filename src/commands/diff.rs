@@ -51,7 +51,7 @@ pub fn run(args: Args, color: bool) -> Result<ExitCode> {
             bail!("the base revision `{base}` is not a valid berth repository (errors above)");
         }
         // Only its objects are needed, as text: the rest goes before the head is read.
-        plan::rendered_texts(&repo.resolved)
+        plan::rendered_texts(repo.resolved)
     };
     let title = format!(
         "berth diff {}..{}",

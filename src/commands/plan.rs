@@ -198,9 +198,11 @@ pub fn between(
         return ExitCode::from(1);
     }
     set_documents_aside(&mut repo);
-    let desired = rendered_texts(&repo.resolved);
+    // The fleet is all the plan needs of the resolved workspaces once they are rendered.
+    let fleet = offline_fleet(&repo.resolved);
+    let desired = rendered_texts(std::mem::take(&mut repo.resolved));
     let mut plan = berth::plan::live::between_renders(&desired, live);
-    berth::plan::rollout::summarize(&mut plan, &offline_fleet(&repo.resolved));
+    berth::plan::rollout::summarize(&mut plan, &fleet);
     // The process ends soon: freeing every object one by one only costs time.
     std::mem::forget(desired);
     if format.findings().is_some() || plan.problems().next().is_some() {
@@ -213,9 +215,10 @@ pub fn between(
 }
 
 /// Every object of a valid repository as JSON text, in apply order, each kept as text as
-/// soon as it is rendered (never every object as a `Value` at once).
-pub fn rendered_texts(resolved: &berth::resolve::Resolved) -> Vec<ObjectText> {
-    berth::render::render_each(resolved, &RenderContext::default(), |key, object| {
+/// soon as it is rendered (never every object as a `Value` at once), each workspace let go
+/// once it is.
+pub fn rendered_texts(resolved: berth::resolve::Resolved) -> Vec<ObjectText> {
+    berth::render::render_owned(resolved, &RenderContext::default(), |key, object| {
         ObjectText::new(key.clone(), &object)
     })
     .into_iter()

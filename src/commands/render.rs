@@ -37,8 +37,9 @@ pub fn run(args: Args, color: bool) -> Result<ExitCode> {
         set_documents_aside(&mut desired);
         // Each object becomes YAML as it is rendered, and the output goes out in pieces of
         // about a megabyte: neither every object nor a second copy of the whole output is
-        // held (BENCHMARKS.md).
-        let documents = berth::render::yaml_documents(&desired.resolved, &RenderContext::default());
+        // held, nor every workspace once its documents are (BENCHMARKS.md).
+        let resolved = std::mem::take(&mut desired.resolved);
+        let documents = berth::render::yaml_documents(resolved, &RenderContext::default());
         let mut piece = String::with_capacity(1 << 20);
         for document in documents {
             piece.push_str("---\n");

@@ -34,6 +34,7 @@
 
 use regex::{Regex, RegexSet};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// The YAML document of `value`.
@@ -137,8 +138,9 @@ fn write_item(item: &Value, width: usize, out: &mut String) -> Option<()> {
 /// A scalar as written: one line, or serde_yaml's block scalar document on its own (a
 /// header line, then content lines indented by 2, each ending in a line break) to be
 /// re-indented under its collection.
-enum Text {
-    Line(String),
+enum Text<'a> {
+    /// Borrowed when the scalar is written as it is (most keys and values).
+    Line(Cow<'a, str>),
     Block(String),
 }
 
@@ -148,8 +150,8 @@ fn write_scalar(value: &Value, width: usize, out: &mut String) -> Option<()> {
     let text = match value {
         Value::Null => Text::Line("null".into()),
         Value::Bool(b) => Text::Line(if *b { "true" } else { "false" }.into()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Text::Line(n.to_string()),
-        Value::Number(_) => Text::Line(float(value)?),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Text::Line(n.to_string().into()),
+        Value::Number(_) => Text::Line(float(value)?.into()),
         Value::String(s) => string(s)?,
         Value::Object(m) if m.is_empty() => Text::Line("{}".into()),
         Value::Array(a) if a.is_empty() => Text::Line("[]".into()),
@@ -159,7 +161,7 @@ fn write_scalar(value: &Value, width: usize, out: &mut String) -> Option<()> {
     Some(())
 }
 
-fn write_text(text: Text, width: usize, out: &mut String) {
+fn write_text(text: Text<'_>, width: usize, out: &mut String) {
     match text {
         Text::Line(line) => {
             out.push_str(&line);
@@ -179,21 +181,21 @@ fn write_text(text: Text, width: usize, out: &mut String) {
     }
 }
 
-fn string(s: &str) -> Option<Text> {
+fn string(s: &str) -> Option<Text<'_>> {
     if read_as_another_type(s) || is_single_quoted(s) {
         // Every string read_as_another_type finds is one line of printable ASCII.
-        return Some(Text::Line(format!("'{}'", s.replace('\'', "''"))));
+        return Some(Text::Line(format!("'{}'", s.replace('\'', "''")).into()));
     }
     if is_plain(s) {
-        return Some(Text::Line(s.to_string()));
+        return Some(Text::Line(Cow::Borrowed(s)));
     }
     if s.contains(SEPARATORS) {
-        return Some(Text::Line(escaped(s)));
+        return Some(Text::Line(escaped(s).into()));
     }
     let full = serde_yaml::to_string(&Value::String(s.to_string())).ok()?;
     let line = full.strip_suffix('\n')?;
     if !line.contains('\n') {
-        Some(Text::Line(line.to_string()))
+        Some(Text::Line(line.to_string().into()))
     } else if full.starts_with('|') {
         // Whole: the trailing empty lines of a `|+` block are part of the value.
         Some(Text::Block(full))

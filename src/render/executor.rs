@@ -9,6 +9,7 @@ use crate::mage::executor::{self as mage, Namespace};
 use crate::resolve::executor::{BlockExecutor, ProjectPolicy, Run};
 use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject, ResolvedWorkspace};
 use berth_load::k8s::round_trip;
+use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -233,59 +234,70 @@ pub fn job(
 /// what Mage cannot do with them: run at validate (the Jobs need the workspaces' pods, so
 /// these are render's findings), each at the layer that set the value.
 pub fn findings(resolved: &Resolved) -> Vec<crate::load::Diagnostic> {
-    use crate::load::Diagnostic;
-    let mut out = Vec::new();
     let groups = Groups::of(resolved);
-    for project in &resolved.projects {
-        for (block, run, job) in groups.jobs(&project.name) {
-            out.extend(unreadable(block, run, &job));
-            let spec = &job["spec"]["template"]["spec"];
-            let volumes: Vec<&str> = spec["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v["name"].as_str())
-                .collect();
-            let mounts = spec["containers"][0]["volumeMounts"].as_array();
-            for mount in mounts.into_iter().flatten() {
-                let Some(name) = mount["name"].as_str() else {
-                    continue;
-                };
-                if volumes.contains(&name) {
-                    continue;
-                }
-                let origin = ["container", "container_config"]
-                    .iter()
-                    .find_map(|k| run.origins.get(*k));
-                let (Some(origin), Some(file), Some(pos)) = (
-                    origin,
-                    origin.and_then(|o| o.file.clone()),
-                    origin.and_then(|o| o.pos),
-                ) else {
-                    continue;
-                };
-                let pod_from = run
-                    .origins
-                    .get("pod")
-                    .map(|o| format!(" (`pod` comes from the {})", o.layer))
-                    .unwrap_or_default();
-                out.push(
-                    Diagnostic::error(
-                        &file,
-                        pos,
-                        origin.pointer.as_deref().unwrap_or_default(),
-                        format!(
-                            "k8s block `{}` mounts volume `{name}`, which its Job does not have{pod_from}: the API server refuses the Job",
-                            block.block
-                        ),
-                    )
-                    .with_help("declare the volume in the same layer's `pod.volumes` (Mage merges top-level keys whole, so a `pod` from another layer replaces this one's), or in the workspace's pod, whose volumes the Job may mount"),
-                );
-            }
-        }
-    }
+    // Each project's Jobs are built from its workspaces' pods: projects in parallel.
+    let mut out: Vec<crate::load::Diagnostic> = resolved
+        .projects
+        .par_iter()
+        .flat_map_iter(|project| {
+            groups
+                .jobs(&project.name)
+                .flat_map(|(block, run, job)| job_findings(block, run, &job))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut seen = std::collections::HashSet::new();
     out.retain(|d| seen.insert((d.file.clone(), d.line, d.column, d.message.clone())));
+    out
+}
+
+/// What is wrong with one block's Job in one workspace.
+fn job_findings(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::load::Diagnostic> {
+    use crate::load::Diagnostic;
+    let mut out = unreadable(block, run, job);
+    let spec = &job["spec"]["template"]["spec"];
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let mounts = spec["containers"][0]["volumeMounts"].as_array();
+    for mount in mounts.into_iter().flatten() {
+        let Some(name) = mount["name"].as_str() else {
+            continue;
+        };
+        if volumes.contains(&name) {
+            continue;
+        }
+        let origin = ["container", "container_config"]
+            .iter()
+            .find_map(|k| run.origins.get(*k));
+        let (Some(origin), Some(file), Some(pos)) = (
+            origin,
+            origin.and_then(|o| o.file.clone()),
+            origin.and_then(|o| o.pos),
+        ) else {
+            continue;
+        };
+        let pod_from = run
+            .origins
+            .get("pod")
+            .map(|o| format!(" (`pod` comes from the {})", o.layer))
+            .unwrap_or_default();
+        out.push(
+            Diagnostic::error(
+                &file,
+                pos,
+                origin.pointer.as_deref().unwrap_or_default(),
+                format!(
+                    "k8s block `{}` mounts volume `{name}`, which its Job does not have{pod_from}: the API server refuses the Job",
+                    block.block
+                ),
+            )
+            .with_help("declare the volume in the same layer's `pod.volumes` (Mage merges top-level keys whole, so a `pod` from another layer replaces this one's), or in the workspace's pod, whose volumes the Job may mount"),
+        );
+    }
     out
 }
 

@@ -5,23 +5,20 @@ use super::pattern::{Pattern, Subject};
 use super::{Resolved, ResolvedWorkspace};
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{Guardrails, PolicyDocument, WorkspaceDocument};
+use rayon::prelude::*;
 
 pub fn check(repo: &Repository, resolved: &Resolved) -> Vec<Diagnostic> {
     let mut out = forbidden_executor_settings(repo);
     out.extend(executor_resources(repo, resolved));
-    let by_name: std::collections::HashMap<&str, &Located<WorkspaceDocument>> = repo
-        .workspaces
-        .iter()
-        .map(|w| (w.doc.metadata.name.as_str(), w))
-        .collect();
-    for ws in &resolved.workspaces {
-        let Some(located) = by_name.get(ws.name.as_str()).copied() else {
-            continue;
-        };
-        for policy in repo.policies.iter().filter(|p| selects(&p.doc, ws)) {
-            check_one(policy, located, ws, &mut out);
+    out.par_extend(resolved.workspaces.par_iter().flat_map_iter(|ws| {
+        let mut found = Vec::new();
+        if let Some(located) = repo.workspaces.get(ws.document) {
+            for policy in repo.policies.iter().filter(|p| selects(&p.doc, ws)) {
+                check_one(policy, located, ws, &mut found);
+            }
         }
-    }
+        found
+    }));
     out
 }
 

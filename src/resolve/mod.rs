@@ -13,7 +13,7 @@ pub use env::{
 };
 
 use crate::load::{Diagnostic, Located, Repository};
-use crate::model::{ProjectDocument, ProjectSpec, WorkspaceDocument, WorkspaceSpec};
+use crate::model::{ProjectDocument, ProjectSpec, Shared, WorkspaceDocument, WorkspaceSpec};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -38,9 +38,12 @@ pub struct ResolvedWorkspace {
     /// Labels and annotations: the project's, then the workspace's own.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    pub spec: WorkspaceSpec,
+    /// The workspace's spec, shared with its loaded document.
+    pub spec: Shared<WorkspaceSpec>,
     /// The file that declares the workspace.
     pub file: String,
+    /// Its document's place in the repository's workspaces (those it was resolved from).
+    pub document: usize,
     /// Whether the project's executor defaults file is mounted (K8S_DEFAULT_CONFIG_PATH).
     pub executor_defaults: bool,
     /// The namespaces the workspace's Mage creates k8s blocks' Jobs in (empty: it runs
@@ -98,11 +101,12 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     resolved.workspaces = repo
         .workspaces
         .par_iter()
-        .filter_map(|w| {
+        .enumerate()
+        .filter_map(|(document, w)| {
             // A workspace of an unknown project is reported by the loader.
             let project = *projects.get(w.doc.spec.project.as_str())?;
             Some(resolve_workspace(
-                w,
+                (document, w),
                 project,
                 with_defaults.contains(project.doc.metadata.name.as_str()),
                 repo,
@@ -116,9 +120,13 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
         .workspaces
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let (executors, findings) = executor::resolve(repo, &policies, &resolved.workspaces);
+    let namespaces = executor::namespaces_by_workspace(&executors);
     for ws in &mut resolved.workspaces {
-        ws.executor_namespaces = executor::namespaces_of(&executors, &ws.name);
+        if let Some(of_ws) = namespaces.get(ws.name.as_str()) {
+            ws.executor_namespaces = of_ws.clone();
+        }
     }
+    drop(namespaces);
     resolved.executors = executors;
     resolved.executor_policies = policies;
     diagnostics.extend(findings);
@@ -128,7 +136,7 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
 }
 
 fn resolve_workspace(
-    w: &Located<WorkspaceDocument>,
+    (document, w): (usize, &Located<WorkspaceDocument>),
     project: &Located<ProjectDocument>,
     executor_defaults: bool,
     repo: &Repository,
@@ -171,6 +179,7 @@ fn resolve_workspace(
         annotations,
         spec: wspec.clone(),
         file: w.file.clone(),
+        document,
         rollout: rollout::RolloutPolicy::default(),
     }
 }

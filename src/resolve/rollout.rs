@@ -6,6 +6,7 @@ use super::guardrails::selects;
 use super::{Resolved, ResolvedWorkspace};
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{Budget, ProjectDocument, Rollout, WorkspaceDocument};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// At most this share of a project's workspaces restart at once unless the project says
@@ -45,29 +46,27 @@ pub fn resolve(repo: &Repository, resolved: &mut Resolved) -> Vec<Diagnostic> {
         .iter()
         .map(|p| (p.doc.metadata.name.as_str(), p))
         .collect();
-    let documents: HashMap<&str, &Located<WorkspaceDocument>> = repo
-        .workspaces
-        .iter()
-        .map(|w| (w.doc.metadata.name.as_str(), w))
-        .collect();
     let mut sizes: HashMap<&str, usize> = HashMap::new();
     for ws in &resolved.workspaces {
         *sizes.entry(ws.project.as_str()).or_default() += 1;
     }
     let sizes: HashMap<String, usize> =
         sizes.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let mut out = Vec::new();
-    for ws in &mut resolved.workspaces {
-        let (Some(project), Some(document)) = (
-            projects.get(ws.project.as_str()),
-            documents.get(ws.name.as_str()),
-        ) else {
-            continue;
-        };
-        let total = sizes.get(&ws.project).copied().unwrap_or(1);
-        ws.rollout = policy_of(repo, project, document, ws, total, &mut out);
-    }
-    out
+    resolved
+        .workspaces
+        .par_iter_mut()
+        .flat_map_iter(|ws| {
+            let mut found = Vec::new();
+            if let (Some(project), Some(document)) = (
+                projects.get(ws.project.as_str()),
+                repo.workspaces.get(ws.document),
+            ) {
+                let total = sizes.get(&ws.project).copied().unwrap_or(1);
+                ws.rollout = policy_of(repo, project, document, ws, total, &mut found);
+            }
+            found
+        })
+        .collect()
 }
 
 fn policy_of(

@@ -603,19 +603,21 @@ fn unread_settings(
     out
 }
 
-/// The namespaces a workspace's Mage creates Jobs in, sorted.
-pub fn namespaces_of(executors: &[BlockExecutor], workspace: &str) -> Vec<String> {
-    let mut out: Vec<String> = executors
-        .iter()
-        .flat_map(|b| &b.runs)
-        .filter(|r| r.workspace == workspace)
-        .filter_map(|r| match &r.namespace {
-            Namespace::Known(ns) => Some(ns.clone()),
-            Namespace::Templated(_) => None,
-        })
-        .collect();
-    out.sort();
-    out.dedup();
+/// The namespaces each workspace's Mage creates Jobs in, sorted, by workspace: grouped in
+/// one pass over the runs (a scan of every run per workspace is quadratic in a fleet).
+pub fn namespaces_by_workspace(executors: &[BlockExecutor]) -> HashMap<&str, Vec<String>> {
+    let mut out: HashMap<&str, Vec<String>> = HashMap::new();
+    for run in executors.iter().flat_map(|b| &b.runs) {
+        if let Namespace::Known(ns) = &run.namespace {
+            out.entry(run.workspace.as_str())
+                .or_default()
+                .push(ns.clone());
+        }
+    }
+    for namespaces in out.values_mut() {
+        namespaces.sort();
+        namespaces.dedup();
+    }
     out
 }
 

@@ -10,6 +10,7 @@ use crate::model::{
     PolicyDocument, ProjectDocument, SHARE_SECRETS_VAR, USER_CODE_PATH_VAR, WorkspaceDocument,
 };
 use crate::pattern::{Pattern, Subject};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
 /// Variables berth sets itself; a workspace sets them through dedicated fields instead.
@@ -27,11 +28,13 @@ pub fn check(loaded: &mut Loaded) {
         check_project(p, &repo.projects, &mut out);
     }
     let projects = repo.projects_by_name();
-    // Workspaces often share a pre-start script: each one is parsed once.
-    let mut pre_start = HashMap::new();
-    for w in &repo.workspaces {
-        check_workspace(w, repo, &projects, &mut pre_start, &mut out);
-    }
+    let pre_start = pre_start_problems(repo);
+    // Each workspace on its own, on every core: a fleet has 100,000.
+    out.par_extend(repo.workspaces.par_iter().flat_map_iter(|w| {
+        let mut found = Vec::new();
+        check_workspace(w, repo, &projects, &pre_start, &mut found);
+        found
+    }));
     for p in &repo.policies {
         check_policy(p, repo, &mut out);
     }
@@ -102,12 +105,33 @@ fn check_project(
 /// The pre-start scripts parsed so far, by path, with what is wrong in each.
 type PreStartProblems<'a> = HashMap<&'a str, Vec<super::python::Problem>>;
 
+/// The problems of every Python pre-start script the workspaces name, by path: workspaces
+/// often share a script, and each is parsed once.
+fn pre_start_problems(repo: &Repository) -> PreStartProblems<'_> {
+    let mut scripts: Vec<&str> = repo
+        .workspaces
+        .iter()
+        .filter_map(|w| w.doc.spec.lifecycle.pre_start.as_ref())
+        .map(|pre| pre.script.as_str())
+        .filter(|script| script.ends_with(".py"))
+        .collect();
+    scripts.sort_unstable();
+    scripts.dedup();
+    scripts
+        .into_par_iter()
+        .filter_map(|script| match repo.files.get(script) {
+            Some(Ok(text)) => Some((script, super::python::check_pre_start(text))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One workspace: its fields, its project, and its lifecycle scripts.
-fn check_workspace<'a>(
-    w: &'a Located<WorkspaceDocument>,
+fn check_workspace(
+    w: &Located<WorkspaceDocument>,
     repo: &Repository,
     projects: &HashMap<&str, &Located<ProjectDocument>>,
-    pre_start: &mut PreStartProblems<'a>,
+    pre_start: &PreStartProblems<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let spec = &w.doc.spec;
@@ -144,10 +168,10 @@ fn check_workspace<'a>(
 
 /// A workspace's lifecycle: idle termination, and the pre-start and post-start scripts
 /// (present, of the right kind, small enough together for their ConfigMap).
-fn check_lifecycle<'a>(
-    w: &'a Located<WorkspaceDocument>,
+fn check_lifecycle(
+    w: &Located<WorkspaceDocument>,
     files: &Files,
-    pre_start: &mut PreStartProblems<'a>,
+    pre_start: &PreStartProblems<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let lifecycle = &w.doc.spec.lifecycle;
@@ -170,7 +194,7 @@ fn check_lifecycle<'a>(
             files,
             out,
         );
-        check_pre_start(w, files, pre_start, out);
+        check_pre_start(w, pre_start, out);
         if let Some(container) = &pre.container {
             check_env(
                 w,
@@ -318,25 +342,18 @@ fn check_volume_mounts(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>
     }
 }
 
-/// A Python pre-start script's problems, at their line in the script (workspaces often
-/// share one: each is parsed once, into `pre_start`).
-fn check_pre_start<'a>(
-    w: &'a Located<WorkspaceDocument>,
-    files: &Files,
-    pre_start: &mut PreStartProblems<'a>,
+/// A Python pre-start script's problems (read once for every workspace that runs it, by
+/// [`pre_start_problems`]), at their line in the script.
+fn check_pre_start(
+    w: &Located<WorkspaceDocument>,
+    pre_start: &PreStartProblems<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let Some(pre) = &w.doc.spec.lifecycle.pre_start else {
         return;
     };
-    if let Some(Ok(text)) = files.get(&pre.script)
-        && pre.script.ends_with(".py")
-    {
-        // Workspaces often share a script: parse each one once.
-        let problems = pre_start
-            .entry(pre.script.as_str())
-            .or_insert_with(|| super::python::check_pre_start(text));
-        for problem in problems.iter() {
+    if let Some(problems) = pre_start.get(pre.script.as_str()) {
+        for problem in problems {
             let pointer = "/spec/lifecycle/preStart/script";
             out.push(match problem.pos {
                 Some(pos) => Diagnostic::error(

@@ -1,9 +1,10 @@
-use super::{Document, EnvVar, Quantity, Resources, RoleBinding, Rollout, Toleration};
+use super::{Document, EnvVar, Quantity, Resources, RoleBinding, Rollout, Shared, Toleration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub type WorkspaceDocument = Document<WorkspaceSpec>;
+/// Its spec is [`Shared`] with the resolved workspace.
+pub type WorkspaceDocument = Document<Shared<WorkspaceSpec>>;
 
 /// A Workspace is one isolated Mage workspace of a project: its own container, storage and
 /// configuration, running in the project's namespace.
