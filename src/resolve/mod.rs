@@ -126,7 +126,6 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
             ws.executor_namespaces = of_ws.clone();
         }
     }
-    drop(namespaces);
     resolved.executors = executors;
     resolved.executor_policies = policies;
     diagnostics.extend(findings);
