@@ -136,32 +136,39 @@ fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
         TreeWalkResult::Ok
     })
     .context("walking the git tree")?;
-    // The walk only lists; the blobs (100,000 of them in a fleet, each inflated on its own
-    // when loose) are read on every core, each reader with its own handle on the object
-    // database, as git2's are not shared between threads.
+    out.extend(read_blobs(repo, &to_read));
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The input blobs a tree walk listed. The walk only lists; the blobs (100,000 of them in a
+/// fleet, each inflated on its own when loose) are read on every core, each reader with its
+/// own handle on the object database, as git2's are not shared between threads.
+fn read_blobs(repo: &Repository, to_read: &[(String, Oid)]) -> Vec<SourceFile> {
     let chunk = to_read
         .len()
         .div_ceil(4 * rayon::current_num_threads())
         .max(1);
     let dir = repo.path();
-    out.par_extend(to_read.par_chunks(chunk).flat_map_iter(|chunk| {
-        let opened = Repository::open(dir);
-        let odb = match &opened {
-            Ok(repo) => repo.odb(),
-            Err(err) => Err(git2::Error::from_str(err.message())),
-        };
-        chunk
-            .iter()
-            .map(|(path, id)| match &odb {
-                Ok(odb) => read_blob(odb, path.clone(), *id),
-                Err(err) => {
-                    SourceFile::unreadable(path.clone(), Unreadable::Io(err.message().into()))
-                }
-            })
-            .collect::<Vec<_>>()
-    }));
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    to_read
+        .par_chunks(chunk)
+        .flat_map_iter(|chunk| {
+            let opened = Repository::open(dir);
+            let odb = match &opened {
+                Ok(repo) => repo.odb(),
+                Err(err) => Err(git2::Error::from_str(err.message())),
+            };
+            chunk
+                .iter()
+                .map(|(path, id)| match &odb {
+                    Ok(odb) => read_blob(odb, path.clone(), *id),
+                    Err(err) => {
+                        SourceFile::unreadable(path.clone(), Unreadable::Io(err.message().into()))
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// One input blob: its text, or why not. A blob over the limit is measured from its header,
