@@ -420,6 +420,69 @@ fn job_names_the_api_server_would_refuse_are_errors_at_validate() {
     );
 }
 
+/// The Job Mage builds adds the workspace's pod to the config (its volumes after the
+/// config's, its mounts where not equal to one of the config's), and the API server holds
+/// a pod's volume names and each container's mount paths unique: a repeat, in the config or
+/// against the workspace's pod, is an error at the config's key, not a Job refused at run
+/// time (found by tests/mage.rs against Mage and the API server).
+#[test]
+fn volumes_and_mount_paths_the_job_repeats_are_errors_at_the_config() {
+    let repo = |config: &str| {
+        diagnostics(&[
+            ("project.yaml", PROJECT.into()),
+            ("workspace.yaml", WORKSPACE.into()),
+            (
+                "mage/metadata.yaml",
+                format!("k8s_executor_config:\n{}", indent(config, 2)),
+            ),
+            (
+                "mage/pipelines/etl/metadata.yaml",
+                pipeline("resource_limits: {cpu: '1'}"),
+            ),
+        ])
+    };
+    let volume = "pod: {volumes: [{name: v, config_map: {name: cm}}]}\n";
+    let found = repo(&format!(
+        "{volume}container: {{volume_mounts: [{{name: v, mount_path: /v}}, {{name: v, mount_path: /v, read_only: true}}]}}\n"
+    ));
+    assert!(
+        has(
+            &found,
+            "mage/metadata.yaml:3:3: error: k8s_executor_config.container: ",
+            "mounts two volumes at `/v`"
+        ),
+        "{found:#?}"
+    );
+    // The workspace's Mage server mounts its data at /home/src: the Job has it too.
+    let found = repo(&format!(
+        "{volume}container: {{volume_mounts: [{{name: v, mount_path: /home/src}}]}}\n"
+    ));
+    assert!(
+        has(
+            &found,
+            "mage/metadata.yaml:3:3: error: k8s_executor_config.container: ",
+            "mounts two volumes at `/home/src`"
+        ),
+        "{found:#?}"
+    );
+    let found = repo(
+        "pod: {volumes: [{name: v, config_map: {name: a}}, {name: v, config_map: {name: b}}]}\ncontainer: {volume_mounts: [{name: v, mount_path: /v}]}\n",
+    );
+    assert!(
+        has(
+            &found,
+            "mage/metadata.yaml:2:3: error: k8s_executor_config.pod: ",
+            "has two volumes named `v`"
+        ),
+        "{found:#?}"
+    );
+    // One volume at two paths is fine.
+    let found = repo(&format!(
+        "{volume}container: {{volume_mounts: [{{name: v, mount_path: /v}}, {{name: v, mount_path: /w}}]}}\n"
+    ));
+    assert!(!found.iter().any(|d| d.contains(": error: ")), "{found:#?}");
+}
+
 /// Seed 001's default policy file: "tolerations: []", "volumes: []", "env: []",
 /// "volume_mounts: []" with "enforce: true". Mage merges top-level keys whole, so an
 /// enforced `pod` replaces every block's and project's `pod`: a warning at each replaced

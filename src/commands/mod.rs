@@ -140,12 +140,16 @@ pub async fn refused_by_cluster_rule(
 /// rendering (a third of a no-op plan's memory at 10,000 workspaces): both need only what
 /// was resolved, and only findings read the documents ([`read_documents_again`]).
 pub fn set_documents_aside(repo: &mut berth::Desired) {
+    use rayon::prelude::*;
     let documents = &mut repo.loaded.repo;
     drop((
         std::mem::take(&mut documents.projects),
-        std::mem::take(&mut documents.workspaces),
         std::mem::take(&mut documents.policies),
     ));
+    // Freed on every core: one by one, 100,000 workspaces took a tenth of a second.
+    std::mem::take(&mut documents.workspaces)
+        .into_par_iter()
+        .for_each(drop);
 }
 
 /// The documents set aside, read again from the same text: for findings, which place a

@@ -182,9 +182,10 @@ fn offline_plan(path: &Path, tenancy: &Tenancy, format: Format, color: bool) -> 
 
 /// The plan from the render `live` (another revision's, or nothing) to the render of
 /// `repo`, printed in `format`, and its exit code. Both renders are kept as JSON text,
-/// one object rendered at a time, and only objects that differ are read back
-/// ([`berth::plan::live::between_renders`]): a plan costs about what a render costs
-/// (BENCHMARKS.md). The documents are set aside meanwhile, as for a live plan.
+/// one object rendered at a time, an object of the same text as in `live` held once,
+/// and only objects that differ are read back ([`berth::plan::live::between_renders`]):
+/// a plan costs about what a render costs (BENCHMARKS.md). The documents are set aside
+/// meanwhile, as for a live plan.
 pub fn between(
     mut repo: berth::Desired,
     live: &[ObjectText],
@@ -200,7 +201,15 @@ pub fn between(
     set_documents_aside(&mut repo);
     // The fleet is all the plan needs of the resolved workspaces once they are rendered.
     let fleet = offline_fleet(&repo.resolved);
-    let desired = rendered_texts(std::mem::take(&mut repo.resolved));
+    let live_texts = berth::plan::live::texts_by_key(live);
+    let desired: Vec<_> = berth::render::render_owned(
+        std::mem::take(&mut repo.resolved),
+        &RenderContext::default(),
+        |key, object| berth::plan::live::text_against(&live_texts, key, &object),
+    )
+    .into_iter()
+    .map(|(_, text)| text)
+    .collect();
     let mut plan = berth::plan::live::between_renders(&desired, live);
     berth::plan::rollout::summarize(&mut plan, &fleet);
     // The process ends soon: freeing every object one by one only costs time.

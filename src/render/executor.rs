@@ -9,6 +9,7 @@ use crate::mage::executor::{self as mage, Namespace};
 use crate::resolve::executor::{BlockExecutor, ProjectPolicy, Run};
 use crate::resolve::{EXECUTOR_DEFAULTS_FILE, Resolved, ResolvedProject, ResolvedWorkspace};
 use berth_load::k8s::round_trip;
+use berth_load::load::yaml::Pos;
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -256,28 +257,26 @@ fn job_findings(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::loa
     use crate::load::Diagnostic;
     let mut out = unreadable(block, run, job);
     let spec = &job["spec"]["template"]["spec"];
-    let volumes: Vec<&str> = spec["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    let mounts = spec["containers"][0]["volumeMounts"].as_array();
-    for mount in mounts.into_iter().flatten() {
-        let Some(name) = mount["name"].as_str() else {
-            continue;
-        };
-        if volumes.contains(&name) {
-            continue;
-        }
-        let origin = ["container", "container_config"]
-            .iter()
-            .find_map(|k| run.origins.get(*k));
-        let (Some(origin), Some(file), Some(pos)) = (
-            origin,
-            origin.and_then(|o| o.file.clone()),
-            origin.and_then(|o| o.pos),
-        ) else {
+    let names = |list: &Value, field: &str| -> Vec<String> {
+        let items = list.as_array().into_iter().flatten();
+        items
+            .filter_map(|v| Some(v[field].as_str()?.to_string()))
+            .collect()
+    };
+    let volumes = names(&spec["volumes"], "name");
+    let mounts = &spec["containers"][0]["volumeMounts"];
+    // Mounts come from the config's container (the workspace's own mounts are added after,
+    // and are valid), volumes from its pod and the workspace's pod: a problem among them
+    // is said at the config's key.
+    let container = ["container", "container_config"]
+        .iter()
+        .find_map(|k| written_at(run, k));
+    let pod = written_at(run, "pod");
+    let error = |(file, pos, pointer): &(String, Pos, String), message: String| {
+        Diagnostic::error(file, *pos, pointer, message)
+    };
+    for name in names(mounts, "name") {
+        let Some(at) = container.as_ref().filter(|_| !volumes.contains(&name)) else {
             continue;
         };
         let pod_from = run
@@ -286,17 +285,57 @@ fn job_findings(block: &BlockExecutor, run: &Run, job: &Value) -> Vec<crate::loa
             .map(|o| format!(" (`pod` comes from the {})", o.layer))
             .unwrap_or_default();
         out.push(
-            Diagnostic::error(
-                &file,
-                pos,
-                origin.pointer.as_deref().unwrap_or_default(),
-                format!(
-                    "k8s block `{}` mounts volume `{name}`, which its Job does not have{pod_from}: the API server refuses the Job",
-                    block.block
-                ),
-            )
+            error(at, format!(
+                "k8s block `{}` mounts volume `{name}`, which its Job does not have{pod_from}: the API server refuses the Job",
+                block.block
+            ))
             .with_help("declare the volume in the same layer's `pod.volumes` (Mage merges top-level keys whole, so a `pod` from another layer replaces this one's), or in the workspace's pod, whose volumes the Job may mount"),
         );
+    }
+    // The API server's uniqueness rules: one volume per name, one mount per path.
+    if let Some(at) = &container {
+        for path in repeated(names(mounts, "mountPath")) {
+            out.push(
+                error(at, format!(
+                    "k8s block `{}` mounts two volumes at `{path}` in its Job's container: the API server refuses the Job (mount paths must be unique)",
+                    block.block
+                ))
+                .with_help("mount each path once; Mage adds the workspace's own mounts after the config's, so a path the workspace's Mage server already mounts cannot be mounted again"),
+            );
+        }
+    }
+    if let Some(at) = &pod {
+        for name in repeated(volumes) {
+            out.push(
+                error(at, format!(
+                    "k8s block `{}`'s Job has two volumes named `{name}`: the API server refuses the Job (volume names must be unique)",
+                    block.block
+                ))
+                .with_help("name each volume once; Mage adds the workspace's own volumes to the config's, so a name of the workspace's pod cannot be used again"),
+            );
+        }
+    }
+    out
+}
+
+/// Where the executor config's key `key` is written for this run, when in a file.
+fn written_at(run: &Run, key: &str) -> Option<(String, Pos, String)> {
+    let origin = run.origins.get(key)?;
+    Some((
+        origin.file.clone()?,
+        origin.pos?,
+        origin.pointer.clone().unwrap_or_default(),
+    ))
+}
+
+/// The values that occur more than once, each once, in order of their second occurrence.
+fn repeated(values: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for value in values {
+        if !seen.insert(value.clone()) && !out.contains(&value) {
+            out.push(value);
+        }
     }
     out
 }

@@ -218,6 +218,8 @@ fn in_apply_order<T: Send>(
     mut all: Vec<((u8, ObjectKey), T)>,
     workspaces: Vec<Vec<((u8, ObjectKey), T)>>,
 ) -> Vec<(ObjectKey, T)> {
+    // Grown once: doubling as it goes would hold 1.5 copies of every key at its last step.
+    all.reserve_exact(workspaces.iter().map(Vec::len).sum());
     all.extend(workspaces.into_iter().flatten());
     // Projects may share a namespace: each object once, the first rendering wins (the sort
     // is stable, so the first of equal keys stays first).

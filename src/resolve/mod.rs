@@ -9,13 +9,14 @@ pub mod rollout;
 pub use berth_load::pattern;
 
 pub use env::{
-    EffectiveVar, KUBE_NAMESPACE_VAR, Source, VarValue, effective_env, env_hash, is_project_setting,
+    EffectiveVar, KUBE_NAMESPACE_VAR, Source, VarValue, effective_env, env_hash, inherited_env,
+    is_project_setting, with_own_env,
 };
 
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{ProjectDocument, ProjectSpec, Shared, WorkspaceDocument, WorkspaceSpec};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// berth's own image, which runs the activity agent unless a project names another.
 pub const DEFAULT_AGENT_IMAGE: &str =
@@ -33,8 +34,9 @@ pub struct ResolvedWorkspace {
     pub environment: Option<String>,
     pub image: String,
     pub user_code_path: String,
-    /// The effective environment, sorted by name.
-    pub env: Vec<EffectiveVar>,
+    /// The effective environment, sorted by name. What it inherits is shared with the
+    /// other workspaces of its project, environment and code path.
+    pub env: Vec<Shared<EffectiveVar>>,
     /// Labels and annotations: the project's, then the workspace's own.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
@@ -98,6 +100,16 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     let projects = repo.projects_by_name();
     let with_defaults: std::collections::HashSet<&str> =
         policies.iter().map(|p| p.project.as_str()).collect();
+    // What the workspaces of one project, environment and code path inherit, built once.
+    let mut inherited: HashMap<Group, Vec<Shared<EffectiveVar>>> = HashMap::new();
+    for w in &repo.workspaces {
+        if let Some(project) = projects.get(w.doc.spec.project.as_str()) {
+            let group @ (_, environment, code_path) = group_of(project, w);
+            inherited
+                .entry(group)
+                .or_insert_with(|| inherited_env(&project.doc.spec, environment, code_path));
+        }
+    }
     resolved.workspaces = repo
         .workspaces
         .par_iter()
@@ -108,6 +120,9 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
             Some(resolve_workspace(
                 (document, w),
                 project,
+                inherited
+                    .get(&group_of(project, w))
+                    .map_or(&[][..], Vec::as_slice),
                 with_defaults.contains(project.doc.metadata.name.as_str()),
                 repo,
             ))
@@ -118,7 +133,7 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     resolved
         .workspaces
-        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        .par_sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let (executors, findings) = executor::resolve(repo, &policies, &resolved.workspaces);
     let namespaces = executor::namespaces_by_workspace(&executors);
     for ws in &mut resolved.workspaces {
@@ -134,20 +149,41 @@ pub fn resolve(repo: &Repository) -> (Resolved, Vec<Diagnostic>) {
     (resolved, diagnostics)
 }
 
+/// Workspaces that inherit the same variables: of one project, environment and code path.
+type Group<'a> = (&'a str, Option<&'a String>, &'a str);
+
+fn group_of<'a>(
+    project: &'a Located<ProjectDocument>,
+    w: &'a Located<WorkspaceDocument>,
+) -> Group<'a> {
+    let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
+    (
+        project.doc.metadata.name.as_str(),
+        wspec.environment.as_ref(),
+        code_path(pspec, wspec),
+    )
+}
+
+/// The workspace's USER_CODE_PATH: its own, else its project's (the field or its
+/// USER_CODE_PATH variable), else Mage's.
+fn code_path<'a>(project: &'a ProjectSpec, workspace: &'a WorkspaceSpec) -> &'a str {
+    workspace
+        .user_code_path
+        .as_deref()
+        .or_else(|| project.code_path())
+        .unwrap_or(DEFAULT_USER_CODE_PATH)
+}
+
+/// `inherited`: what the workspace gets from its project and berth ([`inherited_env`]).
 fn resolve_workspace(
     (document, w): (usize, &Located<WorkspaceDocument>),
     project: &Located<ProjectDocument>,
+    inherited: &[Shared<EffectiveVar>],
     executor_defaults: bool,
     repo: &Repository,
 ) -> ResolvedWorkspace {
     let (pspec, wspec) = (&project.doc.spec, &w.doc.spec);
-    // Workspace, else project (its field or its USER_CODE_PATH variable), else Mage's.
-    let user_code_path = wspec
-        .user_code_path
-        .as_deref()
-        .or_else(|| pspec.code_path())
-        .unwrap_or(DEFAULT_USER_CODE_PATH)
-        .to_string();
+    let user_code_path = code_path(pspec, wspec).to_string();
     let mut labels = project.doc.metadata.labels.clone();
     labels.extend(w.doc.metadata.labels.clone());
     let mut annotations = project.doc.metadata.annotations.clone();
@@ -162,10 +198,7 @@ fn resolve_workspace(
             .clone()
             .or_else(|| pspec.image.clone())
             .unwrap_or_default(),
-        env: with_executor_defaults(
-            effective_env(pspec, wspec, &user_code_path),
-            executor_defaults,
-        ),
+        env: with_executor_defaults(with_own_env(inherited, wspec), executor_defaults),
         executor_defaults,
         executor_namespaces: Vec::new(),
         scripts: crate::load::lifecycle::scripts(wspec, &repo.files),
@@ -185,14 +218,17 @@ fn resolve_workspace(
 
 /// Workspaces of a project with executor defaults read them from a mounted file, as Mage's
 /// Helm chart arranges it.
-fn with_executor_defaults(mut env: Vec<EffectiveVar>, has_policy: bool) -> Vec<EffectiveVar> {
+fn with_executor_defaults(
+    mut env: Vec<Shared<EffectiveVar>>,
+    has_policy: bool,
+) -> Vec<Shared<EffectiveVar>> {
     if has_policy {
         env.retain(|v| v.name != "K8S_DEFAULT_CONFIG_PATH");
-        env.push(EffectiveVar {
+        env.push(Shared::from(EffectiveVar {
             name: "K8S_DEFAULT_CONFIG_PATH".into(),
             value: VarValue::Literal(format!("{EXECUTOR_DEFAULTS_DIR}/{EXECUTOR_DEFAULTS_FILE}")),
             source: Source::BuiltIn,
-        });
+        }));
         env.sort_by(|a, b| a.name.cmp(&b.name));
     }
     env

@@ -4,6 +4,7 @@
 
 use super::guardrails::selects;
 use super::{Resolved, ResolvedWorkspace};
+use crate::load::yaml::LazySpans;
 use crate::load::{Diagnostic, Located, Repository};
 use crate::model::{Budget, ProjectDocument, Rollout, WorkspaceDocument};
 use rayon::prelude::*;
@@ -93,22 +94,22 @@ fn policy_of(
             (Some(b), _) => Some((
                 b,
                 &document.file,
-                document.pos("/spec/lifecycle/rollout/maxUnavailable"),
+                &document.spans,
                 "/spec/lifecycle/rollout/maxUnavailable",
             )),
             (None, Some(b)) => Some((
                 b,
                 &project.file,
-                project.pos("/spec/rollout/maxUnavailable"),
+                &project.spans,
                 "/spec/rollout/maxUnavailable",
             )),
             _ => None,
         };
-    if let Some((budget, file, pos, pointer)) = written {
+    if let Some((budget, file, spans, pointer)) = written {
         if budget.of(total).is_none() {
             out.push(Diagnostic::error(
                 file,
-                pos,
+                spans.value(pointer),
                 pointer,
                 format!(
                     "maxUnavailable `{budget}` is neither a count nor a percentage from 0% to 100%"
@@ -135,8 +136,8 @@ fn policy_of(
 }
 
 /// Where a workspace's budget is written (its own, else its project's): the budget, its
-/// file, position and field.
-type Written<'a> = (&'a Budget, &'a String, crate::load::yaml::Pos, &'static str);
+/// file, that document's positions (looked up only for an error) and field.
+type Written<'a> = (&'a Budget, &'a String, &'a LazySpans, &'static str);
 
 /// The Policies' `maxRolloutUnavailable` bounds: a budget written above one is an error
 /// there; the default budget gives way to it.
@@ -156,12 +157,12 @@ fn bound_by_policies(
             continue;
         }
         match written {
-            Some((budget, file, pos, pointer)) if budget == &policy.max_unavailable => {
+            Some((budget, file, spans, pointer)) if budget == &policy.max_unavailable => {
                 let at = p.pos("/spec/guardrails/maxRolloutUnavailable");
                 out.push(
                     Diagnostic::error(
                         file,
-                        pos,
+                        spans.value(pointer),
                         pointer,
                         format!(
                             "maxUnavailable `{budget}` of workspace `{}` exceeds the maximum `{bound}`",

@@ -1,6 +1,7 @@
 use crate::load::files::{self, IGNORE_FILE, SourceFile, Unreadable};
 use anyhow::{Context, Result, anyhow};
-use git2::{Commit, ObjectType, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use git2::{Commit, ObjectType, Odb, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use rayon::prelude::*;
 use std::path::Path;
 
 /// A revision read from git: its commit and the files of the berth repository in it.
@@ -79,19 +80,6 @@ const SYMLINK_MODE: i32 = 0o120000;
 /// loaded, and an oversized one is measured from its header, not read.
 fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
     let odb = repo.odb().context("opening the object database")?;
-    let read_blob = |path: String, id: git2::Oid| -> SourceFile {
-        match odb.read_header(id) {
-            Ok((size, _)) if size as u64 > files::MAX_FILE_BYTES => {
-                SourceFile::unreadable(path, Unreadable::TooLarge { bytes: size as u64 })
-            }
-            Ok(_) => match repo.find_blob(id) {
-                Ok(blob) => SourceFile::from_bytes(path, blob.content().to_vec()),
-                Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
-            },
-            Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
-        }
-    };
-
     let mut out = Vec::new();
     let symlink = |id: git2::Oid| Unreadable::Symlink {
         target: repo
@@ -105,7 +93,7 @@ fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
                 (Some(ObjectType::Blob), SYMLINK_MODE) => {
                     SourceFile::unreadable(IGNORE_FILE, symlink(entry.id()))
                 }
-                (Some(ObjectType::Blob), _) => read_blob(IGNORE_FILE.to_string(), entry.id()),
+                (Some(ObjectType::Blob), _) => read_blob(&odb, IGNORE_FILE.to_string(), entry.id()),
                 (Some(ObjectType::Commit), _) => {
                     SourceFile::unreadable(IGNORE_FILE, Unreadable::Submodule)
                 }
@@ -113,6 +101,7 @@ fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
             });
     let ignored = files::ignored_by(ignore_entry.as_ref());
     out.extend(ignore_entry);
+    let mut to_read: Vec<(String, Oid)> = Vec::new();
 
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
@@ -140,13 +129,59 @@ fn read_tree(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<SourceFile>> {
                 out.push(SourceFile::unreadable(path, symlink(entry.id())));
             }
             Some(ObjectType::Blob) if files::is_input_name(&path) => {
-                out.push(read_blob(path, entry.id()));
+                to_read.push((path, entry.id()));
             }
             _ => {}
         }
         TreeWalkResult::Ok
     })
     .context("walking the git tree")?;
+    out.extend(read_blobs(repo, &to_read));
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The input blobs a tree walk listed. The walk only lists; the blobs (100,000 of them in a
+/// fleet, each inflated on its own when loose) are read on every core, each reader with its
+/// own handle on the object database, as git2's are not shared between threads.
+fn read_blobs(repo: &Repository, to_read: &[(String, Oid)]) -> Vec<SourceFile> {
+    let chunk = to_read
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    let dir = repo.path();
+    to_read
+        .par_chunks(chunk)
+        .flat_map_iter(|chunk| {
+            let opened = Repository::open(dir);
+            let odb = match &opened {
+                Ok(repo) => repo.odb(),
+                Err(err) => Err(git2::Error::from_str(err.message())),
+            };
+            chunk
+                .iter()
+                .map(|(path, id)| match &odb {
+                    Ok(odb) => read_blob(odb, path.clone(), *id),
+                    Err(err) => {
+                        SourceFile::unreadable(path.clone(), Unreadable::Io(err.message().into()))
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One input blob: its text, or why not. A blob over the limit is measured from its header,
+/// not read.
+fn read_blob(odb: &Odb<'_>, path: String, id: Oid) -> SourceFile {
+    match odb.read_header(id) {
+        Ok((size, _)) if size as u64 > files::MAX_FILE_BYTES => {
+            SourceFile::unreadable(path, Unreadable::TooLarge { bytes: size as u64 })
+        }
+        Ok(_) => match odb.read(id) {
+            Ok(blob) => SourceFile::from_bytes(path, blob.data().to_vec()),
+            Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
+        },
+        Err(err) => SourceFile::unreadable(path, Unreadable::Io(err.message().into())),
+    }
 }

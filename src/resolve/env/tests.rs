@@ -38,12 +38,12 @@ fn workspace(environment: Option<&str>, env: Vec<EnvVar>) -> WorkspaceSpec {
     w
 }
 
-fn names(env: &[EffectiveVar]) -> Vec<&str> {
+fn names(env: &[Shared<EffectiveVar>]) -> Vec<&str> {
     env.iter().map(|v| v.name.as_str()).collect()
 }
 
-fn get<'a>(env: &'a [EffectiveVar], name: &str) -> Option<&'a EffectiveVar> {
-    env.iter().find(|v| v.name == name)
+fn get<'a>(env: &'a [Shared<EffectiveVar>], name: &str) -> Option<&'a EffectiveVar> {
+    env.iter().find(|v| v.name == name).map(|v| &**v)
 }
 
 #[test]
@@ -150,17 +150,19 @@ fn secrets_cross_only_when_shared() {
 
 #[test]
 fn hash_ignores_provenance_but_not_values() {
-    let a = vec![EffectiveVar {
-        name: "A".into(),
-        value: VarValue::Literal("1".into()),
-        source: Source::Project,
-    }];
-    let mut b = a.clone();
-    b[0].source = Source::UserDefinedVars { pattern: None };
+    let var = |value: &str, source: Source| {
+        vec![Shared::from(EffectiveVar {
+            name: "A".into(),
+            value: VarValue::Literal(value.into()),
+            source,
+        })]
+    };
+    let a = var("1", Source::Project);
     let none = BTreeMap::new();
-    assert_eq!(env_hash(&a, &none), env_hash(&b, &none));
-    b[0].value = VarValue::Literal("2".into());
-    assert_ne!(env_hash(&a, &none), env_hash(&b, &none));
+    let moved = var("1", Source::UserDefinedVars { pattern: None });
+    assert_eq!(env_hash(&a, &none), env_hash(&moved, &none));
+    let changed = var("2", Source::UserDefinedVars { pattern: None });
+    assert_ne!(env_hash(&a, &none), env_hash(&changed, &none));
 }
 
 #[test]
@@ -211,5 +213,41 @@ proptest! {
         sorted.dedup();
         prop_assert_eq!(sorted, names(&effective));
         prop_assert!(get(&effective, "USER_CODE_PATH").is_some());
+    }
+
+    /// A workspace's own variables over what it inherits, as one map written in that order
+    /// would hold them: each name once, sorted, the workspace's last value of a name winning
+    /// and every other inherited variable kept as it is (shared, not copied).
+    #[test]
+    fn own_variables_go_over_the_inherited_ones(
+        project_vars in proptest::collection::btree_map(var_name(), "[a-z0-9]{0,4}", 0..10),
+        own in proptest::collection::vec((var_name(), "[a-z0-9]{0,4}"), 0..8),
+        environment in prop_oneof![Just(None), Just(Some("dev"))],
+    ) {
+        let env: Vec<EnvVar> = project_vars.iter().map(|(k, v)| lit(k, v)).collect();
+        let p = project(env, Inheritance::default());
+        let w = workspace(environment, own.iter().map(|(k, v)| lit(k, v)).collect());
+        let inherited = inherited_env(&p, w.environment.as_ref(), "/c");
+        let merged = with_own_env(&inherited, &w);
+        let mut model: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
+        for var in &inherited {
+            let VarValue::Literal(value) = &var.value else { unreachable!("literals only") };
+            model.insert(&var.name, (value, false));
+        }
+        for (name, value) in &own {
+            model.insert(name, (value, true));
+        }
+        let got: Vec<(&str, (&str, bool))> = merged
+            .iter()
+            .map(|v| match &v.value {
+                VarValue::Literal(value) => (v.name.as_str(), (value.as_str(), v.source == Source::Workspace)),
+                VarValue::Secret(_) => (v.name.as_str(), ("", false)),
+            })
+            .collect();
+        prop_assert_eq!(got, model.into_iter().collect::<Vec<_>>());
+        for var in merged.iter().filter(|v| v.source != Source::Workspace) {
+            prop_assert!(inherited.iter().any(|i| std::sync::Arc::ptr_eq(&i.0, &var.0)));
+        }
+        prop_assert_eq!(&effective_env(&p, &w, "/c"), &merged);
     }
 }

@@ -322,7 +322,9 @@ fn check_built_in_vars(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>
     }
 }
 
-/// Every volume mount names a declared volume.
+/// Every volume mount names a declared volume; as the API server requires of a pod,
+/// volume names are unique, and so are the container's mount paths (the data volume's
+/// `storage.mountPath` among them).
 fn check_volume_mounts(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>) {
     let spec = &w.doc.spec;
     let volumes: Vec<&str> = spec
@@ -331,6 +333,16 @@ fn check_volume_mounts(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>
         .iter()
         .map(|v| v.name.as_str())
         .collect();
+    for (i, name) in volumes.iter().enumerate() {
+        if volumes[..i].contains(name) {
+            out.push(err(
+                w,
+                &format!("/spec/kubernetes/volumes/{i}/name"),
+                format!("a second volume named `{name}`: the API server refuses the pod"),
+            ));
+        }
+    }
+    let mut paths = vec![spec.storage.mount_path.as_str()];
     for (i, mount) in spec.kubernetes.volume_mounts.iter().enumerate() {
         if !volumes.contains(&mount.name.as_str()) {
             out.push(err(
@@ -339,6 +351,20 @@ fn check_volume_mounts(w: &Located<WorkspaceDocument>, out: &mut Vec<Diagnostic>
                 format!("no volume named `{}` in `kubernetes.volumes`", mount.name),
             ));
         }
+        let path = mount.mount_path.as_str();
+        if paths.contains(&path) {
+            let what = if path == spec.storage.mount_path {
+                "the workspace's data volume (`storage.mountPath`)"
+            } else {
+                "another volume"
+            };
+            out.push(err(
+                w,
+                &format!("/spec/kubernetes/volumeMounts/{i}/mountPath"),
+                format!("`{path}` is where {what} is mounted: the API server refuses the pod (mount paths must be unique)"),
+            ));
+        }
+        paths.push(path);
     }
 }
 
@@ -1136,5 +1162,51 @@ mod workload_manager_tests {
             ),
             "{found:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use crate::load::{SourceFile, load};
+
+    fn errors(kubernetes: &str) -> Vec<String> {
+        let project = "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec: {image: i, namespace: p}\n";
+        let workspace = format!(
+            "apiVersion: berth/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec:\n  project: p\n  kubernetes:\n{kubernetes}"
+        );
+        load(vec![
+            SourceFile::new("p.yaml", project),
+            SourceFile::new("w.yaml", workspace),
+        ])
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect()
+    }
+
+    /// The API server's uniqueness rules for a pod, said at the field that repeats.
+    #[test]
+    fn repeated_volume_names_and_mount_paths_are_errors_at_the_repeat() {
+        let found = errors(
+            "    volumes: [{name: a, emptyDir: {}}, {name: a, emptyDir: {}}]\n    volumeMounts: [{name: a, mountPath: /a}, {name: a, mountPath: /a}, {name: a, mountPath: /home/src}]\n",
+        );
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with(
+                "w.yaml:7:47: error: spec.kubernetes.volumes[1].name: a second volume named `a`"
+            ),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].contains("volumeMounts[1].mountPath: `/a` is where another volume is mounted"),
+            "{found:#?}"
+        );
+        assert!(found[2].contains("volumeMounts[2].mountPath: `/home/src` is where the workspace's data volume (`storage.mountPath`) is mounted"), "{found:#?}");
+        // One volume at two paths is what pods may do.
+        let found = errors(
+            "    volumes: [{name: a, emptyDir: {}}]\n    volumeMounts: [{name: a, mountPath: /a}, {name: a, mountPath: /b}]\n",
+        );
+        assert_eq!(found, Vec::<String>::new());
     }
 }

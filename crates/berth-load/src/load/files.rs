@@ -11,6 +11,7 @@
 use super::lines::line_column;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Files larger than this are not read: YAML, scripts and templates are all far smaller,
 /// and a ConfigMap (where scripts end up) holds at most 1 MiB anyway.
@@ -116,11 +117,12 @@ impl fmt::Display for Unreadable {
 }
 
 /// One file of the repository: its path relative to the root (`/`-separated) and its text,
-/// or why there is none.
+/// or why there is none. The text is shared, not copied, by what points into it later
+/// (the loaded documents' [`super::yaml::LazySpans`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
     pub path: String,
-    pub content: Result<String, Unreadable>,
+    pub content: Result<Arc<str>, Unreadable>,
 }
 
 impl SourceFile {
@@ -128,7 +130,7 @@ impl SourceFile {
     pub fn new(path: impl Into<String>, text: impl Into<String>) -> SourceFile {
         SourceFile {
             path: path.into(),
-            content: Ok(text.into()),
+            content: Ok(text.into().into()),
         }
     }
 
@@ -136,7 +138,7 @@ impl SourceFile {
     pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> SourceFile {
         SourceFile {
             path: path.into(),
-            content: decode(bytes),
+            content: decode(bytes).map(Arc::from),
         }
     }
 
@@ -184,7 +186,7 @@ pub fn decode(bytes: Vec<u8>) -> Result<String, Unreadable> {
 
 /// Every input file of a repository by path, as the loader and render use them.
 #[derive(Debug, Clone, Default)]
-pub struct Files(BTreeMap<String, Result<String, Unreadable>>);
+pub struct Files(BTreeMap<String, Result<Arc<str>, Unreadable>>);
 
 impl Files {
     pub fn new(files: impl IntoIterator<Item = SourceFile>) -> Files {

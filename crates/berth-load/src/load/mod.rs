@@ -23,14 +23,14 @@ pub use files::{Files, SourceFile, Unreadable};
 use crate::model::{API_VERSION, PolicyDocument, ProjectDocument, WorkspaceDocument};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
-use yaml::{Pos, Spans};
+use yaml::{FileSpans, LazySpans, Pos};
 
 /// A document together with where it came from, so later stages can point at it.
 #[derive(Debug, Clone)]
 pub struct Located<T> {
     pub doc: T,
     pub file: String,
-    pub spans: Spans,
+    pub spans: LazySpans,
 }
 
 impl<T> Located<T> {
@@ -230,8 +230,8 @@ struct FileLoad {
 
 fn load_file(file: &SourceFile) -> FileLoad {
     let mut out = FileLoad::default();
-    let parsed = match &file.content {
-        Ok(text) => yaml::parse_all(text),
+    let (parsed, spans) = match &file.content {
+        Ok(text) => (yaml::parse_all(text), FileSpans::new(text.clone())),
         Err(why) => {
             out.diagnostics
                 .push(unreadable_file(&file.path, why, "this file"));
@@ -246,8 +246,7 @@ fn load_file(file: &SourceFile) -> FileLoad {
             format!("invalid YAML: {}", err.message),
         )
     }));
-    let docs = parsed.docs;
-    for doc in docs {
+    for (index, doc) in parsed.docs.into_iter().enumerate() {
         if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Project")
             && let Some(root) = doc
                 .value
@@ -290,12 +289,11 @@ fn load_file(file: &SourceFile) -> FileLoad {
             mage::check_layer(config, path, &doc.spans, executor, &mut out.diagnostics);
         }
         let diagnostics = &mut out.diagnostics;
+        let at = (path, LazySpans::new(&spans, index));
         match kind {
-            schema::Kind::Project => push_typed(&mut out.projects, doc, path, clean, diagnostics),
-            schema::Kind::Workspace => {
-                push_typed(&mut out.workspaces, doc, path, clean, diagnostics)
-            }
-            _ => push_typed(&mut out.policies, doc, path, clean, diagnostics),
+            schema::Kind::Project => push_typed(&mut out.projects, doc, at, clean, diagnostics),
+            schema::Kind::Workspace => push_typed(&mut out.workspaces, doc, at, clean, diagnostics),
+            _ => push_typed(&mut out.policies, doc, at, clean, diagnostics),
         }
     }
     // A file mostly holds one document: no room for four (a kilobyte each) per file while
@@ -395,10 +393,12 @@ fn remove_pointer(value: &mut serde_json::Value, pointer: &str) {
     }
 }
 
+/// The document typed, kept with its file and the way to its positions (`at`); its own
+/// table of positions is dropped here, with the file's other parsed YAML.
 fn push_typed<T: DeserializeOwned>(
     into: &mut Vec<Located<T>>,
     doc: yaml::YamlDoc,
-    file: &str,
+    (file, spans): (&str, LazySpans),
     clean: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -406,7 +406,7 @@ fn push_typed<T: DeserializeOwned>(
         Ok(typed) => into.push(Located {
             doc: typed,
             file: file.to_string(),
-            spans: doc.spans,
+            spans,
         }),
         // The schema is generated from the same types, so for a document the schema
         // accepted this is a berth bug; still report it rather than panic.
@@ -423,6 +423,79 @@ fn push_typed<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One document of a generated file: a workspace, or one that is not kept (empty, some
+    /// other tool's YAML, a workspace the schema refuses), each after some blank lines.
+    #[derive(Debug, Clone)]
+    enum Part {
+        Workspace { blank: usize },
+        Empty,
+        Foreign { blank: usize },
+        Refused { blank: usize },
+    }
+
+    fn part() -> impl Strategy<Value = Part> {
+        prop_oneof![
+            (0usize..3).prop_map(|blank| Part::Workspace { blank }),
+            Just(Part::Empty),
+            (0usize..3).prop_map(|blank| Part::Foreign { blank }),
+            (0usize..3).prop_map(|blank| Part::Refused { blank }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Positions asked after loading (read again from the file's text) are where each
+        /// kept document's fields are written, whatever documents around it were dropped.
+        #[test]
+        fn positions_read_again_are_where_fields_are_written(parts in prop::collection::vec(part(), 1..8)) {
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                text.push_str("---\n");
+                let line = |text: &str| text.lines().count() + 1;
+                match part {
+                    Part::Empty => {}
+                    Part::Workspace { blank } | Part::Foreign { blank } | Part::Refused { blank } => {
+                        text.push_str(&"\n".repeat(*blank));
+                        if let Part::Foreign { .. } = part {
+                            text.push_str("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
+                            continue;
+                        }
+                        text.push_str("apiVersion: berth/v1alpha1\nkind: Workspace\n");
+                        text.push_str("metadata:\n");
+                        let name_line = line(&text);
+                        text.push_str(&format!("  name: ws-{i}\n"));
+                        let project_line = line(&text);
+                        text.push_str("spec:\n  project: p\n");
+                        if let Part::Refused { .. } = part {
+                            text.push_str("  suspended: sometimes\n");
+                        } else {
+                            expected.push((format!("ws-{i}"), name_line, project_line + 1));
+                        }
+                    }
+                }
+            }
+            let loaded = load(vec![
+                SourceFile::new("p.yaml", "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec: {image: i, namespace: p}\n"),
+                SourceFile::new("ws.yaml", text.clone()),
+            ]);
+            let found: Vec<(String, usize, usize)> = loaded
+                .repo
+                .workspaces
+                .iter()
+                .map(|w| {
+                    let name = w.pos("/metadata/name");
+                    prop_assert_eq!(w.spans.key("/metadata/name").line, name.line);
+                    prop_assert_eq!(&text[name.offset..name.offset + w.doc.metadata.name.len()], w.doc.metadata.name.as_str());
+                    Ok((w.doc.metadata.name.clone(), name.line, w.pos("/spec/project").line))
+                })
+                .collect::<Result<_, _>>()?;
+            prop_assert_eq!(found, expected, "{}", text);
+        }
+    }
 
     /// Every input the fuzzer kept (fuzz/corpus/load: the seeds, the issues' cases and what
     /// the fuzzer found) loads without a panic, with every diagnostic inside its file. The

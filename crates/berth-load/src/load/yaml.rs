@@ -6,6 +6,7 @@
 pub use super::lines::{line_column, line_starts};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -72,9 +73,10 @@ impl Positions<'_> {
 
 /// Where each value (and each mapping key) of a document is, by JSON pointer.
 ///
-/// Kept for every loaded document, so it is compact: the pointers back to back in one
+/// Compact, as one is built for every document read: the pointers back to back in one
 /// buffer and a table sorted by pointer, 32 bytes per value besides its pointer's text
-/// (two hash maps of `String`s took about four times that, 80 MB at 10,000 workspaces).
+/// (two hash maps of `String`s took about four times that). A loaded document keeps its
+/// table only as a [`LazySpans`].
 #[derive(Debug, Clone, Default)]
 pub struct Spans {
     /// Every pointer with a position, back to back (UTF-8: only `&str`s are appended).
@@ -206,6 +208,88 @@ impl Spans {
         self.entries = entries;
         self.entries.shrink_to_fit();
         self.text.shrink_to_fit();
+    }
+}
+
+/// A document's [`Spans`] after its file was read: built again from the file's text the
+/// first time a position is asked. Reading a file builds every document's table for the
+/// file's own checks; afterwards only documents with a problem need positions, and every
+/// workspace's table kept at once was the loader's largest part (`berth validate` of
+/// 100,000 workspaces peaked at 1.1 GB with them, 0.85 GB without).
+#[derive(Clone)]
+pub struct LazySpans {
+    file: Arc<FileSpans>,
+    /// The document's place among those [`parse_all`] reads from the file.
+    document: usize,
+}
+
+/// A file's text and, once one of its documents is asked, the tables of all of them: one
+/// parse however many of its documents have problems.
+pub struct FileSpans {
+    text: Arc<str>,
+    documents: OnceLock<Vec<Spans>>,
+}
+
+impl FileSpans {
+    pub fn new(text: Arc<str>) -> Arc<FileSpans> {
+        Arc::new(FileSpans {
+            text,
+            documents: OnceLock::new(),
+        })
+    }
+}
+
+impl LazySpans {
+    /// The spans of the `document`th document [`parse_all`] reads from `file`.
+    pub fn new(file: &Arc<FileSpans>, document: usize) -> LazySpans {
+        LazySpans {
+            file: file.clone(),
+            document,
+        }
+    }
+
+    fn spans(&self) -> &Spans {
+        static NONE: Spans = Spans {
+            text: Vec::new(),
+            entries: Vec::new(),
+        };
+        let file = &self.file;
+        // The same text parses to the same documents, so the place still names this one.
+        file.documents
+            .get_or_init(|| {
+                parse_all(&file.text)
+                    .docs
+                    .into_iter()
+                    .map(|d| d.spans)
+                    .collect()
+            })
+            .get(self.document)
+            .unwrap_or(&NONE)
+    }
+
+    /// See [`Spans::value`].
+    pub fn value(&self, pointer: &str) -> Pos {
+        self.spans().value(pointer)
+    }
+
+    /// See [`Spans::key`].
+    pub fn key(&self, pointer: &str) -> Pos {
+        self.spans().key(pointer)
+    }
+
+    /// See [`Spans::contains`].
+    pub fn contains(&self, pointer: &str) -> bool {
+        self.spans().contains(pointer)
+    }
+}
+
+impl std::fmt::Debug for LazySpans {
+    // Not the file's text, which is the repository's to show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySpans")
+            .field("document", &self.document)
+            .field("read_again", &self.file.documents.get().is_some())
+            .finish()
     }
 }
 
