@@ -988,6 +988,7 @@ mod tests {
 
 #[cfg(test)]
 mod namespace_owner_tests {
+    use crate::load::error_lines as errors;
     use crate::load::{SourceFile, load};
     use proptest::prelude::*;
 
@@ -999,15 +1000,6 @@ mod namespace_owner_tests {
             text.push_str("  sharedNamespace: true\n");
         }
         SourceFile::new(format!("{name}.yaml"), text)
-    }
-
-    fn errors(files: Vec<SourceFile>) -> Vec<String> {
-        load(files)
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.to_string())
-            .collect()
     }
 
     #[test]
@@ -1094,18 +1086,13 @@ mod namespace_owner_tests {
 
 #[cfg(test)]
 mod workload_manager_tests {
-    use crate::load::{SourceFile, load};
+    use crate::load::{SourceFile, error_lines};
 
     fn errors(workload_manager: &str) -> Vec<String> {
         let text = format!(
             "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  namespace: p\n  workloadManager:\n{workload_manager}"
         );
-        load(vec![SourceFile::new("p.yaml", text)])
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.to_string())
-            .collect()
+        error_lines(vec![SourceFile::new("p.yaml", text)])
     }
 
     #[test]
@@ -1167,22 +1154,17 @@ mod workload_manager_tests {
 
 #[cfg(test)]
 mod volume_tests {
-    use crate::load::{SourceFile, load};
+    use crate::load::{SourceFile, error_lines};
 
     fn errors(kubernetes: &str) -> Vec<String> {
         let project = "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec: {image: i, namespace: p}\n";
         let workspace = format!(
             "apiVersion: berth/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec:\n  project: p\n  kubernetes:\n{kubernetes}"
         );
-        load(vec![
+        error_lines(vec![
             SourceFile::new("p.yaml", project),
             SourceFile::new("w.yaml", workspace),
         ])
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect()
     }
 
     /// The API server's uniqueness rules for a pod, said at the field that repeats.

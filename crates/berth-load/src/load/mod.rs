@@ -82,6 +82,18 @@ impl Loaded {
     }
 }
 
+/// The errors of loading `files`, one `file:line:column: error: ...` line each: what the
+/// loader's tests compare.
+#[cfg(test)]
+pub(crate) fn error_lines(files: Vec<SourceFile>) -> Vec<String> {
+    load(files)
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect()
+}
+
 /// Sort by file and position, and drop repeats.
 pub fn sort_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| {

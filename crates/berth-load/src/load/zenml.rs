@@ -240,18 +240,13 @@ fn pod_failure_policy(
 
 #[cfg(test)]
 mod tests {
-    use crate::load::{SourceFile, load};
+    use crate::load::{SourceFile, error_lines};
 
     fn errors(settings: &str) -> Vec<String> {
         let text = format!(
             "apiVersion: berth/v1alpha1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  namespace: p\n  workloadManager:\n    namespace: runners\n    serviceAccount: s\n    runnerImage: z\n{settings}"
         );
-        load(vec![SourceFile::new("p.yaml", text)])
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.to_string())
-            .collect()
+        error_lines(vec![SourceFile::new("p.yaml", text)])
     }
 
     #[test]
